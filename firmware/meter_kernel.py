@@ -1,0 +1,436 @@
+"""Integer DSP kernel of the meter: I2S words in, A/C/Z weighting, squares, F/S time weighting, interval stats.
+
+Everything here is viper code over preallocated ``array('i')`` buffers and allocates nothing. Every value that
+lives in a machine word stays inside signed 32 bits for any input (host/weighting_design.py proves the node ranges,
+host/int_model.py asserts them), so the same code gives the same numbers on a 32-bit ESP32 and the 64-bit unix port.
+
+Per sample (the formats are explained in docs/measurement.md):
+  x  = the 24-bit microphone sample in the top of the 32-bit word, taken as 22 bits (2 bits of headroom);
+  z  = DC blocker(x) [-> optional microphone equalisation biquad]      Z weighting
+  c  = H4(HP_f1(HP_f1(z)))                                             C weighting
+  a  = HP_f3(HP_f2(c))                                                 A weighting
+A high-pass section is ``e = x - u; u += K·e / 2**Q`` with u kept as integer and fraction words; a biquad is
+direct form I with coefficients in Q``BIQUAD_Q``. Products are split (v = vh·2**12 + vl) so that every product of a
+coefficient (< 2**16) and a signal value fits in 31 bits.
+
+Per block (~1 ms): sums of squares become 15-bit limbs; F and S exponential averages (block-rate, α = A/2**QA)
+of LA² are kept in 6 limbs with 30 fraction bits; interval Leq sums (7 limbs), max/min of F and S, peaks of
+C and Z, overload count, and every ``HIST_SAMPLE_BLOCKS`` blocks a 0.1 dB histogram entry of LAF.
+
+Timing: see docs/performance.md (bench/bench_kernel.py). Memory: the arrays are allocated by meter.Meter.
+"""
+
+import micropython
+from array import array
+from micropython import const
+
+from weighting_coeffs import LOG_TABLE
+
+# Layout of the limb/scalar register array ``acc`` (array('i')).
+S_A = const(0)  # block sum of squares, 4 limbs, per channel A, C, Z
+S_C = const(4)
+S_Z = const(8)
+EF = const(12)  # F and S time-weighted LA² (6 limbs, 2 of them fraction)
+ES = const(18)
+FMAX = const(24)  # interval max / min of EF and ES (6 limbs each)
+FMIN = const(30)
+SMAX = const(36)
+SMIN = const(42)
+LEQ_A = const(48)  # interval sums of block sums of squares (7 limbs each)
+LEQ_C = const(55)
+LEQ_Z = const(62)
+PEAK_C = const(69)  # interval max |c| and |z|
+PEAK_Z = const(70)
+OVERLOADS = const(71)  # samples at or beyond the overload threshold in the interval
+UNDERRANGES = const(72)  # histogram samples below the under-range threshold in the interval
+BLOCKS_RUN = const(73)  # blocks since reset (saturates at 2**30)
+HIST_PHASE = const(74)  # blocks until the next histogram sample
+HIST_COUNT = const(75)  # histogram samples in the interval
+FMIN_VALID = const(76)
+SMIN_VALID = const(77)
+BLOCK_COUNT = const(78)  # blocks in the interval
+HIST = const(80)  # the interval's LAF histogram follows the registers: acc[HIST + bin]
+ACC_SIZE = const(80)  # registers; the array is ACC_SIZE + histogram bins long
+E_LIMBS = const(6)
+SUM_LIMBS = const(7)
+
+# Layout of the configuration array ``cfg`` (array('i')).
+C_SHIFT = const(0)  # right shift that turns the I2S word into the 22-bit sample
+C_OVERLOAD = const(1)  # |x| >= this (22-bit units) is an overload
+C_EQ_ON = const(2)
+C_BQ = const(3)  # BIQUAD_Q
+C_DC = const(4)  # K, Q of DC blocker, C f1 x2, A f2, A f3 (10 words)
+C_H4 = const(14)  # b0 b1 b2 a1 a2
+C_EQ = const(19)  # b0 b1 b2 a1 a2 of the microphone equalisation
+C_BLOCK = const(24)  # samples per block
+C_ALPHA_F = const(25)  # A, QA
+C_ALPHA_S = const(27)
+C_SETTLE_F = const(29)  # blocks before F min / histogram are tracked
+C_SETTLE_S = const(30)
+C_HIST_EVERY = const(31)
+C_HIST_BASE = const(32)  # 1000·lg(E) of the lowest histogram bin edge (0.01 dB units)
+C_HIST_BINS = const(33)
+C_UNDER = const(34)  # 1000·lg(E) under-range threshold
+CFG_SIZE = const(35)
+
+# Layout of the filter state array ``st`` (array('i')).
+ST_SIZE = const(18)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2
+SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs (8)
+
+_LOG = array("i", LOG_TABLE)
+
+
+@micropython.viper
+def filter_block(words, pos: int, n: int, st, cfg, sums):
+    """Weight n samples of ``words`` from ``pos``; add squares to sums[0..8] (hh, hl, ll for A, C, Z) and
+    raise sums[9] (peak |c|), sums[10] (peak |z|), sums[11] (overload count)."""
+    pw = ptr32(words)
+    s = ptr32(st)
+    b = ptr32(sums)
+    s16 = ptr16(st)  # signed loads through 16-bit halves: ptr32 loads zero-extend on 64-bit ports
+    c16 = ptr16(cfg)
+    b16 = ptr16(sums)
+    shift = (c16[0] | (((c16[1] ^ 0x8000) - 0x8000) << 16))
+    ovl = (c16[2] | (((c16[3] ^ 0x8000) - 0x8000) << 16))
+    eq_on = (c16[4] | (((c16[5] ^ 0x8000) - 0x8000) << 16))
+    bq = (c16[6] | (((c16[7] ^ 0x8000) - 0x8000) << 16))
+    bq12 = bq - 12
+    bqm = (1 << bq12) - 1
+    dK = (c16[8] | (((c16[9] ^ 0x8000) - 0x8000) << 16))
+    dQ = (c16[10] | (((c16[11] ^ 0x8000) - 0x8000) << 16))
+    c1K = (c16[12] | (((c16[13] ^ 0x8000) - 0x8000) << 16))
+    c1Q = (c16[14] | (((c16[15] ^ 0x8000) - 0x8000) << 16))
+    c2K = (c16[16] | (((c16[17] ^ 0x8000) - 0x8000) << 16))
+    c2Q = (c16[18] | (((c16[19] ^ 0x8000) - 0x8000) << 16))
+    a2K = (c16[20] | (((c16[21] ^ 0x8000) - 0x8000) << 16))
+    a2Q = (c16[22] | (((c16[23] ^ 0x8000) - 0x8000) << 16))
+    a3K = (c16[24] | (((c16[25] ^ 0x8000) - 0x8000) << 16))
+    a3Q = (c16[26] | (((c16[27] ^ 0x8000) - 0x8000) << 16))
+    hb0 = (c16[28] | (((c16[29] ^ 0x8000) - 0x8000) << 16))
+    hb1 = (c16[30] | (((c16[31] ^ 0x8000) - 0x8000) << 16))
+    hb2 = (c16[32] | (((c16[33] ^ 0x8000) - 0x8000) << 16))
+    ha1 = (c16[34] | (((c16[35] ^ 0x8000) - 0x8000) << 16))
+    ha2 = (c16[36] | (((c16[37] ^ 0x8000) - 0x8000) << 16))
+    eb0 = (c16[38] | (((c16[39] ^ 0x8000) - 0x8000) << 16))
+    eb1 = (c16[40] | (((c16[41] ^ 0x8000) - 0x8000) << 16))
+    eb2 = (c16[42] | (((c16[43] ^ 0x8000) - 0x8000) << 16))
+    ea1 = (c16[44] | (((c16[45] ^ 0x8000) - 0x8000) << 16))
+    ea2 = (c16[46] | (((c16[47] ^ 0x8000) - 0x8000) << 16))
+    dh = (s16[0] | (((s16[1] ^ 0x8000) - 0x8000) << 16))
+    dl = (s16[2] | (((s16[3] ^ 0x8000) - 0x8000) << 16))
+    c1h = (s16[4] | (((s16[5] ^ 0x8000) - 0x8000) << 16))
+    c1l = (s16[6] | (((s16[7] ^ 0x8000) - 0x8000) << 16))
+    c2h = (s16[8] | (((s16[9] ^ 0x8000) - 0x8000) << 16))
+    c2l = (s16[10] | (((s16[11] ^ 0x8000) - 0x8000) << 16))
+    a2h = (s16[12] | (((s16[13] ^ 0x8000) - 0x8000) << 16))
+    a2l = (s16[14] | (((s16[15] ^ 0x8000) - 0x8000) << 16))
+    a3h = (s16[16] | (((s16[17] ^ 0x8000) - 0x8000) << 16))
+    a3l = (s16[18] | (((s16[19] ^ 0x8000) - 0x8000) << 16))
+    hx1 = (s16[20] | (((s16[21] ^ 0x8000) - 0x8000) << 16))
+    hx2 = (s16[22] | (((s16[23] ^ 0x8000) - 0x8000) << 16))
+    hy1 = (s16[24] | (((s16[25] ^ 0x8000) - 0x8000) << 16))
+    hy2 = (s16[26] | (((s16[27] ^ 0x8000) - 0x8000) << 16))
+    ex1 = (s16[28] | (((s16[29] ^ 0x8000) - 0x8000) << 16))
+    ex2 = (s16[30] | (((s16[31] ^ 0x8000) - 0x8000) << 16))
+    ey1 = (s16[32] | (((s16[33] ^ 0x8000) - 0x8000) << 16))
+    ey2 = (s16[34] | (((s16[35] ^ 0x8000) - 0x8000) << 16))
+    ahh = (b16[0] | (((b16[1] ^ 0x8000) - 0x8000) << 16))
+    ahl = (b16[2] | (((b16[3] ^ 0x8000) - 0x8000) << 16))
+    all_ = (b16[4] | (((b16[5] ^ 0x8000) - 0x8000) << 16))
+    chh = (b16[6] | (((b16[7] ^ 0x8000) - 0x8000) << 16))
+    chl = (b16[8] | (((b16[9] ^ 0x8000) - 0x8000) << 16))
+    cll = (b16[10] | (((b16[11] ^ 0x8000) - 0x8000) << 16))
+    zhh = (b16[12] | (((b16[13] ^ 0x8000) - 0x8000) << 16))
+    zhl = (b16[14] | (((b16[15] ^ 0x8000) - 0x8000) << 16))
+    zll = (b16[16] | (((b16[17] ^ 0x8000) - 0x8000) << 16))
+    pc = (b16[18] | (((b16[19] ^ 0x8000) - 0x8000) << 16))
+    pz = (b16[20] | (((b16[21] ^ 0x8000) - 0x8000) << 16))
+    novl = (b16[22] | (((b16[23] ^ 0x8000) - 0x8000) << 16))
+    i = pos
+    end = pos + n
+    while i < end:
+        x = (pw[i] >> shift) & 0x3FFFFF
+        x = (x ^ 0x200000) - 0x200000
+        i += 1
+        if x >= ovl or x < 0 - ovl:
+            novl += 1
+        # DC blocker: e = x - u; u += K e / 2**Q
+        e = x - dh
+        p = dK * (e >> 12)
+        t = dl + dK * (e & 0xFFF) + ((p & ((1 << (dQ - 12)) - 1)) << 12)
+        dh += (p >> (dQ - 12)) + (t >> dQ)
+        dl = t & ((1 << dQ) - 1)
+        z = e
+        if eq_on:
+            xh = z >> 12
+            xl = z & 0xFFF
+            sh = eb0 * xh + eb1 * (ex1 >> 12) + eb2 * (ex2 >> 12) - ea1 * (ey1 >> 12) - ea2 * (ey2 >> 12)
+            sl = eb0 * xl + eb1 * (ex1 & 0xFFF) + eb2 * (ex2 & 0xFFF) - ea1 * (ey1 & 0xFFF) - ea2 * (ey2 & 0xFFF)
+            y = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq)
+            ex2 = ex1
+            ex1 = z
+            ey2 = ey1
+            ey1 = y
+            z = y
+        # C: two f1 high-passes
+        e = z - c1h
+        p = c1K * (e >> 12)
+        t = c1l + c1K * (e & 0xFFF) + ((p & ((1 << (c1Q - 12)) - 1)) << 12)
+        c1h += (p >> (c1Q - 12)) + (t >> c1Q)
+        c1l = t & ((1 << c1Q) - 1)
+        v = e
+        e = v - c2h
+        p = c2K * (e >> 12)
+        t = c2l + c2K * (e & 0xFFF) + ((p & ((1 << (c2Q - 12)) - 1)) << 12)
+        c2h += (p >> (c2Q - 12)) + (t >> c2Q)
+        c2l = t & ((1 << c2Q) - 1)
+        v = e
+        # C: H4 biquad
+        xh = v >> 12
+        xl = v & 0xFFF
+        sh = hb0 * xh + hb1 * (hx1 >> 12) + hb2 * (hx2 >> 12) - ha1 * (hy1 >> 12) - ha2 * (hy2 >> 12)
+        sl = hb0 * xl + hb1 * (hx1 & 0xFFF) + hb2 * (hx2 & 0xFFF) - ha1 * (hy1 & 0xFFF) - ha2 * (hy2 & 0xFFF)
+        cv = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq)
+        hx2 = hx1
+        hx1 = v
+        hy2 = hy1
+        hy1 = cv
+        # A: f2 and f3 high-passes on C
+        e = cv - a2h
+        p = a2K * (e >> 12)
+        t = a2l + a2K * (e & 0xFFF) + ((p & ((1 << (a2Q - 12)) - 1)) << 12)
+        a2h += (p >> (a2Q - 12)) + (t >> a2Q)
+        a2l = t & ((1 << a2Q) - 1)
+        v = e
+        e = v - a3h
+        p = a3K * (e >> 12)
+        t = a3l + a3K * (e & 0xFFF) + ((p & ((1 << (a3Q - 12)) - 1)) << 12)
+        a3h += (p >> (a3Q - 12)) + (t >> a3Q)
+        a3l = t & ((1 << a3Q) - 1)
+        av = e
+        # squares, split so each product fits in 31 bits
+        h = av >> 12
+        l = av & 0xFFF
+        ahh += h * h
+        ahl += h * l
+        all_ += l * l
+        h = cv >> 12
+        l = cv & 0xFFF
+        chh += h * h
+        chl += h * l
+        cll += l * l
+        h = z >> 12
+        l = z & 0xFFF
+        zhh += h * h
+        zhl += h * l
+        zll += l * l
+        if cv < 0:
+            cv = 0 - cv
+        if cv > pc:
+            pc = cv
+        if z < 0:
+            z = 0 - z
+        if z > pz:
+            pz = z
+    s[0] = dh
+    s[1] = dl
+    s[2] = c1h
+    s[3] = c1l
+    s[4] = c2h
+    s[5] = c2l
+    s[6] = a2h
+    s[7] = a2l
+    s[8] = a3h
+    s[9] = a3l
+    s[10] = hx1
+    s[11] = hx2
+    s[12] = hy1
+    s[13] = hy2
+    s[14] = ex1
+    s[15] = ex2
+    s[16] = ey1
+    s[17] = ey2
+    b[0] = ahh
+    b[1] = ahl
+    b[2] = all_
+    b[3] = chh
+    b[4] = chl
+    b[5] = cll
+    b[6] = zhh
+    b[7] = zhl
+    b[8] = zll
+    b[9] = pc
+    b[10] = pz
+    b[11] = novl
+
+
+@micropython.viper
+def log100(acc, off: int) -> int:
+    """1000·lg(E) in 0.01 dB for the 6-limb value at acc[off] (E counted in units of the lowest limb);
+    0 when E < 256."""
+    a = ptr32(acc)
+    lt = ptr32(_LOG)
+    t = 5
+    while t >= 0 and a[off + t] == 0:
+        t -= 1
+    if t < 0:
+        return 0
+    top = a[off + t]
+    bl = 0
+    while (top >> bl) != 0:
+        bl += 1
+    v2 = top << 15
+    if t > 0:
+        v2 = v2 | a[off + t - 1]
+    msb = 15 * t + bl - 1
+    if msb < 8:
+        return 0
+    m = v2 >> (bl + 6)
+    return (msb * 30103) // 100 + lt[m - 256]
+
+
+@micropython.viper
+def process_blocks(words, nblocks: int, st, cfg, sums, acc):
+    """Run ``nblocks`` blocks of ``words`` (from its start) through the filters and the block-rate statistics."""
+    a = ptr32(acc)
+    c = ptr32(cfg)
+    b = ptr32(sums)
+    b16 = ptr16(sums)  # signed loads (see filter_block)
+    block = c[C_BLOCK]
+    pos = 0
+    while nblocks > 0:
+        nblocks -= 1
+        k = 0
+        while k < 9:
+            b[k] = 0
+            k += 1
+        b[9] = a[PEAK_C]
+        b[10] = a[PEAK_Z]
+        b[11] = a[OVERLOADS]
+        filter_block(words, pos, block, st, cfg, sums)
+        pos += block
+        a[PEAK_C] = b[9]
+        a[PEAK_Z] = b[10]
+        a[OVERLOADS] = b[11]
+        # block sums hh·2**24 + hl·2**13 + ll -> 4 limbs of 15 bits, for A, C, Z
+        ch = 0
+        while ch < 3:
+            hh = b[3 * ch]
+            hl = (b16[2 * (3 * ch + 1)] | (((b16[2 * (3 * ch + 1) + 1] ^ 0x8000) - 0x8000) << 16))
+            ll = b[3 * ch + 2]
+            o = 4 * ch
+            v = (ll & 0x7FFF) + ((hl & 3) << 13)
+            a[o] = v & 0x7FFF
+            v = (v >> 15) + (ll >> 15) + ((hl >> 2) & 0x7FFF) + ((hh & 0x3F) << 9)
+            a[o + 1] = v & 0x7FFF
+            v = (v >> 15) + (hl >> 17) + (hh >> 6)
+            a[o + 2] = v & 0x7FFF
+            a[o + 3] = v >> 15
+            # interval sum (7 limbs) += block sum (4 limbs)
+            dst = LEQ_A + 7 * ch
+            carry = 0
+            k = 0
+            while k < 7:
+                v = a[dst + k] + carry
+                if k < 4:
+                    v += a[o + k]
+                a[dst + k] = v & 0x7FFF
+                carry = v >> 15
+                k += 1
+            ch += 1
+        # F and S time weighting of LA²: E += floor(A·(S·2**30 - E) / 2**QA); E has 6 limbs, 2 of them fraction.
+        w = 0
+        while w < 2:
+            eo = EF + 6 * w
+            am = c[C_ALPHA_F + 2 * w]
+            qa = c[C_ALPHA_F + 2 * w + 1]
+            # d = S·2**30 - E into b[12..17]; the top limb keeps its sign
+            borrow = 0
+            k = 0
+            while k < 6:
+                v = 0 - a[eo + k] - borrow
+                if k >= 2:
+                    v += a[S_A + k - 2]
+                if k < 5:
+                    b[12 + k] = v & 0x7FFF
+                    borrow = 0 - (v >> 15)
+                else:
+                    b[17] = v
+                k += 1
+            # P = A·d into b[12..19]: limbs 0..6 of 15 bits, b[19] the signed rest
+            carry = 0
+            k = 0
+            while k < 6:
+                v = am * (b16[2 * (12 + k)] | (((b16[2 * (12 + k) + 1] ^ 0x8000) - 0x8000) << 16)) + carry
+                b[12 + k] = v & 0x7FFF
+                carry = v >> 15
+                k += 1
+            b[18] = carry & 0x7FFF
+            b[19] = carry >> 15
+            # E += P >> QA (arithmetic): QA = 15 + bs, 0 <= bs < 15, so result limb k takes P limbs k+1, k+2
+            bs = qa - 15
+            carry = 0
+            k = 0
+            while k < 5:
+                v = a[eo + k] + ((b[13 + k] >> bs) | ((b[14 + k] << (15 - bs)) & 0x7FFF)) + carry
+                a[eo + k] = v & 0x7FFF
+                carry = v >> 15
+                k += 1
+            a[eo + 5] = a[eo + 5] + (b[18] >> bs) + ((b16[38] | (((b16[39] ^ 0x8000) - 0x8000) << 16)) << (15 - bs)) + carry
+            w += 1
+        run = a[BLOCKS_RUN]
+        if run < 0x40000000:
+            run += 1
+            a[BLOCKS_RUN] = run
+        a[BLOCK_COUNT] += 1
+        # interval max / min of F and S (min only once the weighting has settled)
+        w = 0
+        while w < 4:
+            src = EF + 6 * (w >> 1)
+            dst = FMAX + 6 * w
+            k = 5
+            while k > 0 and a[src + k] == a[dst + k]:
+                k -= 1
+            take = 0
+            if (w & 1) == 0:
+                if a[src + k] > a[dst + k]:
+                    take = 1
+            elif run >= c[C_SETTLE_F + (w >> 1)]:
+                valid = FMIN_VALID + (w >> 1)
+                if a[valid] == 0 or a[src + k] < a[dst + k]:
+                    take = 1
+                    a[valid] = 1
+            if take:
+                k = 0
+                while k < 6:
+                    a[dst + k] = a[src + k]
+                    k += 1
+            w += 1
+        # LAF into the percentile histogram every HIST_EVERY blocks, once F has settled
+        ph = a[HIST_PHASE] - 1
+        if ph <= 0:
+            ph = c[C_HIST_EVERY]
+            if run >= c[C_SETTLE_F]:
+                lg = int(log100(acc, EF))
+                if lg < c[C_UNDER]:
+                    a[UNDERRANGES] += 1
+                bn = 0
+                if lg >= c[C_HIST_BASE]:
+                    bn = (lg - c[C_HIST_BASE]) // 10
+                if bn >= c[C_HIST_BINS]:
+                    bn = c[C_HIST_BINS] - 1
+                a[HIST + bn] += 1
+                a[HIST_COUNT] += 1
+        a[HIST_PHASE] = ph
+
+
+@micropython.viper
+def add_histogram(total, acc, n: int):
+    """total[i] += acc[HIST + i] and clear it, for i < n: folds the interval's histogram into a running one."""
+    t = ptr32(total)
+    h = ptr32(acc)
+    i = 0
+    while i < n:
+        t[i] += h[HIST + i]
+        h[HIST + i] = 0
+        i += 1

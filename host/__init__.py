@@ -1,0 +1,1 @@
+"""The meter host tool `slm`: measure, and (later) flash, deploy, calibrate and monitor boards."""
