@@ -55,7 +55,7 @@ class Meter:
                  underrange_db=None):
         if rate not in RATES:
             raise ValueError("unsupported sample rate %d" % rate)
-        d = RATES[rate]
+        d = RATES[rate]  # type: dict
         self.rate = rate
         self.block = d["block"]
         self.gain_db = d["gain_db"]
@@ -111,8 +111,9 @@ class Meter:
             for i in range(len(arr)):
                 arr[i] = 0
         self.acc[K.HIST_PHASE] = HIST_SAMPLE_BLOCKS
-        self.totals_raw = {"leq": [0, 0, 0], "blocks": 0, "fmax": None, "fmin": None, "smax": None, "smin": None,
-                           "peak_c": 0, "peak_z": 0, "overload": False, "underrange": False, "hist": 0}
+        self.totals_raw = {  # type: dict
+            "leq": [0, 0, 0], "blocks": 0, "fmax": None, "fmin": None, "smax": None, "smin": None,
+            "peak_c": 0, "peak_z": 0, "overload": False, "underrange": False, "hist": 0}
 
     def process(self, words, nblocks):
         """Measure ``nblocks`` blocks (``nblocks * self.block`` 32-bit I2S words from the start of ``words``)."""
@@ -140,7 +141,8 @@ class Meter:
                "fmax": _limbs_to_int(a, K.FMAX, K.E_LIMBS), "smax": _limbs_to_int(a, K.SMAX, K.E_LIMBS),
                "fmin": _limbs_to_int(a, K.FMIN, K.E_LIMBS) if a[K.FMIN_VALID] else None,
                "smin": _limbs_to_int(a, K.SMIN, K.E_LIMBS) if a[K.SMIN_VALID] else None,
-               "ef": _limbs_to_int(a, K.EF, K.E_LIMBS), "es": _limbs_to_int(a, K.ES, K.E_LIMBS)}
+               "ef": _limbs_to_int(a, K.EF, K.E_LIMBS), "es": _limbs_to_int(a, K.ES, K.E_LIMBS),
+               "hist": [[b, a[K.HIST + b]] for b in range(HIST_BINS) if a[K.HIST + b]]}
         return raw
 
     def _results(self, raw, hist, hist_off, hist_count):

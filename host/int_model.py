@@ -180,7 +180,8 @@ class IntegerMeterModel:
         return {"blocks": self.blocks, "peak_c": self.peak_c, "peak_z": self.peak_z, "overloads": self.overloads,
                 "underranges": self.underranges, "hist_count": self.hist_count, "leq": list(self.leq),
                 "fmax": self.ext["fmax"], "smax": self.ext["smax"], "fmin": self.ext["fmin"],
-                "smin": self.ext["smin"], "ef": self.e[0], "es": self.e[1]}
+                "smin": self.ext["smin"], "ef": self.e[0], "es": self.e[1],
+                "hist": [[int(b), int(self.hist[b])] for b in np.flatnonzero(self.hist)]}
 
     def close_interval(self) -> tuple[dict, np.ndarray]:
         raw, hist = self.raw_interval(), self.hist.copy()

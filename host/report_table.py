@@ -24,12 +24,12 @@ def print_measurement(result: dict, console: Console | None = None) -> None:
     console.print(f"[bold]{result['file']}[/]: {result['sample_rate']} Hz, {result['duration_s']:.3f} s, "
                   f"sensitivity {result['sensitivity_dbfs']:g} dBFS, engine {result['engine']}")
     table = Table(title="Intervals (dB)", title_justify="left")
-    table.add_column("from-to (s)", justify="right")
+    table.add_column("s", justify="right", no_wrap=True)
     for c in INTERVAL_COLUMNS:
         table.add_column(c, justify="right")
     table.add_column("flags")
     for m in result["intervals"]:
-        table.add_row(f"{m['start_s']:.1f}-{m['end_s']:.1f}", *(_fmt(m[c]) for c in INTERVAL_COLUMNS), _flags(m))
+        table.add_row(f"{m['start_s']:g}-{m['end_s']:g}", *(_fmt(m[c]) for c in INTERVAL_COLUMNS), _flags(m))
     console.print(table)
     o = result["overall"]
     overall = Table(title="Whole file", title_justify="left")

@@ -240,19 +240,49 @@ def impulse_l1(sos: np.ndarray, n: int = 1 << 16) -> float:
     return float(np.abs(signal.sosfilt(sos, x)).sum())
 
 
-def range_report(design: RateDesign) -> dict[str, float]:
-    """Worst-case magnitudes (any input within ±2**(INPUT_BITS-1)) at every node, as log2."""
+EQ_L1_BUDGET = 4.0  # a microphone equalisation biquad may amplify the worst-case signal at most this much
+
+
+def node_bounds(design: RateDesign, eq_l1: float = EQ_L1_BUDGET) -> dict[str, float]:
+    """Largest magnitude each signal node can reach for any input within ±2**(INPUT_BITS-1) (sum of |h[n]| of the
+    chain up to the node), with the equalisation's worst case eq_l1 in front. +2 LSB covers the floors."""
     full = 2 ** (INPUT_BITS - 1)
-    nodes = {"x": np.zeros((0, 6))}
-    sections = [("dc", design.dc.sos()), ("c1", design.hp_c[0].sos()), ("c2", design.hp_c[1].sos()),
-                ("h4", design.h4.sos()), ("a2", design.hp_a[0].sos()), ("a3", design.hp_a[1].sos())]
-    acc = np.zeros((0, 6))
-    out = {}
-    for name, sos in sections:
-        acc = np.vstack([acc, sos])
-        out[name] = math.log2(impulse_l1(acc) * full)
-    del nodes
+    chain = np.vstack([design.dc.sos()])
+    out = {"x": full, "dc_in": full, "z": impulse_l1(chain) * full * eq_l1 + 2}
+    for name, sos in (("c1", design.hp_c[0].sos()), ("c2", design.hp_c[1].sos()), ("c", design.h4.sos()),
+                      ("a2", design.hp_a[0].sos()), ("a", design.hp_a[1].sos())):
+        chain = np.vstack([chain, sos])
+        out[name] = impulse_l1(chain) * full * eq_l1 + 2
     return out
+
+
+def range_proof(design: RateDesign, eq_l1: float = EQ_L1_BUDGET) -> dict[str, float]:
+    """log2 of the largest magnitude of every value the kernel keeps in a machine word, from the node bounds.
+    Everything must stay below 31 (signed 32-bit words). See docs/measurement.md, "proof of range"."""
+    nb = node_bounds(design, eq_l1)
+    log2 = math.log2
+    words: dict[str, float] = {}
+    # high-pass sections: input v, e = v - u (|u| <= |v| max), products K·(e >> 12), K·(e & 0xFFF), t
+    for name, sec, vin in (("dc", design.dc, nb["x"]), ("c1", design.hp_c[0], nb["z"]),
+                           ("c2", design.hp_c[1], nb["c1"]), ("a2", design.hp_a[0], nb["c"]),
+                           ("a3", design.hp_a[1], nb["a2"])):
+        e = 2 * vin
+        words[f"{name} e"] = log2(e)
+        words[f"{name} K*eh"] = log2(sec.K * (e / 2**12 + 1))
+        words[f"{name} t"] = log2(2 ** sec.Q + sec.K * 2**12 + 2 ** sec.Q)
+    # biquad: partial sums of coefficient x high and low parts
+    coef_sum = sum(abs(v) for v in design.h4.ints())
+    vmax = max(nb["c2"], nb["c"])
+    words["h4 sh"] = log2(coef_sum * (vmax / 2**12 + 1))
+    words["h4 sl"] = log2(coef_sum * 2**12 + 2**BIQUAD_Q)
+    # squares summed over a block: hh, hl, ll
+    ymax = max(nb["a"], nb["c"], nb["z"])
+    words["square hh sum"] = log2(design.block * (ymax / 2**12 + 1) ** 2)
+    words["square hl sum"] = log2(design.block * (ymax / 2**12 + 1) * 2**12)
+    words["square ll sum"] = log2(design.block * 2**24)
+    # block-rate limb arithmetic: products of alpha (< 2**15) and 15-bit limbs, plus a carry
+    words["alpha x limb"] = log2(2**15 * 2**15 + 2**16)
+    return words
 
 
 def generate_module(designs: dict[int, RateDesign]) -> str:
@@ -307,9 +337,9 @@ def check_design(d: RateDesign) -> list[str]:
         worst = float(np.max(np.abs(d.deviation_db(w, fb))))
         if worst > 0.1:
             problems.append(f"{d.fs} Hz {w}: |deviation| {worst:.3f} dB > 0.1 dB below fs/3")
-    for node, bits in range_report(d).items():
-        if bits > 24:
-            problems.append(f"{d.fs} Hz: node {node} may reach 2**{bits:.1f} (> 2**24)")
+    for word, bits in range_proof(d).items():
+        if bits >= 31:
+            problems.append(f"{d.fs} Hz: {word} may reach 2**{bits:.2f}, beyond a signed 32-bit word")
     return problems
 
 
@@ -331,8 +361,8 @@ def main() -> None:
     for fs, d in designs.items():
         fb = np.geomspace(10, fs / 3, 400)
         print(f"{fs}: max |dev| A {np.abs(d.deviation_db('A', fb)).max():.4f} dB, "
-              f"C {np.abs(d.deviation_db('C', fb)).max():.4f} dB to {fs / 3:.0f} Hz; ranges "
-              + ", ".join(f"{k} 2^{v:.1f}" for k, v in range_report(d).items()))
+              f"C {np.abs(d.deviation_db('C', fb)).max():.4f} dB to {fs / 3:.0f} Hz; largest word 2^"
+              f"{max(range_proof(d).values()):.2f}")
     print(f"wrote {path}")
 
 

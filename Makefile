@@ -1,0 +1,51 @@
+# slm: the two commands a new user needs are `make demo` and `make test`; both set up .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all install demo test test-all soak coeffs bench lint accuracy clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "slm needs Python 3.10 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on an embedded default: a demo recording of a square measured by the firmware on MicroPython.
+demo: $(STAMP)
+	@mkdir -p out
+	$(BIN)/python -m slm.sim.demo out/demo-square.wav
+	$(BIN)/slm measure out/demo-square.wav --interval 5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Long soak and fuzz runs, not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+coeffs: $(STAMP)
+	$(BIN)/python -m slm.weighting_design
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_kernel.py
+
+accuracy: $(STAMP)
+	$(BIN)/python -m tests.accuracy_table
+
+MPY_STUBS := $(VENV)/mpy-stubs
+$(MPY_STUBS): pyproject.toml $(STAMP)
+	rm -rf $(MPY_STUBS)
+	$(BIN)/pip install --quiet --target $(MPY_STUBS) "$$($(BIN)/python -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print([r for r in d["project"]["optional-dependencies"]["lint"] if "esp32-stubs" in r][0])')"
+
+lint: $(MPY_STUBS)
+	cd firmware && MYPYPATH=../$(MPY_STUBS) ../$(BIN)/python -m mypy --config-file mypy.ini --custom-typeshed-dir ../$(MPY_STUBS) $$(ls *.py | grep -v __init__)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis .mypy_cache

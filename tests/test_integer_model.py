@@ -1,0 +1,114 @@
+"""The firmware on the MicroPython unix port and the bit-exact integer model agree exactly, and no value the
+firmware keeps in a machine word ever leaves int32 (the model raises RangeError), for random and worst-case input.
+
+Together: what the unix port (64-bit words) computes is what a 32-bit ESP32 computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slm import iec61672
+from slm.firmware_engine import MeterSettings, run_meter
+from slm.int_model import IntegerMeterModel, RangeError, _w
+from slm.weighting_design import BLOCK_SAMPLES, SAMPLE_RATES
+
+FULL = 2**23 - 1
+MIN = -(2**23)
+
+
+def to_words(s24: np.ndarray, seed: int = 0) -> np.ndarray:
+    garbage = np.random.default_rng(seed).integers(0, 256, len(s24))
+    return ((np.asarray(s24, dtype=np.int64) << 8) | garbage).astype(np.uint32).view(np.int32)
+
+
+def compare(words: np.ndarray, rate: int, eq=None, interval_s: float = 0.1) -> None:
+    block = BLOCK_SAMPLES[rate]
+    nblocks = len(words) // block
+    words = words[: nblocks * block]
+    s = MeterSettings(rate=rate, interval_s=interval_s, eq=eq)
+    run = run_meter([words], s, engine="micropython", raw=True)
+    model = IntegerMeterModel(rate, eq=eq, underrange_log100=_underrange_threshold(s))
+    per = s.interval_blocks()
+    expected = []
+    done = 0
+    while done < nblocks:
+        n = min(per, nblocks - done)
+        model.process(words[done * block:(done + n) * block], n)
+        expected.append(model.close_interval()[0])
+        done += n
+    assert len(run.raw) == len(expected)
+    for i, (got, want) in enumerate(zip(run.raw, expected)):
+        assert got == want, f"interval {i} differs: " + ", ".join(
+            f"{k}: firmware {got[k]} model {want[k]}" for k in want if got.get(k) != want[k])
+
+
+def _underrange_threshold(s: MeterSettings) -> int:
+    from slm.cpython_shim import import_firmware
+
+    meter = import_firmware("meter")
+    m = meter.Meter(rate=s.rate, sensitivity_dbfs=s.sensitivity_dbfs, eq=s.eq)
+    return m.cfg[import_firmware("meter_kernel").C_UNDER]
+
+
+def test_range_checker_catches_overflow():
+    with pytest.raises(RangeError):
+        _w(2**31, "test")
+    assert _w(-(2**31), "test") == -(2**31)
+
+
+EQ_PEAKING = (16458, -32400, 15953, -32400, 16027)  # RBJ peaking +3 dB at 200 Hz, Q 1, 48 kHz, in Q14
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("n", range(-20, 14))
+def test_full_scale_sine_at_every_third_octave(n):
+    rate = 48000
+    f = iec61672.exact_band_frequency(n)
+    t = np.arange(int(0.8 * rate)) / rate
+    compare(to_words(np.round(FULL * np.sin(2 * np.pi * f * t)).astype(np.int64), n + 20), rate)
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("rate", SAMPLE_RATES)
+def test_alternating_full_scale(rate):
+    s = np.where(np.arange(int(1.2 * rate)) % 2 == 0, FULL, MIN)
+    compare(to_words(s), rate)
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("rate", SAMPLE_RATES)
+@pytest.mark.parametrize("level", [FULL, MIN, 12345, -1])
+def test_dc(rate, level):
+    compare(to_words(np.full(int(0.7 * rate), level)), rate)
+
+
+@pytest.mark.micropython
+def test_microphone_equalisation_path():
+    rng = np.random.default_rng(5)
+    s = np.clip(np.round(rng.standard_normal(48000) * 2**21), MIN, FULL).astype(np.int64)
+    compare(to_words(s), 48000, eq=EQ_PEAKING)
+
+
+@pytest.mark.micropython
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rate=st.sampled_from(SAMPLE_RATES), period=st.integers(2, 4000), duty=st.floats(0.01, 0.99),
+       blocks=st.integers(1, 900), low=st.sampled_from([MIN, -FULL, 0]))
+def test_full_scale_square_waves(rate, period, duty, blocks, low):
+    i = np.arange(blocks * BLOCK_SAMPLES[rate])
+    s = np.where((i % period) < duty * period, FULL, low)
+    compare(to_words(s, period), rate)
+
+
+@pytest.mark.micropython
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rate=st.sampled_from(SAMPLE_RATES), seed=st.integers(0, 2**32 - 1), blocks=st.integers(1, 900),
+       scale=st.sampled_from([1, 2**8, 2**16, 2**23]), eq=st.booleans())
+def test_random_words(rate, seed, blocks, scale, eq):
+    """Any 32-bit words at all (the low byte is garbage, the top 24 bits any sample), at several amplitudes."""
+    rng = np.random.default_rng(seed)
+    s = np.clip(rng.integers(-scale, scale, blocks * BLOCK_SAMPLES[rate]), MIN, FULL)
+    compare(to_words(s, seed), rate, eq=EQ_PEAKING if eq and rate == 48000 else None)
