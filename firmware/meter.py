@@ -1,6 +1,6 @@
 """The sound level meter: owns the kernel's buffers, closes intervals, and turns integer results into levels.
 
-``Meter(rate)`` allocates everything once (about 11 KB at 48 kHz, see docs/performance.md); ``process(words,
+``Meter(rate)`` allocates everything once (about 13 KB of arrays, see docs/performance.md); ``process(words,
 nblocks)`` runs whole blocks of 32-bit I2S words and allocates nothing; ``close_interval()`` (once per interval,
 allowed to allocate) returns the interval's levels and folds them into the running totals kept for ``totals()``.
 
@@ -12,15 +12,11 @@ import math
 from array import array
 
 import meter_kernel as K
-from weighting_coeffs import BIQUAD_Q, HIST_SAMPLE_BLOCKS, INPUT_BITS, RATES
+from weighting_coeffs import (BIQUAD_Q, HIST_BASE, HIST_BINS, HIST_SAMPLE_BLOCKS, INPUT_BITS, RATES, SETTLE_TAUS,
+                              TAU_FAST, TAU_SLOW)
 
 LEVEL_KEYS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",
               "LA10", "LA50", "LA90")
-HIST_BINS = 1700  # 0.1 dB bins of 1000·lg(E) from HIST_BASE
-HIST_BASE = 9000  # lowest bin edge: E = 1e9 (2**-30 units) = one LSB² summed over a block: below any real signal
-TAU_FAST = 0.125
-TAU_SLOW = 1.0
-SETTLE_TAUS = 5  # minima and percentiles wait 5 time constants after a reset (the weighting starts from rest)
 WORD_BITS = 32
 # 10·lg of the mean square of a full-scale sine in 22-bit units: (2**21)**2 / 2
 _FULL_SCALE_SINE_DB = 10 * math.log10(2.0 ** (2 * (INPUT_BITS - 1)) / 2)

@@ -21,7 +21,6 @@ Timing: see docs/performance.md (bench/bench_kernel.py). Memory: the arrays are 
 """
 
 import micropython
-from array import array
 from micropython import const
 
 from weighting_coeffs import LOG_TABLE
@@ -77,7 +76,6 @@ CFG_SIZE = const(35)
 ST_SIZE = const(18)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2
 SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs (8)
 
-_LOG = array("i", LOG_TABLE)
 
 
 @micropython.viper
@@ -269,7 +267,7 @@ def log100(acc, off: int) -> int:
     """1000·lg(E) in 0.01 dB for the 6-limb value at acc[off] (E counted in units of the lowest limb);
     0 when E < 256."""
     a = ptr32(acc)
-    lt = ptr32(_LOG)
+    lt = ptr16(LOG_TABLE)
     t = 5
     while t >= 0 and a[off + t] == 0:
         t -= 1
@@ -379,7 +377,7 @@ def process_blocks(words, nblocks: int, st, cfg, sums, acc):
             a[eo + 5] = a[eo + 5] + (b[18] >> bs) + ((b16[38] | (((b16[39] ^ 0x8000) - 0x8000) << 16)) << (15 - bs)) + carry
             w += 1
         run = a[BLOCKS_RUN]
-        if run < 0x40000000:
+        if run <= 0x3FFFFFFF:  # saturate; constants must be small ints on 32-bit ports
             run += 1
             a[BLOCKS_RUN] = run
         a[BLOCK_COUNT] += 1

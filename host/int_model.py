@@ -21,9 +21,6 @@ import numpy as np
 from slm import weighting_design as wd
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-HIST_BINS = 1700
-HIST_BASE = 9000
-SETTLE_TAUS = 5
 
 
 class RangeError(AssertionError):
@@ -83,7 +80,9 @@ class IntegerMeterModel:
     """Same construction parameters and raw results as firmware meter.Meter (raw_interval / totals_raw)."""
 
     def __init__(self, rate: int = 48000, eq=None, input_shift: int = 10, underrange_log100: int | None = None):
-        d = firmware_coefficients()["RATES"][rate]
+        fw = firmware_coefficients()
+        d = fw["RATES"][rate]
+        self.hist_bins, self.hist_base = fw["HIST_BINS"], fw["HIST_BASE"]
         self.rate, self.block, self.shift = rate, d["block"], input_shift
         self.overload = (1 << (wd.INPUT_BITS - 1)) - 64
         self.dc = HighPassModel(*d["dc"])
@@ -94,20 +93,22 @@ class IntegerMeterModel:
         self.a3 = HighPassModel(*d["hp_a"][1])
         self.eq = BiquadModel(eq, wd.BIQUAD_Q) if eq is not None else None
         self.alphas = [tuple(d["alpha_fast"]), tuple(d["alpha_slow"])]
-        self.settle = [math.ceil(SETTLE_TAUS * tau * rate / self.block) for tau in (wd.TAU_FAST, wd.TAU_SLOW)]
+        self.settle = [math.ceil(fw["SETTLE_TAUS"] * tau * rate / self.block)
+                       for tau in (fw["TAU_FAST"], fw["TAU_SLOW"])]
+        self.hist_every = fw["HIST_SAMPLE_BLOCKS"]
         self.table = list(firmware_coefficients()["LOG_TABLE"])
         self.under = underrange_log100 if underrange_log100 is not None else -1
         self.e = [0, 0]  # F and S: LA² block sums with 30 fraction bits
         self.run = 0
-        self.hist_phase = wd.HIST_SAMPLE_BLOCKS
-        self.total_hist = np.zeros(HIST_BINS, dtype=np.int64)
+        self.hist_phase = self.hist_every
+        self.total_hist = np.zeros(self.hist_bins, dtype=np.int64)
         self._new_interval()
 
     def _new_interval(self):
         self.leq = [0, 0, 0]
         self.ext = {"fmax": 0, "smax": 0, "fmin": None, "smin": None}
         self.peak_c = self.peak_z = self.overloads = self.underranges = self.hist_count = self.blocks = 0
-        self.hist = np.zeros(HIST_BINS, dtype=np.int64)
+        self.hist = np.zeros(self.hist_bins, dtype=np.int64)
 
     def _sample(self, word: int, sums: list[int]) -> None:
         x = (word >> self.shift) & 0x3FFFFF
@@ -166,12 +167,12 @@ class IntegerMeterModel:
             self.ext["smin"] = es if self.ext["smin"] is None else min(self.ext["smin"], es)
         self.hist_phase -= 1
         if self.hist_phase <= 0:
-            self.hist_phase = wd.HIST_SAMPLE_BLOCKS
+            self.hist_phase = self.hist_every
             if self.run >= self.settle[0]:
                 lg = _log100(ef, self.table)
                 if lg < self.under:
                     self.underranges += 1
-                b = 0 if lg < HIST_BASE else min((lg - HIST_BASE) // 10, HIST_BINS - 1)
+                b = 0 if lg < self.hist_base else min((lg - self.hist_base) // 10, self.hist_bins - 1)
                 self.hist[b] += 1
                 self.hist_count += 1
 
