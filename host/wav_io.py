@@ -149,22 +149,13 @@ def iter_i2s_words(info: WavInfo, channel: int = 0, chunk_frames: int = 1 << 16)
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int, bits: int = 16, is_float: bool = False) -> None:
     """Write float samples in [-1, 1] (shape (n,) or (n, channels)) as a PCM or float WAV (for tests and demos)."""
+    from slm.sim.wav_writer import WavWriter
+
     x = np.asarray(samples, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    n, ch = x.shape
-    if is_float:
-        data, tag, bits = x.astype("<f4").tobytes(), _FLOAT, 32
-    else:
-        full = 2 ** (bits - 1)
-        q = np.clip(np.round(x * full), -full, full - 1).astype(np.int64)
-        if bits == 24:
-            q = q & 0xFFFFFF
-            data = np.stack([q & 0xFF, (q >> 8) & 0xFF, (q >> 16) & 0xFF], axis=-1).astype(np.uint8).tobytes()
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    with WavWriter(path, rate, bits=32 if is_float else bits, is_float=is_float, channels=channels) as w:
+        if is_float:
+            w.write(x)
         else:
-            data = q.astype(f"<i{bits // 8}").tobytes()
-        tag = _PCM
-    block_align = ch * bits // 8
-    fmt = struct.pack("<HHIIHH", tag, ch, rate, rate * block_align, block_align, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    Path(path).write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+            full = 2 ** (bits - 1)
+            w.write(np.clip(np.round(x * full), -full, full - 1).astype(np.int64))
