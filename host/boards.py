@@ -1,0 +1,379 @@
+"""Board profiles: load and validate ``boards/*.toml`` (chip, I2S pins, microphone, sample rate) into dataclasses.
+
+A profile names one board wired to one microphone. The host reads it to flash (chip, flash offset), to configure
+the meter on the device (pins, slot, input shift, sensitivity, the microphone equaliser designed here from the
+response table) and to state what a reading can mean (self-noise, overload). The schema is in boards/README.md.
+
+Every problem is a ``BoardError`` (a ``ValueError``) whose message is one line naming the file and the key,
+e.g. ``boards/x.toml: i2s.sck: 52 is out of range 0..48``. Loading is cheap; ``Board.eq_biquad`` runs a small
+scipy fit (about 0.5 s, cached per table and rate).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slm import mic_eq
+from slm.weighting_design import SAMPLE_RATES
+
+PIN_RANGE = (0, 48)
+INPUT_SHIFT_RANGE = (0, 16)
+MIN_INPUT_SHIFT = 32 - 22  # the kernel keeps 22 bits of the shifted word: a smaller shift wraps the top bits
+SENSITIVITY_RANGE = (-60.0, 0.0)
+SELF_NOISE_RANGE = (0.0, 80.0)
+OVERLOAD_RANGE = (80.0, 160.0)
+DATA_BITS_RANGE = (8, 32)
+STARTUP_DISCARD_RANGE = (0.0, 30.0)
+RESPONSE_HZ_RANGE = (10.0, 24000.0)
+RESPONSE_DB_LIMIT = 20.0
+RESPONSE_1K_TOLERANCE_DB = 0.05  # tables are relative to 1 kHz
+SLOTS = ("left", "right")
+I2S_BITS = 32  # MicroPython >= 1.23 always clocks 32-bit slots on the ESP32 family
+
+
+@dataclass(frozen=True)
+class Chip:
+    flash_offset: int  # where MicroPython's combined image goes
+    i2s_ports: int
+    max_gpio: int
+    input_only: tuple[int, ...] = ()  # pins that cannot drive SCK, WS or an LED
+
+
+CHIPS = {
+    "esp32": Chip(0x1000, 2, 39, (34, 35, 36, 37, 38, 39)),
+    "esp32s2": Chip(0x1000, 1, 46, (46,)),
+    "esp32s3": Chip(0x0, 2, 48),
+    "esp32c3": Chip(0x0, 1, 21),
+    "esp32c6": Chip(0x0, 1, 30),
+}
+
+
+class BoardError(ValueError):
+    """A board profile that cannot be used; the message is one line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class I2SConfig:
+    id: int
+    sck: int
+    ws: int
+    sd: int
+    slot: str  # "left" (WS low, microphone's L/R or SEL pin to GND) or "right"
+    bits: int = I2S_BITS
+
+
+@dataclass(frozen=True)
+class Microphone:
+    model: str
+    sensitivity_dbfs: float  # dBFS of a 94 dB SPL 1 kHz sine, full-scale-sine convention
+    self_noise_dba: float
+    acoustic_overload_db: float
+    data_bits: int
+    input_shift: int  # right shift from the 32-bit I2S word to the 22-bit sample
+    startup_discard_s: float
+    dc_offset_note: str = ""
+    response: tuple[tuple[float, float], ...] = ()  # (Hz, dB re 1 kHz), typical, from the datasheet plot
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    chip: str
+    flash_offset: int
+    i2s: I2SConfig
+    microphone: Microphone
+    rate: int
+    indicator_led: int | None = None
+    indicator_active_low: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else self.name
+
+    def _rate(self, rate: int | None) -> int:
+        rate = self.rate if rate is None else rate
+        if rate not in SAMPLE_RATES:
+            raise BoardError(f"{self._where()}: sample.rate: {rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+        return rate
+
+    def eq_design(self, rate: int | None = None) -> mic_eq.EqReport | None:
+        """The equaliser for ``rate`` (default: the profile's) with its evidence; None without a response table.
+
+        Raises BoardError when the quantised section would break the kernel's ranges (L1 norm > 4, a
+        coefficient beyond ±(2**16 - 1)) or its pole radius limit.
+        """
+        rate = self._rate(rate)
+        if not self.microphone.response:
+            return None
+        bq = mic_eq.design_eq_biquad(self.microphone.response, rate)
+        rep = mic_eq.eq_report(self.microphone.response, bq, rate)
+        key = f"{self._where()}: microphone.response"
+        if rep.l1 > mic_eq.L1_LIMIT:
+            raise BoardError(f"{key}: the equaliser at {rate} Hz has an L1 norm of {rep.l1:.3f} > {mic_eq.L1_LIMIT:g}; "
+                             "the kernel's 32-bit ranges would not hold")
+        if max(abs(c) for c in rep.coeffs) > mic_eq.COEFF_LIMIT:
+            raise BoardError(f"{key}: the equaliser at {rate} Hz has a coefficient beyond ±{mic_eq.COEFF_LIMIT}: {rep.coeffs}")
+        if rep.pole_radius > mic_eq.MAX_POLE_RADIUS:
+            raise BoardError(f"{key}: the equaliser at {rate} Hz has a pole at radius {rep.pole_radius:.5f} "
+                             f"> {mic_eq.MAX_POLE_RADIUS}")
+        return rep
+
+    def eq_biquad(self, rate: int | None = None) -> tuple[int, int, int, int, int] | None:
+        """The firmware's ``eq`` for ``rate``: (b0, b1, b2, a1, a2) in Q14, or None without a response table."""
+        rep = self.eq_design(rate)
+        return None if rep is None else rep.coeffs
+
+    def device_config(self, rate: int | None = None) -> dict[str, Any]:
+        """What the device needs to run the meter with this board, as plain data (written to the device)."""
+        rate = self._rate(rate)
+        m = self.microphone
+        eq = self.eq_biquad(rate)
+        return {
+            "board": self.name,
+            "i2s": {"id": self.i2s.id, "sck": self.i2s.sck, "ws": self.i2s.ws, "sd": self.i2s.sd,
+                    "slot": self.i2s.slot, "bits": self.i2s.bits},
+            "rate": rate,
+            "input_shift": m.input_shift,
+            "sensitivity_dbfs": m.sensitivity_dbfs,
+            "eq": list(eq) if eq is not None else None,
+            "startup_discard_s": m.startup_discard_s,
+            "indicator_led": self.indicator_led,
+            "indicator_active_low": self.indicator_active_low,
+        }
+
+
+def boards_dir() -> Path:
+    """The folder of shipped profiles: $SLM_BOARDS_DIR, else boards/ next to host/ in the source tree."""
+    env = os.environ.get("SLM_BOARDS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "boards"
+
+
+def list_boards() -> list[str]:
+    """Names of the shipped profiles, sorted."""
+    d = boards_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def load_board(name_or_path: str | os.PathLike) -> Board:
+    """A validated profile, by shipped name (``esp32-devkitc-inmp441``) or by path to a ``.toml`` file."""
+    s = os.fspath(name_or_path)
+    looks_like_path = isinstance(name_or_path, os.PathLike) or s.endswith(".toml") or os.sep in s or "/" in s
+    if looks_like_path:
+        path = Path(s)
+        if not path.is_file():
+            raise BoardError(f"{path}: no such board file")
+    else:
+        path = boards_dir() / f"{s}.toml"
+        if not path.is_file():
+            known = ", ".join(list_boards()) or "none"
+            raise BoardError(f"unknown board '{s}'; known boards: {known}")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise BoardError(f"{path}: not valid TOML: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise BoardError(f"{path}: cannot read: {e.strerror}") from None
+    return _Validator(path).board(data)
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+_TOP = {"name", "description", "chip", "flash_offset", "indicator_led", "indicator_active_low", "i2s",
+        "microphone", "sample"}
+_I2S = {"id", "sck", "ws", "sd", "slot", "bits"}
+_MIC = {"model", "sensitivity_dbfs", "self_noise_dba", "acoustic_overload_db", "data_bits", "input_shift",
+        "dc_offset_note", "startup_discard_s", "response"}
+_SAMPLE = {"rate"}
+_MISSING = object()
+
+
+class _Validator:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> BoardError:
+        return BoardError(f"{self.path}: {key}: {problem}")
+
+    def table(self, data: dict, key: str) -> dict:
+        v = data.get(key, _MISSING)
+        if v is _MISSING:
+            raise self.fail(key, "missing table")
+        if not isinstance(v, dict):
+            raise self.fail(key, f"expected a table [{key}], got {_kind(v)}")
+        return v
+
+    def unknown(self, data: dict, allowed: set[str], prefix: str = "") -> None:
+        for k in data:
+            if k not in allowed:
+                raise self.fail(prefix + k, f"unknown key (known: {', '.join(sorted(allowed))})")
+
+    def get(self, data: dict, key: str, prefix: str, kind: str, required: bool = True, default: Any = None):
+        full = prefix + key
+        v = data.get(key, _MISSING)
+        if v is _MISSING:
+            if required:
+                raise self.fail(full, "missing")
+            return default
+        ok = {
+            "str": isinstance(v, str),
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "number": isinstance(v, (int, float)) and not isinstance(v, bool),
+            "bool": isinstance(v, bool),
+            "list": isinstance(v, list),
+        }[kind]
+        if not ok:
+            expected = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
+                        "list": "an array"}[kind]
+            raise self.fail(full, f"expected {expected}, got {_kind(v)} {_short(v)}")
+        if kind == "number":
+            v = float(v)
+            if not math.isfinite(v):
+                raise self.fail(full, f"expected a finite number, got {v}")
+        if kind == "str" and not v.strip() and required:
+            raise self.fail(full, "must not be empty")
+        return v
+
+    def in_range(self, key: str, v, lo, hi) -> None:
+        if not lo <= v <= hi:
+            raise self.fail(key, f"{_num(v)} is out of range {_num(lo)}..{_num(hi)}")
+
+    def board(self, data: dict) -> Board:
+        self.unknown(data, _TOP)
+        name = self.get(data, "name", "", "str")
+        if name != self.path.stem:
+            raise self.fail("name", f"'{name}' does not match the file name '{self.path.name}'")
+        description = self.get(data, "description", "", "str")
+        chip_name = self.get(data, "chip", "", "str")
+        if chip_name not in CHIPS:
+            raise self.fail("chip", f"unknown chip '{chip_name}' (known: {', '.join(CHIPS)})")
+        chip = CHIPS[chip_name]
+        flash_offset = self.get(data, "flash_offset", "", "int")
+        if flash_offset != chip.flash_offset:
+            raise self.fail("flash_offset", f"{flash_offset:#x} is wrong for {chip_name}: MicroPython's image goes at "
+                                            f"{chip.flash_offset:#x}")
+        led = self.get(data, "indicator_led", "", "int", required=False)
+        active_low = self.get(data, "indicator_active_low", "", "bool", required=False, default=False)
+        if led is None and "indicator_active_low" in data:
+            raise self.fail("indicator_active_low", "given without indicator_led")
+
+        i2s_t = self.table(data, "i2s")
+        mic_t = self.table(data, "microphone")
+        sample_t = self.table(data, "sample")
+        self.unknown(i2s_t, _I2S, "i2s.")
+        self.unknown(mic_t, _MIC, "microphone.")
+        self.unknown(sample_t, _SAMPLE, "sample.")
+
+        i2s = self.i2s(i2s_t, chip_name, chip)
+        pins = {"i2s.sck": i2s.sck, "i2s.ws": i2s.ws, "i2s.sd": i2s.sd}
+        if led is not None:
+            self.pin("indicator_led", led, chip_name, chip, output=True)
+            pins["indicator_led"] = led
+        seen: dict[int, str] = {}
+        for key, pin in pins.items():
+            if pin in seen:
+                raise self.fail(key, f"GPIO{pin} is already used by {seen[pin]}")
+            seen[pin] = key
+
+        mic = self.microphone(mic_t)
+        rate = self.get(sample_t, "rate", "sample.", "int")
+        if rate not in SAMPLE_RATES:
+            raise self.fail("sample.rate", f"{rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+        return Board(name=name, description=description, chip=chip_name, flash_offset=flash_offset, i2s=i2s,
+                     microphone=mic, rate=rate, indicator_led=led, indicator_active_low=active_low, path=self.path)
+
+    def pin(self, key: str, v: int, chip_name: str, chip: Chip, output: bool) -> None:
+        self.in_range(key, v, *PIN_RANGE)
+        if v > chip.max_gpio:
+            raise self.fail(key, f"{chip_name} has no GPIO{v} (GPIO0..GPIO{chip.max_gpio})")
+        if output and v in chip.input_only:
+            raise self.fail(key, f"GPIO{v} is input-only on {chip_name} and cannot drive this signal")
+
+    def i2s(self, t: dict, chip_name: str, chip: Chip) -> I2SConfig:
+        p = "i2s."
+        port = self.get(t, "id", p, "int")
+        self.in_range(p + "id", port, 0, chip.i2s_ports - 1)
+        pins = {}
+        for key in ("sck", "ws", "sd"):
+            pins[key] = self.get(t, key, p, "int")
+            self.pin(p + key, pins[key], chip_name, chip, output=key != "sd")
+        slot = self.get(t, "slot", p, "str")
+        if slot not in SLOTS:
+            raise self.fail(p + "slot", f"'{slot}' is not one of {', '.join(SLOTS)}")
+        bits = self.get(t, "bits", p, "int")
+        if bits != I2S_BITS:
+            raise self.fail(p + "bits", f"{bits} is not supported: the receive path always uses {I2S_BITS}-bit slots")
+        return I2SConfig(id=port, sck=pins["sck"], ws=pins["ws"], sd=pins["sd"], slot=slot, bits=bits)
+
+    def microphone(self, t: dict) -> Microphone:
+        p = "microphone."
+        model = self.get(t, "model", p, "str")
+        sens = self.get(t, "sensitivity_dbfs", p, "number")
+        self.in_range(p + "sensitivity_dbfs", sens, *SENSITIVITY_RANGE)
+        noise = self.get(t, "self_noise_dba", p, "number")
+        self.in_range(p + "self_noise_dba", noise, *SELF_NOISE_RANGE)
+        aop = self.get(t, "acoustic_overload_db", p, "number")
+        self.in_range(p + "acoustic_overload_db", aop, *OVERLOAD_RANGE)
+        data_bits = self.get(t, "data_bits", p, "int")
+        self.in_range(p + "data_bits", data_bits, *DATA_BITS_RANGE)
+        shift = self.get(t, "input_shift", p, "int")
+        self.in_range(p + "input_shift", shift, *INPUT_SHIFT_RANGE)
+        if shift < MIN_INPUT_SHIFT:
+            raise self.fail(p + "input_shift", f"{shift} keeps {32 - shift} bits of the word but the meter takes 22: "
+                                               f"the top bits would wrap (use {MIN_INPUT_SHIFT} or more)")
+        discard = self.get(t, "startup_discard_s", p, "number")
+        self.in_range(p + "startup_discard_s", discard, *STARTUP_DISCARD_RANGE)
+        note = self.get(t, "dc_offset_note", p, "str", required=False, default="")
+        raw = self.get(t, "response", p, "list", required=False, default=None)
+        response = self.response(raw) if raw is not None else ()
+        return Microphone(model=model, sensitivity_dbfs=sens, self_noise_dba=noise, acoustic_overload_db=aop,
+                          data_bits=data_bits, input_shift=shift, startup_discard_s=discard, dc_offset_note=note,
+                          response=response)
+
+    def response(self, raw: list) -> tuple[tuple[float, float], ...]:
+        key = "microphone.response"
+        if len(raw) < 2:
+            raise self.fail(key, f"needs at least two [frequency_hz, dB] points, got {len(raw)}")
+        points: list[tuple[float, float]] = []
+        for i, row in enumerate(raw):
+            k = f"{key}[{i}]"
+            if (not isinstance(row, list) or len(row) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)):
+                raise self.fail(k, f"expected [frequency_hz, dB] (two numbers), got {_short(row)}")
+            f, db = float(row[0]), float(row[1])
+            if not (math.isfinite(f) and math.isfinite(db)):
+                raise self.fail(k, f"expected finite numbers, got {_short(row)}")
+            if not RESPONSE_HZ_RANGE[0] <= f <= RESPONSE_HZ_RANGE[1]:
+                raise self.fail(k, f"frequency {_num(f)} Hz is out of range "
+                                   f"{_num(RESPONSE_HZ_RANGE[0])}..{_num(RESPONSE_HZ_RANGE[1])} Hz")
+            if abs(db) > RESPONSE_DB_LIMIT:
+                raise self.fail(k, f"{_num(db)} dB is out of range ±{_num(RESPONSE_DB_LIMIT)} dB")
+            if points and f <= points[-1][0]:
+                raise self.fail(k, f"frequency {_num(f)} Hz does not increase (previous {_num(points[-1][0])} Hz)")
+            points.append((f, db))
+        if not points[0][0] <= 1000.0 <= points[-1][0]:
+            raise self.fail(key, "must span 1 kHz (the table is relative to 1 kHz)")
+        at_1k = float(mic_eq.response_db(points, [1000.0])[0])
+        if abs(at_1k) > RESPONSE_1K_TOLERANCE_DB:
+            raise self.fail(key, f"reads {at_1k:+.2f} dB at 1 kHz; the table must be relative to 1 kHz (0 dB there)")
+        return tuple(points)
+
+
+def _kind(v) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}.get(
+        type(v), type(v).__name__)
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _num(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
