@@ -153,7 +153,7 @@ f = open(CFG, "wb")
 f.write(m.cfg)
 f.close()
 f = open(LOGT, "wb")
-f.write(K._LOG)
+f.write(array("i", K.LOG_TABLE))  # int32 for the C port
 f.close()
 lv = m.close_interval()
 out("fw_laeq", lv["LAeq"], lv["LCeq"], lv["LZeq"])
@@ -205,7 +205,7 @@ for r in range(ROUNDS):
     fw.append(time.ticks_diff(time.ticks_us(), t0))
     # a'. the per-sample loop alone: filter_block over the whole signal in one call (no per-block work)
     t0 = time.ticks_us()
-    K.filter_block(words, 0, nsamples, st2, cfg2, sums2)
+    K.filter_block(0, 0, words, 0, nsamples, st2, cfg2, sums2)
     lp.append(time.ticks_diff(time.ticks_us(), t0))
     if r < REP_FLOAT:
         t0 = time.ticks_us()

@@ -36,8 +36,9 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
     int32_t shift = c[0], ovl = c[1], eq_on = c[2], bq = c[3];
     int32_t bq12 = bq - 12;
     int32_t bqm = (1 << bq12) - 1;
-    int32_t dK = c[4], dQ = c[5], c1K = c[6], c1Q = c[7], c2K = c[8], c2Q = c[9];
-    int32_t a2K = c[10], a2Q = c[11], a3K = c[12], a3Q = c[13];
+    int32_t dK = c[4], dS = c[5] - 12, c1K = c[6], c1S = c[7] - 12, c2K = c[8], c2S = c[9] - 12;
+    int32_t a2K = c[10], a2S = c[11] - 12, a3K = c[12], a3S = c[13] - 12;
+    int32_t dM = (1 << dS) - 1, c1M = (1 << c1S) - 1, c2M = (1 << c2S) - 1, a2M = (1 << a2S) - 1, a3M = (1 << a3S) - 1;
     int32_t hb0 = c[14], hb1 = c[15], hb2 = c[16], ha1 = c[17], ha2 = c[18];
     int32_t eb0 = c[19], eb1 = c[20], eb2 = c[21], ea1 = c[22], ea2 = c[23];
     int32_t dh = s[0], dl = s[1], c1h = s[2], c1l = s[3], c2h = s[4], c2l = s[5];
@@ -54,12 +55,12 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         i += 1;
         if (x >= ovl || x < 0 - ovl)
             novl += 1;
-        /* DC blocker */
+        /* DC blocker; each high-pass: e = x - u; u += K e / 2**Q, u = h + l / 2**Q exactly (see the firmware) */
         e = x - dh;
-        p = dK * (e >> 12);
-        t = dl + dK * (e & 0xFFF) + ((p & ((1 << (dQ - 12)) - 1)) << 12);
-        dh += (p >> (dQ - 12)) + (t >> dQ);
-        dl = t & ((1 << dQ) - 1);
+        t = (e & 0xFFF) * dK + dl;
+        p = (e >> 12) * dK + (t >> 12);
+        dh += p >> dS;
+        dl = ((p & dM) << 12) | (t & 0xFFF);
         z = e;
         if (eq_on) {
             xh = z >> 12;
@@ -75,16 +76,16 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         }
         /* C: two f1 high-passes */
         e = z - c1h;
-        p = c1K * (e >> 12);
-        t = c1l + c1K * (e & 0xFFF) + ((p & ((1 << (c1Q - 12)) - 1)) << 12);
-        c1h += (p >> (c1Q - 12)) + (t >> c1Q);
-        c1l = t & ((1 << c1Q) - 1);
+        t = (e & 0xFFF) * c1K + c1l;
+        p = (e >> 12) * c1K + (t >> 12);
+        c1h += p >> c1S;
+        c1l = ((p & c1M) << 12) | (t & 0xFFF);
         v = e;
         e = v - c2h;
-        p = c2K * (e >> 12);
-        t = c2l + c2K * (e & 0xFFF) + ((p & ((1 << (c2Q - 12)) - 1)) << 12);
-        c2h += (p >> (c2Q - 12)) + (t >> c2Q);
-        c2l = t & ((1 << c2Q) - 1);
+        t = (e & 0xFFF) * c2K + c2l;
+        p = (e >> 12) * c2K + (t >> 12);
+        c2h += p >> c2S;
+        c2l = ((p & c2M) << 12) | (t & 0xFFF);
         v = e;
         /* C: H4 biquad */
         xh = v >> 12;
@@ -98,16 +99,16 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         hy1 = cv;
         /* A: f2 and f3 high-passes on C */
         e = cv - a2h;
-        p = a2K * (e >> 12);
-        t = a2l + a2K * (e & 0xFFF) + ((p & ((1 << (a2Q - 12)) - 1)) << 12);
-        a2h += (p >> (a2Q - 12)) + (t >> a2Q);
-        a2l = t & ((1 << a2Q) - 1);
+        t = (e & 0xFFF) * a2K + a2l;
+        p = (e >> 12) * a2K + (t >> 12);
+        a2h += p >> a2S;
+        a2l = ((p & a2M) << 12) | (t & 0xFFF);
         v = e;
         e = v - a3h;
-        p = a3K * (e >> 12);
-        t = a3l + a3K * (e & 0xFFF) + ((p & ((1 << (a3Q - 12)) - 1)) << 12);
-        a3h += (p >> (a3Q - 12)) + (t >> a3Q);
-        a3l = t & ((1 << a3Q) - 1);
+        t = (e & 0xFFF) * a3K + a3l;
+        p = (e >> 12) * a3K + (t >> 12);
+        a3h += p >> a3S;
+        a3l = ((p & a3M) << 12) | (t & 0xFFF);
         av = e;
         /* squares */
         h = av >> 12;

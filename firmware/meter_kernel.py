@@ -79,31 +79,46 @@ SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs
 
 
 @micropython.viper
-def filter_block(words, pos: int, n: int, st, cfg, sums):
-    """Weight n samples of ``words`` from ``pos``; add squares to sums[0..8] (hh, hl, ll for A, C, Z) and
-    raise sums[9] (peak |c|), sums[10] (peak |z|), sums[11] (overload count)."""
+def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
+    """Weight n samples of ``words`` from index ``i``; add squares to sums[0..8] (hh, hl, ll for A, C, Z) and
+    raise sums[9] (peak |c|), sums[10] (peak |z|), sums[11] (overload count). Pass v = w = 0.
+
+    Viper keeps only the first two locals of a function in machine registers (on xtensawin, rv32imc and x64
+    alike; parameters count), every other local lives in the stack frame. So the two hottest values are the
+    first two parameters: ``v``, the sample flowing down the chain, and ``w``, a scratch word. Expressions are
+    written as left-leaning chains (``(a op b) op c``) whose right operands are locals or constants, which viper
+    compiles to about three instructions per operation; a nested right operand costs a spill and a reload."""
     pw = ptr32(words)
     s = ptr32(st)
+    c = ptr32(cfg)
     b = ptr32(sums)
     s16 = ptr16(st)  # signed loads through 16-bit halves: ptr32 loads zero-extend on 64-bit ports
     c16 = ptr16(cfg)
     b16 = ptr16(sums)
-    shift = (c16[0] | (((c16[1] ^ 0x8000) - 0x8000) << 16))
-    ovl = (c16[2] | (((c16[3] ^ 0x8000) - 0x8000) << 16))
-    eq_on = (c16[4] | (((c16[5] ^ 0x8000) - 0x8000) << 16))
-    bq = (c16[6] | (((c16[7] ^ 0x8000) - 0x8000) << 16))
+    end = i + n
+    # non-negative configuration words load directly; shifts and masks are computed once here
+    shift = c[C_SHIFT]
+    ovl = c[C_OVERLOAD]
+    novl = 0 - ovl
+    eq_on = c[C_EQ_ON]
+    bq = c[C_BQ]
     bq12 = bq - 12
     bqm = (1 << bq12) - 1
-    dK = (c16[8] | (((c16[9] ^ 0x8000) - 0x8000) << 16))
-    dQ = (c16[10] | (((c16[11] ^ 0x8000) - 0x8000) << 16))
-    c1K = (c16[12] | (((c16[13] ^ 0x8000) - 0x8000) << 16))
-    c1Q = (c16[14] | (((c16[15] ^ 0x8000) - 0x8000) << 16))
-    c2K = (c16[16] | (((c16[17] ^ 0x8000) - 0x8000) << 16))
-    c2Q = (c16[18] | (((c16[19] ^ 0x8000) - 0x8000) << 16))
-    a2K = (c16[20] | (((c16[21] ^ 0x8000) - 0x8000) << 16))
-    a2Q = (c16[22] | (((c16[23] ^ 0x8000) - 0x8000) << 16))
-    a3K = (c16[24] | (((c16[25] ^ 0x8000) - 0x8000) << 16))
-    a3Q = (c16[26] | (((c16[27] ^ 0x8000) - 0x8000) << 16))
+    dK = c[C_DC]
+    dS = c[C_DC + 1] - 12
+    dM = (1 << dS) - 1
+    c1K = c[C_DC + 2]
+    c1S = c[C_DC + 3] - 12
+    c1M = (1 << c1S) - 1
+    c2K = c[C_DC + 4]
+    c2S = c[C_DC + 5] - 12
+    c2M = (1 << c2S) - 1
+    a2K = c[C_DC + 6]
+    a2S = c[C_DC + 7] - 12
+    a2M = (1 << a2S) - 1
+    a3K = c[C_DC + 8]
+    a3S = c[C_DC + 9] - 12
+    a3M = (1 << a3S) - 1
     hb0 = (c16[28] | (((c16[29] ^ 0x8000) - 0x8000) << 16))
     hb1 = (c16[30] | (((c16[31] ^ 0x8000) - 0x8000) << 16))
     hb2 = (c16[32] | (((c16[33] ^ 0x8000) - 0x8000) << 16))
@@ -114,16 +129,17 @@ def filter_block(words, pos: int, n: int, st, cfg, sums):
     eb2 = (c16[42] | (((c16[43] ^ 0x8000) - 0x8000) << 16))
     ea1 = (c16[44] | (((c16[45] ^ 0x8000) - 0x8000) << 16))
     ea2 = (c16[46] | (((c16[47] ^ 0x8000) - 0x8000) << 16))
+    # state: high-pass integer words are signed, fraction words are not
     dh = (s16[0] | (((s16[1] ^ 0x8000) - 0x8000) << 16))
-    dl = (s16[2] | (((s16[3] ^ 0x8000) - 0x8000) << 16))
+    dl = s[1]
     c1h = (s16[4] | (((s16[5] ^ 0x8000) - 0x8000) << 16))
-    c1l = (s16[6] | (((s16[7] ^ 0x8000) - 0x8000) << 16))
+    c1l = s[3]
     c2h = (s16[8] | (((s16[9] ^ 0x8000) - 0x8000) << 16))
-    c2l = (s16[10] | (((s16[11] ^ 0x8000) - 0x8000) << 16))
+    c2l = s[5]
     a2h = (s16[12] | (((s16[13] ^ 0x8000) - 0x8000) << 16))
-    a2l = (s16[14] | (((s16[15] ^ 0x8000) - 0x8000) << 16))
+    a2l = s[7]
     a3h = (s16[16] | (((s16[17] ^ 0x8000) - 0x8000) << 16))
-    a3l = (s16[18] | (((s16[19] ^ 0x8000) - 0x8000) << 16))
+    a3l = s[9]
     hx1 = (s16[20] | (((s16[21] ^ 0x8000) - 0x8000) << 16))
     hx2 = (s16[22] | (((s16[23] ^ 0x8000) - 0x8000) << 16))
     hy1 = (s16[24] | (((s16[25] ^ 0x8000) - 0x8000) << 16))
@@ -132,104 +148,103 @@ def filter_block(words, pos: int, n: int, st, cfg, sums):
     ex2 = (s16[30] | (((s16[31] ^ 0x8000) - 0x8000) << 16))
     ey1 = (s16[32] | (((s16[33] ^ 0x8000) - 0x8000) << 16))
     ey2 = (s16[34] | (((s16[35] ^ 0x8000) - 0x8000) << 16))
-    ahh = (b16[0] | (((b16[1] ^ 0x8000) - 0x8000) << 16))
+    # block sums: hh and ll are sums of squares (non-negative), hl is signed
+    ahh = b[0]
     ahl = (b16[2] | (((b16[3] ^ 0x8000) - 0x8000) << 16))
-    all_ = (b16[4] | (((b16[5] ^ 0x8000) - 0x8000) << 16))
-    chh = (b16[6] | (((b16[7] ^ 0x8000) - 0x8000) << 16))
+    all_ = b[2]
+    chh = b[3]
     chl = (b16[8] | (((b16[9] ^ 0x8000) - 0x8000) << 16))
-    cll = (b16[10] | (((b16[11] ^ 0x8000) - 0x8000) << 16))
-    zhh = (b16[12] | (((b16[13] ^ 0x8000) - 0x8000) << 16))
+    cll = b[5]
+    zhh = b[6]
     zhl = (b16[14] | (((b16[15] ^ 0x8000) - 0x8000) << 16))
-    zll = (b16[16] | (((b16[17] ^ 0x8000) - 0x8000) << 16))
-    pc = (b16[18] | (((b16[19] ^ 0x8000) - 0x8000) << 16))
-    pz = (b16[20] | (((b16[21] ^ 0x8000) - 0x8000) << 16))
-    novl = (b16[22] | (((b16[23] ^ 0x8000) - 0x8000) << 16))
-    i = pos
-    end = pos + n
+    zll = b[8]
+    pc = b[9]
+    pz = b[10]
+    nov = b[11]
+    t = 0
+    z = 0
+    cv = 0
     while i < end:
-        x = (pw[i] >> shift) & 0x3FFFFF
-        x = (x ^ 0x200000) - 0x200000
+        v = (((pw[i] >> shift) & 0x3FFFFF) ^ 0x200000) - 0x200000
         i += 1
-        if x >= ovl or x < 0 - ovl:
-            novl += 1
-        # DC blocker: e = x - u; u += K e / 2**Q
-        e = x - dh
-        p = dK * (e >> 12)
-        t = dl + dK * (e & 0xFFF) + ((p & ((1 << (dQ - 12)) - 1)) << 12)
-        dh += (p >> (dQ - 12)) + (t >> dQ)
-        dl = t & ((1 << dQ) - 1)
-        z = e
-        if eq_on:
-            xh = z >> 12
-            xl = z & 0xFFF
-            sh = eb0 * xh + eb1 * (ex1 >> 12) + eb2 * (ex2 >> 12) - ea1 * (ey1 >> 12) - ea2 * (ey2 >> 12)
-            sl = eb0 * xl + eb1 * (ex1 & 0xFFF) + eb2 * (ex2 & 0xFFF) - ea1 * (ey1 & 0xFFF) - ea2 * (ey2 & 0xFFF)
-            y = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq)
+        if v >= ovl:
+            nov += 1
+        elif v < novl:
+            nov += 1
+        # High-pass sections, e = x - u; u += K·e / 2**Q with u = h + l / 2**Q (0 <= l < 2**Q), exactly:
+        # t = K·(e & 0xFFF) + l;  w = K·(e >> 12) + (t >> 12), so that u·2**Q + K·e = h·2**Q + w·2**12 + (t & 0xFFF)
+        # and w >> (Q - 12) carries into h. The stage's output e stays in v.
+        v = v - dh  # DC blocker
+        t = (v & 0xFFF) * dK + dl
+        w = (v >> 12) * dK + (t >> 12)
+        dh = (w >> dS) + dh
+        dl = ((w & dM) << 12) | (t & 0xFFF)
+        if eq_on:  # microphone equalisation biquad (direct form I, split products as in H4 below)
+            w = (v >> 12) * eb0 + (ex1 >> 12) * eb1 + (ex2 >> 12) * eb2 - (ey1 >> 12) * ea1 - (ey2 >> 12) * ea2
+            t = (v & 0xFFF) * eb0 + (ex1 & 0xFFF) * eb1 + (ex2 & 0xFFF) * eb2 - (ey1 & 0xFFF) * ea1 - (ey2 & 0xFFF) * ea2
             ex2 = ex1
-            ex1 = z
+            ex1 = v
+            v = ((((w & bqm) << 12) + t) >> bq) + (w >> bq12)
             ey2 = ey1
-            ey1 = y
-            z = y
-        # C: two f1 high-passes
-        e = z - c1h
-        p = c1K * (e >> 12)
-        t = c1l + c1K * (e & 0xFFF) + ((p & ((1 << (c1Q - 12)) - 1)) << 12)
-        c1h += (p >> (c1Q - 12)) + (t >> c1Q)
-        c1l = t & ((1 << c1Q) - 1)
-        v = e
-        e = v - c2h
-        p = c2K * (e >> 12)
-        t = c2l + c2K * (e & 0xFFF) + ((p & ((1 << (c2Q - 12)) - 1)) << 12)
-        c2h += (p >> (c2Q - 12)) + (t >> c2Q)
-        c2l = t & ((1 << c2Q) - 1)
-        v = e
-        # C: H4 biquad
-        xh = v >> 12
-        xl = v & 0xFFF
-        sh = hb0 * xh + hb1 * (hx1 >> 12) + hb2 * (hx2 >> 12) - ha1 * (hy1 >> 12) - ha2 * (hy2 >> 12)
-        sl = hb0 * xl + hb1 * (hx1 & 0xFFF) + hb2 * (hx2 & 0xFFF) - ha1 * (hy1 & 0xFFF) - ha2 * (hy2 & 0xFFF)
-        cv = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq)
+            ey1 = v
+        z = v
+        v = v - c1h  # C: two f1 high-passes
+        t = (v & 0xFFF) * c1K + c1l
+        w = (v >> 12) * c1K + (t >> 12)
+        c1h = (w >> c1S) + c1h
+        c1l = ((w & c1M) << 12) | (t & 0xFFF)
+        v = v - c2h
+        t = (v & 0xFFF) * c2K + c2l
+        w = (v >> 12) * c2K + (t >> 12)
+        c2h = (w >> c2S) + c2h
+        c2l = ((w & c2M) << 12) | (t & 0xFFF)
+        # C: H4 biquad; w and t are the high and low partial sums (v = (v >> 12)·2**12 + (v & 0xFFF))
+        w = (v >> 12) * hb0 + (hx1 >> 12) * hb1 + (hx2 >> 12) * hb2 - (hy1 >> 12) * ha1 - (hy2 >> 12) * ha2
+        t = (v & 0xFFF) * hb0 + (hx1 & 0xFFF) * hb1 + (hx2 & 0xFFF) * hb2 - (hy1 & 0xFFF) * ha1 - (hy2 & 0xFFF) * ha2
         hx2 = hx1
         hx1 = v
+        v = ((((w & bqm) << 12) + t) >> bq) + (w >> bq12)
         hy2 = hy1
-        hy1 = cv
-        # A: f2 and f3 high-passes on C
-        e = cv - a2h
-        p = a2K * (e >> 12)
-        t = a2l + a2K * (e & 0xFFF) + ((p & ((1 << (a2Q - 12)) - 1)) << 12)
-        a2h += (p >> (a2Q - 12)) + (t >> a2Q)
-        a2l = t & ((1 << a2Q) - 1)
-        v = e
-        e = v - a3h
-        p = a3K * (e >> 12)
-        t = a3l + a3K * (e & 0xFFF) + ((p & ((1 << (a3Q - 12)) - 1)) << 12)
-        a3h += (p >> (a3Q - 12)) + (t >> a3Q)
-        a3l = t & ((1 << a3Q) - 1)
-        av = e
-        # squares, split so each product fits in 31 bits
-        h = av >> 12
-        l = av & 0xFFF
-        ahh += h * h
-        ahl += h * l
-        all_ += l * l
-        h = cv >> 12
-        l = cv & 0xFFF
-        chh += h * h
-        chl += h * l
-        cll += l * l
-        h = z >> 12
-        l = z & 0xFFF
-        zhh += h * h
-        zhl += h * l
-        zll += l * l
-        if cv < 0:
-            cv = 0 - cv
-        if cv > pc:
-            pc = cv
-        if z < 0:
-            z = 0 - z
-        if z > pz:
-            pz = z
+        hy1 = v
+        cv = v
+        v = v - a2h  # A: f2 and f3 high-passes on C
+        t = (v & 0xFFF) * a2K + a2l
+        w = (v >> 12) * a2K + (t >> 12)
+        a2h = (w >> a2S) + a2h
+        a2l = ((w & a2M) << 12) | (t & 0xFFF)
+        v = v - a3h
+        t = (v & 0xFFF) * a3K + a3l
+        w = (v >> 12) * a3K + (t >> 12)
+        a3h = (w >> a3S) + a3h
+        a3l = ((w & a3M) << 12) | (t & 0xFFF)
+        # squares, split (v >> 12, v & 0xFFF) so that each product and block sum fits in 31 bits
+        w = v & 0xFFF
+        v = v >> 12
+        ahh = v * v + ahh
+        ahl = v * w + ahl
+        all_ = w * w + all_
+        v = cv
+        w = v & 0xFFF
+        v = v >> 12
+        chh = v * v + chh
+        chl = v * w + chl
+        cll = w * w + cll
+        v = cv
+        if v < 0:
+            v = 0 - v
+        if v > pc:
+            pc = v
+        v = z
+        w = v & 0xFFF
+        v = v >> 12
+        zhh = v * v + zhh
+        zhl = v * w + zhl
+        zll = w * w + zll
+        v = z
+        if v < 0:
+            v = 0 - v
+        if v > pz:
+            pz = v
     s[0] = dh
     s[1] = dl
     s[2] = c1h
@@ -259,7 +274,7 @@ def filter_block(words, pos: int, n: int, st, cfg, sums):
     b[8] = zll
     b[9] = pc
     b[10] = pz
-    b[11] = novl
+    b[11] = nov
 
 
 @micropython.viper
@@ -305,7 +320,7 @@ def process_blocks(words, nblocks: int, st, cfg, sums, acc):
         b[9] = a[PEAK_C]
         b[10] = a[PEAK_Z]
         b[11] = a[OVERLOADS]
-        filter_block(words, pos, block, st, cfg, sums)
+        filter_block(0, 0, words, pos, block, st, cfg, sums)
         pos += block
         a[PEAK_C] = b[9]
         a[PEAK_Z] = b[10]
