@@ -156,3 +156,24 @@ def test_usage_error_is_exit_2(tone):
 def test_help_has_an_example():
     r = slm("measure", "--help")
     assert r.returncode == 0 and "slm measure square.wav" in r.stdout
+
+
+@pytest.mark.micropython
+def test_board_applies_its_microphone_equalisation_and_only_then(tmp_path):
+    """No equalisation without --board; with an INMP441 board, a 100 Hz tone reads about +1.8 dB higher (the
+    inverse of the microphone's typical -1.8 dB there) and 1 kHz is unchanged."""
+    from slm.boards import load_board
+
+    path = tmp_path / "low.wav"
+    write_wav(path, np.concatenate([signals.sine(100.0, 80.0, 3.0, RATE), signals.sine(1000.0, 80.0, 3.0, RATE)]),
+              RATE, bits=24)
+    plain = json.loads(slm("measure", path, "--json").stdout)["intervals"]
+    eq = json.loads(slm("measure", path, "--json", "--board", "esp32-devkitc-inmp441").stdout)["intervals"]
+    mic_db = dict(load_board("esp32-devkitc-inmp441").microphone.response)[100.0]
+    assert abs(plain[2]["LZeq"] - 80.0) < 0.05
+    assert abs((eq[2]["LZeq"] - plain[2]["LZeq"]) + mic_db) < 0.5
+    assert abs(eq[5]["LZeq"] - plain[5]["LZeq"]) < 0.05
+
+
+def test_unknown_board_is_exit_2(tone):
+    _assert_input_error(slm("measure", tone, "--board", "esp99-nothing"), "unknown board")
