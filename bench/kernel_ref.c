@@ -205,34 +205,34 @@ static void process_blocks(const int32_t *words, int32_t nblocks, int32_t *st, c
         /* F and S time weighting of LA^2 */
         for (w = 0; w < 2; w++) {
             int32_t eo = EF + 6 * w, am = c[C_ALPHA_F + 2 * w], qa = c[C_ALPHA_F + 2 * w + 1];
-            int32_t borrow = 0, carry, v, bs;
+            int32_t borrow = 0, carry, v, bs, d[8]; /* d: S*2**30 - E, then P = A*d (limbs; d[7] the signed rest) */
             for (k = 0; k < 6; k++) {
                 v = 0 - a[eo + k] - borrow;
                 if (k >= 2)
                     v += a[S_A + k - 2];
                 if (k < 5) {
-                    b[12 + k] = v & 0x7FFF;
+                    d[k] = v & 0x7FFF;
                     borrow = 0 - (v >> 15);
                 } else {
-                    b[17] = v;
+                    d[5] = v;
                 }
             }
             carry = 0;
             for (k = 0; k < 6; k++) {
-                v = am * b[12 + k] + carry;
-                b[12 + k] = v & 0x7FFF;
+                v = am * d[k] + carry;
+                d[k] = v & 0x7FFF;
                 carry = v >> 15;
             }
-            b[18] = carry & 0x7FFF;
-            b[19] = carry >> 15;
+            d[6] = carry & 0x7FFF;
+            d[7] = carry >> 15;
             bs = qa - 15;
             carry = 0;
             for (k = 0; k < 5; k++) {
-                v = a[eo + k] + ((b[13 + k] >> bs) | ((b[14 + k] << (15 - bs)) & 0x7FFF)) + carry;
+                v = a[eo + k] + ((d[1 + k] >> bs) | ((d[2 + k] << (15 - bs)) & 0x7FFF)) + carry;
                 a[eo + k] = v & 0x7FFF;
                 carry = v >> 15;
             }
-            a[eo + 5] = a[eo + 5] + (b[18] >> bs) + (b[19] << (15 - bs)) + carry;
+            a[eo + 5] = a[eo + 5] + (d[6] >> bs) + (d[7] << (15 - bs)) + carry;
         }
         run = a[BLOCKS_RUN];
         if (run < 0x40000000) {

@@ -313,10 +313,15 @@ def process_blocks(words, nblocks: int, st, cfg, sums, acc):
     pos = 0
     while nblocks > 0:
         nblocks -= 1
-        k = 0
-        while k < 9:
-            b[k] = 0
-            k += 1
+        b[0] = 0
+        b[1] = 0
+        b[2] = 0
+        b[3] = 0
+        b[4] = 0
+        b[5] = 0
+        b[6] = 0
+        b[7] = 0
+        b[8] = 0
         b[9] = a[PEAK_C]
         b[10] = a[PEAK_Z]
         b[11] = a[OVERLOADS]
@@ -325,71 +330,87 @@ def process_blocks(words, nblocks: int, st, cfg, sums, acc):
         a[PEAK_C] = b[9]
         a[PEAK_Z] = b[10]
         a[OVERLOADS] = b[11]
-        # block sums hh·2**24 + hl·2**13 + ll -> 4 limbs of 15 bits, for A, C, Z
+        # block sums hh·2**24 + hl·2**13 + ll -> 4 limbs of 15 bits (A, C, Z), added to the interval sums (7 limbs);
+        # the limb loops are written out: constant offsets and no per-limb branches
         ch = 0
         while ch < 3:
-            hh = b[3 * ch]
-            hl = (b16[2 * (3 * ch + 1)] | (((b16[2 * (3 * ch + 1) + 1] ^ 0x8000) - 0x8000) << 16))
-            ll = b[3 * ch + 2]
+            q = 3 * ch
             o = 4 * ch
+            hh = b[q]
+            hl = (b16[2 * q + 2] | (((b16[2 * q + 3] ^ 0x8000) - 0x8000) << 16))
+            ll = b[q + 2]
             v = (ll & 0x7FFF) + ((hl & 3) << 13)
-            a[o] = v & 0x7FFF
+            l0 = v & 0x7FFF
             v = (v >> 15) + (ll >> 15) + ((hl >> 2) & 0x7FFF) + ((hh & 0x3F) << 9)
-            a[o + 1] = v & 0x7FFF
+            l1 = v & 0x7FFF
             v = (v >> 15) + (hl >> 17) + (hh >> 6)
+            l2 = v & 0x7FFF
+            l3 = v >> 15
+            a[o] = l0
+            a[o + 1] = l1
+            a[o + 2] = l2
+            a[o + 3] = l3
+            o = LEQ_A + 7 * ch
+            v = a[o] + l0
+            a[o] = v & 0x7FFF
+            v = (v >> 15) + a[o + 1] + l1
+            a[o + 1] = v & 0x7FFF
+            v = (v >> 15) + a[o + 2] + l2
             a[o + 2] = v & 0x7FFF
-            a[o + 3] = v >> 15
-            # interval sum (7 limbs) += block sum (4 limbs)
-            dst = LEQ_A + 7 * ch
-            carry = 0
-            k = 0
-            while k < 7:
-                v = a[dst + k] + carry
-                if k < 4:
-                    v += a[o + k]
-                a[dst + k] = v & 0x7FFF
-                carry = v >> 15
-                k += 1
+            v = (v >> 15) + a[o + 3] + l3
+            a[o + 3] = v & 0x7FFF
+            v = (v >> 15) + a[o + 4]
+            a[o + 4] = v & 0x7FFF
+            v = (v >> 15) + a[o + 5]
+            a[o + 5] = v & 0x7FFF
+            a[o + 6] = ((v >> 15) + a[o + 6]) & 0x7FFF
             ch += 1
         # F and S time weighting of LA²: E += floor(A·(S·2**30 - E) / 2**QA); E has 6 limbs, 2 of them fraction.
         w = 0
         while w < 2:
             eo = EF + 6 * w
             am = c[C_ALPHA_F + 2 * w]
-            qa = c[C_ALPHA_F + 2 * w + 1]
-            # d = S·2**30 - E into b[12..17]; the top limb keeps its sign
-            borrow = 0
-            k = 0
-            while k < 6:
-                v = 0 - a[eo + k] - borrow
-                if k >= 2:
-                    v += a[S_A + k - 2]
-                if k < 5:
-                    b[12 + k] = v & 0x7FFF
-                    borrow = 0 - (v >> 15)
-                else:
-                    b[17] = v
-                k += 1
-            # P = A·d into b[12..19]: limbs 0..6 of 15 bits, b[19] the signed rest
-            carry = 0
-            k = 0
-            while k < 6:
-                v = am * (b16[2 * (12 + k)] | (((b16[2 * (12 + k) + 1] ^ 0x8000) - 0x8000) << 16)) + carry
-                b[12 + k] = v & 0x7FFF
-                carry = v >> 15
-                k += 1
-            b[18] = carry & 0x7FFF
-            b[19] = carry >> 15
-            # E += P >> QA (arithmetic): QA = 15 + bs, 0 <= bs < 15, so result limb k takes P limbs k+1, k+2
-            bs = qa - 15
-            carry = 0
-            k = 0
-            while k < 5:
-                v = a[eo + k] + ((b[13 + k] >> bs) | ((b[14 + k] << (15 - bs)) & 0x7FFF)) + carry
-                a[eo + k] = v & 0x7FFF
-                carry = v >> 15
-                k += 1
-            a[eo + 5] = a[eo + 5] + (b[18] >> bs) + ((b16[38] | (((b16[39] ^ 0x8000) - 0x8000) << 16)) << (15 - bs)) + carry
+            bs = c[C_ALPHA_F + 2 * w + 1] - 15  # QA = 15 + bs, 0 <= bs < 15
+            rs = 15 - bs
+            # d = S·2**30 - E in limbs d0..d5, the top one signed
+            v = 0 - a[eo]
+            d0 = v & 0x7FFF
+            v = (v >> 15) - a[eo + 1]
+            d1 = v & 0x7FFF
+            v = (v >> 15) - a[eo + 2] + a[S_A]
+            d2 = v & 0x7FFF
+            v = (v >> 15) - a[eo + 3] + a[S_A + 1]
+            d3 = v & 0x7FFF
+            v = (v >> 15) - a[eo + 4] + a[S_A + 2]
+            d4 = v & 0x7FFF
+            d5 = (v >> 15) - a[eo + 5] + a[S_A + 3]
+            # P = A·d: limbs p1..p6 of 15 bits (limb 0 only carries) and the signed rest p7
+            v = d0 * am
+            v = (v >> 15) + d1 * am
+            p1 = v & 0x7FFF
+            v = (v >> 15) + d2 * am
+            p2 = v & 0x7FFF
+            v = (v >> 15) + d3 * am
+            p3 = v & 0x7FFF
+            v = (v >> 15) + d4 * am
+            p4 = v & 0x7FFF
+            v = (v >> 15) + d5 * am
+            p5 = v & 0x7FFF
+            v = v >> 15
+            p6 = v & 0x7FFF
+            p7 = v >> 15
+            # E += P >> QA (arithmetic): result limb k takes P limbs k+1 and k+2
+            v = a[eo] + ((p1 >> bs) | ((p2 << rs) & 0x7FFF))
+            a[eo] = v & 0x7FFF
+            v = (v >> 15) + a[eo + 1] + ((p2 >> bs) | ((p3 << rs) & 0x7FFF))
+            a[eo + 1] = v & 0x7FFF
+            v = (v >> 15) + a[eo + 2] + ((p3 >> bs) | ((p4 << rs) & 0x7FFF))
+            a[eo + 2] = v & 0x7FFF
+            v = (v >> 15) + a[eo + 3] + ((p4 >> bs) | ((p5 << rs) & 0x7FFF))
+            a[eo + 3] = v & 0x7FFF
+            v = (v >> 15) + a[eo + 4] + ((p5 >> bs) | ((p6 << rs) & 0x7FFF))
+            a[eo + 4] = v & 0x7FFF
+            a[eo + 5] = (v >> 15) + a[eo + 5] + (p6 >> bs) + (p7 << rs)
             w += 1
         run = a[BLOCKS_RUN]
         if run <= 0x3FFFFFFF:  # saturate; constants must be small ints on 32-bit ports
