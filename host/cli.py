@@ -15,7 +15,7 @@ import click
 from slm.firmware_engine import ENGINES, EngineError
 from slm.wav_io import WavError
 
-INPUT_ERRORS: tuple[type[BaseException], ...] = (WavError, ValueError, FileNotFoundError)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (WavError, ValueError, FileNotFoundError)  # ScenarioError too
 OPERATION_ERRORS: tuple[type[BaseException], ...] = (EngineError, OSError)
 
 
@@ -95,6 +95,58 @@ def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
         from slm.report_table import print_measurement
 
         print_measurement(result)
+
+
+@cli.command()
+@click.argument("scenario", required=False)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR", help="Output folder (created).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0.1), default=None, metavar="S",
+              help="Simulate only the first S seconds (default: the scenario's duration).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, metavar="N", help="Master random seed.")
+@click.option("--meter", "meters", multiple=True, metavar="ID", help="Only this meter (repeatable).")
+@click.option("--rate", type=click.Choice(["48000", "44100", "32000", "16000"]), default=None,
+              help="Sample rate (default: the scenario's).")
+@click.option("--no-contributions", is_flag=True, help="Skip the per-source contributions in truth.json (faster).")
+@click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios and exit.")
+@handle_errors
+def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, list_only):
+    """Simulate a square: one WAV per meter (32-bit I2S words as the ESP32 reads them) and truth.json.
+
+    SCENARIO is a built-in name (see --list) or a TOML file. truth.json holds what an ideal class 1 meter at each
+    microphone reads per interval, and each source's contribution.
+
+    \b
+    Examples:
+      slm sim square-evening --out out/square --duration 60
+      slm sim calibrator --out out/cal --meter board
+      slm measure out/square/facade.wav --board esp32-devkitc-inmp441
+    """
+    from slm.sim.scenario import list_scenarios, load_scenario
+
+    if list_only:
+        for name in list_scenarios():
+            click.echo(f"{name:18s} {load_scenario(name).description}")
+        return
+    if not scenario or not out_dir:
+        raise click.UsageError("SCENARIO and --out DIR are required (or --list)")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from slm.sim.scene import simulate
+
+    sc = load_scenario(scenario)
+    for m in meters:
+        sc.meter(m)
+    total = sc.duration_s if duration_s is None else duration_s
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"simulating {sc.name}", total=total)
+        truth = simulate(sc, out_dir, duration_s=duration_s, seed=seed, meter_ids=meters or None,
+                         rate=int(rate) if rate else None, contributions=not no_contributions,
+                         progress=lambda done, _total: bar.update(task, completed=done))
+    for mid, m in truth["meters"].items():
+        la = m["overall"]["LAeq"]
+        click.echo(f"{out_dir}/{m['wav']}: LAeq {la if la is not None else '-'} dB, LAFmax {m['overall']['LAFmax']} dB")
+    click.echo(f"{out_dir}/truth.json")
 
 
 def main() -> None:

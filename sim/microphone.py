@@ -75,9 +75,9 @@ def full_scale_pa(sensitivity_dbfs: float) -> float:
 
 
 def _a_weighting_power_gain(f: np.ndarray) -> np.ndarray:
-    from slm.sim.truth import weighting_magnitude_db
+    from slm.sim.truth import design_goal_db
 
-    return 10 ** (weighting_magnitude_db("A", f) / 10.0)
+    return 10 ** (design_goal_db("A", f) / 10.0)
 
 
 def response_fir(spec: MicrophoneSpec, rate: int, taps: int = 255) -> np.ndarray:
@@ -136,7 +136,7 @@ class Microphone:
         start = self.spec.startup_s
         if self.samples_done / self.rate < start:
             settle = np.exp(-t / (start / 5.0))
-            v = v + settle * (0.5 + 0.05 * self.rng.standard_normal(len(v)))
+            v = v + settle * (0.2 + 0.02 * self.rng.standard_normal(len(v)))
         return v
 
     def words(self, p: np.ndarray) -> np.ndarray:

@@ -426,3 +426,62 @@ class TruthMeter:
             span.z_peak = max(span.z_peak, z_peak)
             if counts is not None:
                 span.add_hist(lo, counts)
+
+
+class LeqMeter:
+    """Only LAeq per interval, with TruthMeter's A weighting: the cheap meter for each source's contribution.
+
+    Same interface shape as TruthMeter (``process``, ``finish``, ``intervals``, ``overall``) but the results are
+    levels (dB or None), not dicts.
+    """
+
+    def __init__(self, rate: int, interval_s: float = 1.0, reference_pa: float = REFERENCE_PRESSURE_PA):
+        self.interval_n = round(interval_s * rate)
+        if self.interval_n < 1 or abs(self.interval_n - interval_s * rate) > 1e-6:
+            raise ValueError(f"interval_s={interval_s} is not a whole number of samples at {rate} Hz")
+        self._ref2 = reference_pa**2
+        self._sum = self._total = 0.0
+        self._n = self._total_n = 0
+        self._closed: list[float | None] = []
+        self._finished = False
+        self._weighter = _Weighter(rate, self._consume)
+
+    def _level(self, energy: float, n: int) -> float | None:
+        return 10 * math.log10(energy / n / self._ref2) if n and energy > 0 else None
+
+    def _consume(self, ya: np.ndarray, yc: np.ndarray, yz: np.ndarray) -> None:
+        i = 0
+        while i < len(ya):
+            take = min(len(ya) - i, self.interval_n - self._n)
+            seg = ya[i:i + take]
+            self._sum += float((seg * seg).sum())
+            self._n += take
+            i += take
+            if self._n == self.interval_n:
+                self._close()
+
+    def _close(self) -> None:
+        self._closed.append(self._level(self._sum, self._n))
+        self._total += self._sum
+        self._total_n += self._n
+        self._sum, self._n = 0.0, 0
+
+    def process(self, p) -> None:
+        if self._finished:
+            raise RuntimeError("LeqMeter.process after finish()")
+        self._weighter.feed(np.asarray(p, dtype=np.float64).ravel())
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._weighter.feed(np.zeros(self._weighter.delay))
+        self._weighter.flush()
+        self._finished = True
+        if self._n:
+            self._close()
+
+    def intervals(self) -> list[float | None]:
+        return list(self._closed)
+
+    def overall(self) -> float | None:
+        return self._level(self._total, self._total_n)

@@ -1,0 +1,192 @@
+"""A scenario brought to life: sources, propagation to each meter, the microphones, and the ground truth, in chunks.
+
+``SceneStream`` produces, chunk after chunk with bounded memory, each meter's sound pressure and the I2S words
+its microphone delivers; it is what `slm sim` writes to files and what a virtual board streams from.
+``simulate`` runs a whole scenario into WAV files (32-bit PCM: the I2S words as the ESP32 reads them) and
+truth.json (what a perfect class 1 meter at each microphone reports, and each source's contribution).
+
+Randomness: one master seed (the scenario's, or --seed) gives every source, path and microphone its own
+deterministic generator, so the same command writes the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from slm.sim.microphone import MIC_MODELS, Microphone
+from slm.sim.propagation import PropagationFan
+from slm.sim.scenario import Scenario
+from slm.sim.sources import make_source
+from slm.sim.truth import LeqMeter, TruthMeter
+from slm.sim.wav_writer import WavWriter
+
+CHUNK_S = 0.5
+CALIBRATION_S = 20.0
+LEVEL_KEYS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",
+              "LA10", "LA50", "LA90")
+
+
+def _child_seed(master: int, *names: str) -> int:
+    """A stable 32-bit seed for one part of the scene (independent of Python's hash randomisation)."""
+    h = 2166136261 ^ master
+    for ch in "/".join(names).encode():
+        h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def source_gain(kind: str, params: dict, rate: int, seed: int, level_dba_at_1m: float) -> float:
+    """Scale that makes a source's long-term A-weighted level at 1 m equal level_dba_at_1m: measured on a
+    calibration render of an independent instance of the same kind (different seed, same statistics)."""
+    probe = make_source(kind, rate, seed ^ 0x5A5A5A5A, **params)
+    truth = TruthMeter(rate, interval_s=CALIBRATION_S)
+    n = int(CALIBRATION_S * rate)
+    step = rate
+    for i in range(0, n, step):
+        truth.process(probe.render(min(step, n - i)))
+    la = truth.overall()["LAeq"]
+    if la is None:
+        raise ValueError(f"source kind {kind!r} rendered silence")
+    return 10 ** ((level_dba_at_1m - la) / 20.0)
+
+
+def schedule_envelope(active, fade_s: float, t: np.ndarray, span_gains_db=()) -> np.ndarray:
+    """1 (or the span's gain) inside the active spans, 0 outside, raised-cosine fades of fade_s inside each span."""
+    env = np.zeros_like(t)
+    gains = [10 ** (g / 20.0) for g in span_gains_db] or [1.0] * len(active)
+    for (a, b), g in zip(active, gains):
+        inside = (t >= a) & (t < b)
+        if not inside.any():
+            continue
+        e = np.ones(int(inside.sum()))
+        tt = t[inside]
+        if fade_s > 0:
+            rise = np.clip((tt - a) / fade_s, 0, 1)
+            fall = np.clip((b - tt) / fade_s, 0, 1)
+            e = 0.5 - 0.5 * np.cos(np.pi * np.minimum(rise, fall))
+        env[inside] = g * e
+    return env
+
+
+@dataclass
+class MeterChunk:
+    pressure_pa: np.ndarray  # sound pressure at the microphone (all sources)
+    words: np.ndarray  # int32 I2S words from the microphone
+    contributions: dict[str, np.ndarray]  # pressure from each source
+
+
+class SceneStream:
+    """Chunks of a scenario for the chosen meters. ``next_chunk(n)`` advances time by n samples."""
+
+    def __init__(self, scenario: Scenario, rate: int | None = None, seed: int | None = None,
+                 meter_ids: Iterable[str] | None = None):
+        self.scenario = scenario
+        self.rate = rate or scenario.sample_rate
+        self.seed = scenario.seed if seed is None else seed
+        ids = list(meter_ids) if meter_ids else [m.id for m in scenario.meters]
+        self.meters = [scenario.meter(i) for i in ids]
+        self.sources = []
+        for s in scenario.sources:
+            seed_s = _child_seed(self.seed, "source", s.id)
+            gain = source_gain(s.kind, s.params, self.rate, seed_s, s.level_dba_at_1m)
+            self.sources.append((s, make_source(s.kind, self.rate, seed_s, **s.params), gain))
+        # one fan per source: its spectrum is computed once for all meters
+        self.fans = {s.id: PropagationFan(s.position_m, [m.position_m for m in self.meters], self.rate,
+                                          temperature_c=scenario.temperature_c, humidity_pct=scenario.humidity_pct,
+                                          ground=scenario.ground)
+                     for s in scenario.sources}
+        self.mics = {m.id: Microphone(MIC_MODELS[m.microphone], self.rate, _child_seed(self.seed, "mic", m.id),
+                                      sensitivity_error_db=m.sensitivity_error_db, ideal=m.ideal)
+                     for m in self.meters}
+        self.samples_done = 0
+
+    @property
+    def time_s(self) -> float:
+        return self.samples_done / self.rate
+
+    def next_chunk(self, n: int) -> dict[str, MeterChunk]:
+        t = (self.samples_done + np.arange(n)) / self.rate
+        rendered = []
+        for s, src, gain in self.sources:
+            x = src.render(n) * gain
+            rendered.append((s.id, x * schedule_envelope(s.active, s.fade_s, t, s.span_gains_db)))
+        at_meters = {sid: self.fans[sid].process(x) for sid, x in rendered}  # (meters, n) per source
+        out = {}
+        for k, m in enumerate(self.meters):
+            contributions = {sid: y[k] for sid, y in at_meters.items()}
+            p = np.sum(list(contributions.values()), axis=0) if contributions else np.zeros(n)
+            out[m.id] = MeterChunk(pressure_pa=p, words=self.mics[m.id].words(p), contributions=contributions)
+        self.samples_done += n
+        return out
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 3)
+
+
+def _clean(levels: dict) -> dict:
+    return {k: _round(levels.get(k)) for k in LEVEL_KEYS}
+
+
+def simulate(scenario: Scenario, out_dir: str | Path, duration_s: float | None = None, seed: int | None = None,
+             meter_ids: Iterable[str] | None = None, rate: int | None = None, contributions: bool = True,
+             progress: Callable[[float, float], None] | None = None) -> dict:
+    """Write <meter>.wav for each meter and truth.json into out_dir; return the truth dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = SceneStream(scenario, rate=rate, seed=seed, meter_ids=meter_ids)
+    rate = stream.rate
+    duration = scenario.duration_s if duration_s is None else duration_s
+    total = int(round(duration * rate))
+    truth = {m.id: TruthMeter(rate, interval_s=scenario.interval_s) for m in stream.meters}
+    per_source = {(s.id, m.id): LeqMeter(rate, interval_s=scenario.interval_s)
+                  for s in scenario.sources for m in stream.meters} if contributions else {}
+    writers = {m.id: WavWriter(out / f"{m.id}.wav", rate) for m in stream.meters}
+    try:
+        chunk = int(CHUNK_S * rate)
+        while stream.samples_done < total:
+            n = min(chunk, total - stream.samples_done)
+            for mid, c in stream.next_chunk(n).items():
+                writers[mid].write(c.words)
+                truth[mid].process(c.pressure_pa)
+                for sid, p in c.contributions.items():
+                    if (sid, mid) in per_source:
+                        per_source[(sid, mid)].process(p)
+            if progress:
+                progress(stream.time_s, duration)
+    finally:
+        for w in writers.values():
+            w.close()
+    result = {"scenario": scenario.name, "description": scenario.description, "sample_rate": rate,
+              "duration_s": total / rate, "seed": stream.seed, "interval_s": scenario.interval_s,
+              "reference": "what an ideal class 1 meter at the microphone position reads (sound pressure before the "
+                           "microphone model), dB re 20 uPa",
+              "sources": {s.id: {"kind": s.kind, "position_m": list(s.position_m), "level_dba_at_1m": s.level_dba_at_1m,
+                                 "active": [list(a) for a in s.active], "params": s.params}
+                          for s in scenario.sources},
+              "meters": {}}
+    for m in stream.meters:
+        tm = truth[m.id]
+        tm.finish()
+        spec = MIC_MODELS[m.microphone]
+        entry = {"wav": f"{m.id}.wav", "position_m": list(m.position_m), "microphone": m.microphone,
+                 "sensitivity_dbfs": spec.sensitivity_dbfs, "sensitivity_error_db": m.sensitivity_error_db,
+                 "ideal": m.ideal, "self_noise_dba": None if m.ideal else spec.self_noise_dba, "note": m.note,
+                 "distances_m": {s.id: round(math.dist(s.position_m, m.position_m), 3) for s in scenario.sources},
+                 "overall": _clean(tm.overall()),
+                 "intervals": [{"start_s": i["start_s"], "end_s": i["end_s"], **_clean(i)} for i in tm.intervals()]}
+        if per_source:
+            entry["contributions_LAeq"] = {}
+            for s in scenario.sources:
+                ps = per_source[(s.id, m.id)]
+                ps.finish()
+                entry["contributions_LAeq"][s.id] = {"overall": _round(ps.overall()),
+                                                     "intervals": [_round(v) for v in ps.intervals()]}
+        result["meters"][m.id] = entry
+    (out / "truth.json").write_text(json.dumps(result, indent=1))
+    return result
