@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from slm import mic_eq
 from slm.weighting_design import SAMPLE_RATES
