@@ -749,8 +749,8 @@ def write_doc(r: dict) -> None:
               f"{e['max_eq_off']} instructions per sample, with EQ on {e['min_eq_on']}–{e['max_eq_on']}.",
               f"5. Of the {e['loop_static']} loop instructions, {e['stack_loads']} are `l32i` and "
               f"{e['stack_stores']} `s32i` through the stack pointer `a1`: viper keeps the function's locals in "
-              f"the stack frame (its few register slots go to the first locals, here the unused arguments) and "
-              f"moves every intermediate through a scratch slot. Mix: "
+              f"the stack frame except the first two (here the parameters `v` and `w`: the sample flowing down the "
+              f"chain and a scratch word) and moves a nested operand through a scratch slot. Mix: "
               + ", ".join(f"`{k}` {v}" for k, v in sorted(e["loop_ops"].items(), key=lambda kv: -kv[1])[:12])
               + ".",
               f"6. Cycles: CPI 1.2–1.5 assumed for the LX6 (single issue, 1 cycle per ALU op, load results one "
