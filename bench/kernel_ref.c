@@ -55,6 +55,18 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         i += 1;
         if (x >= ovl || x < 0 - ovl)
             novl += 1;
+        if (eq_on) { /* microphone equalisation, before the DC blocker */
+            xh = x >> 12;
+            xl = x & 0xFFF;
+            sh = eb0 * xh + eb1 * (ex1 >> 12) + eb2 * (ex2 >> 12) - ea1 * (ey1 >> 12) - ea2 * (ey2 >> 12);
+            sl = eb0 * xl + eb1 * (ex1 & 0xFFF) + eb2 * (ex2 & 0xFFF) - ea1 * (ey1 & 0xFFF) - ea2 * (ey2 & 0xFFF);
+            y = (sh >> bq12) + ((((sh & bqm) << 12) + sl + (1 << (bq - 1))) >> bq);
+            ex2 = ex1;
+            ex1 = x;
+            ey2 = ey1;
+            ey1 = y;
+            x = y;
+        }
         /* DC blocker; each high-pass: e = x - u; u += K e / 2**Q, u = h + l / 2**Q exactly (see the firmware) */
         e = x - dh;
         t = (e & 0xFFF) * dK + dl;
@@ -62,18 +74,6 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         dh += p >> dS;
         dl = ((p & dM) << 12) | (t & 0xFFF);
         z = e;
-        if (eq_on) {
-            xh = z >> 12;
-            xl = z & 0xFFF;
-            sh = eb0 * xh + eb1 * (ex1 >> 12) + eb2 * (ex2 >> 12) - ea1 * (ey1 >> 12) - ea2 * (ey2 >> 12);
-            sl = eb0 * xl + eb1 * (ex1 & 0xFFF) + eb2 * (ex2 & 0xFFF) - ea1 * (ey1 & 0xFFF) - ea2 * (ey2 & 0xFFF);
-            y = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq);
-            ex2 = ex1;
-            ex1 = z;
-            ey2 = ey1;
-            ey1 = y;
-            z = y;
-        }
         /* C: two f1 high-passes */
         e = z - c1h;
         t = (e & 0xFFF) * c1K + c1l;
@@ -92,7 +92,7 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
         xl = v & 0xFFF;
         sh = hb0 * xh + hb1 * (hx1 >> 12) + hb2 * (hx2 >> 12) - ha1 * (hy1 >> 12) - ha2 * (hy2 >> 12);
         sl = hb0 * xl + hb1 * (hx1 & 0xFFF) + hb2 * (hx2 & 0xFFF) - ha1 * (hy1 & 0xFFF) - ha2 * (hy2 & 0xFFF);
-        cv = (sh >> bq12) + ((((sh & bqm) << 12) + sl) >> bq);
+        cv = (sh >> bq12) + ((((sh & bqm) << 12) + sl + (1 << (bq - 1))) >> bq);
         hx2 = hx1;
         hx1 = v;
         hy2 = hy1;

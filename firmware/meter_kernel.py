@@ -104,6 +104,7 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     bq = c[C_BQ]
     bq12 = bq - 12
     bqm = (1 << bq12) - 1
+    bqh = 1 << (bq - 1)  # biquads round to nearest: a floor would leave a DC offset that an EQ's poles near 1 amplify
     dK = c[C_DC]
     dS = c[C_DC + 1] - 12
     dM = (1 << dS) - 1
@@ -171,6 +172,15 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
             nov += 1
         elif v < novl:
             nov += 1
+        if eq_on:  # microphone equalisation biquad, before the DC blocker so that the blocker also removes the
+            # DC its rounding and its poles near z = 1 would add (direct form I, split products as in H4 below)
+            w = (v >> 12) * eb0 + (ex1 >> 12) * eb1 + (ex2 >> 12) * eb2 - (ey1 >> 12) * ea1 - (ey2 >> 12) * ea2
+            t = (v & 0xFFF) * eb0 + (ex1 & 0xFFF) * eb1 + (ex2 & 0xFFF) * eb2 - (ey1 & 0xFFF) * ea1 - (ey2 & 0xFFF) * ea2
+            ex2 = ex1
+            ex1 = v
+            v = ((((w & bqm) << 12) + t + bqh) >> bq) + (w >> bq12)
+            ey2 = ey1
+            ey1 = v
         # High-pass sections, e = x - u; u += K·e / 2**Q with u = h + l / 2**Q (0 <= l < 2**Q), exactly:
         # t = K·(e & 0xFFF) + l;  w = K·(e >> 12) + (t >> 12), so that u·2**Q + K·e = h·2**Q + w·2**12 + (t & 0xFFF)
         # and w >> (Q - 12) carries into h. The stage's output e stays in v.
@@ -179,14 +189,6 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
         w = (v >> 12) * dK + (t >> 12)
         dh = (w >> dS) + dh
         dl = ((w & dM) << 12) | (t & 0xFFF)
-        if eq_on:  # microphone equalisation biquad (direct form I, split products as in H4 below)
-            w = (v >> 12) * eb0 + (ex1 >> 12) * eb1 + (ex2 >> 12) * eb2 - (ey1 >> 12) * ea1 - (ey2 >> 12) * ea2
-            t = (v & 0xFFF) * eb0 + (ex1 & 0xFFF) * eb1 + (ex2 & 0xFFF) * eb2 - (ey1 & 0xFFF) * ea1 - (ey2 & 0xFFF) * ea2
-            ex2 = ex1
-            ex1 = v
-            v = ((((w & bqm) << 12) + t) >> bq) + (w >> bq12)
-            ey2 = ey1
-            ey1 = v
         z = v
         v = v - c1h  # C: two f1 high-passes
         t = (v & 0xFFF) * c1K + c1l
@@ -203,7 +205,7 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
         t = (v & 0xFFF) * hb0 + (hx1 & 0xFFF) * hb1 + (hx2 & 0xFFF) * hb2 - (hy1 & 0xFFF) * ha1 - (hy2 & 0xFFF) * ha2
         hx2 = hx1
         hx1 = v
-        v = ((((w & bqm) << 12) + t) >> bq) + (w >> bq12)
+        v = ((((w & bqm) << 12) + t + bqh) >> bq) + (w >> bq12)
         hy2 = hy1
         hy1 = v
         cv = v

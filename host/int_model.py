@@ -2,7 +2,7 @@
 
 This is an independent re-implementation of firmware/meter_kernel.py, written from the exact arithmetic rather
 than from the firmware's word-splitting: a high-pass section is ``u += K·e`` on an unbounded integer, a biquad is
-``y = floor((Σ b·x - a1·y1 - a2·y2) / 2**q)``, the time weighting is ``E += floor(A·(S·2**30 - E) / 2**QA)`` on an
+``y = floor((Σ b·x - a1·y1 - a2·y2) / 2**q + 1/2)``, the time weighting is ``E += floor(A·(S·2**30 - E) / 2**QA)`` on an
 unbounded integer. Alongside, it computes each intermediate that the firmware keeps in a machine word (split
 products, partial sums, limbs) and raises ``RangeError`` if one leaves [-2**31, 2**31). Results identical to the
 firmware's on the MicroPython unix port (64-bit words) then mean the firmware is right on a 32-bit ESP32 too.
@@ -70,8 +70,8 @@ class BiquadModel:
         sh = _w(b0 * (x >> 12) + b1 * (x1 >> 12) + b2 * (x2 >> 12) - a1 * (y1 >> 12) - a2 * (y2 >> 12), "biquad sh")
         sl = _w(b0 * (x & 0xFFF) + b1 * (x1 & 0xFFF) + b2 * (x2 & 0xFFF) - a1 * (y1 & 0xFFF) - a2 * (y2 & 0xFFF),
                 "biquad sl")
-        _w(((sh & ((1 << (self.q - 12)) - 1)) << 12) + sl, "biquad low sum")
-        y = _w((b0 * x + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2) >> self.q, "biquad y")
+        _w(((sh & ((1 << (self.q - 12)) - 1)) << 12) + sl + (1 << (self.q - 1)), "biquad low sum")
+        y = _w((b0 * x + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2 + (1 << (self.q - 1))) >> self.q, "biquad y")
         self.x2, self.x1, self.y2, self.y1 = x1, x, y1, y
         return y
 
@@ -115,9 +115,9 @@ class IntegerMeterModel:
         x = (x ^ 0x200000) - 0x200000
         if x >= self.overload or x < -self.overload:
             self.overloads += 1
-        z = self.dc.step(x)
         if self.eq is not None:
-            z = self.eq.step(z)
+            x = self.eq.step(x)
+        z = self.dc.step(x)
         c = self.h4.step(self.c2.step(self.c1.step(z)))
         a = self.a3.step(self.a2.step(c))
         for ch, v in enumerate((a, c, z)):

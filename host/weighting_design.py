@@ -248,10 +248,11 @@ EQ_L1_BUDGET = 4.0  # a microphone equalisation biquad may amplify the worst-cas
 
 def node_bounds(design: RateDesign, eq_l1: float = EQ_L1_BUDGET) -> dict[str, float]:
     """Largest magnitude each signal node can reach for any input within ±2**(INPUT_BITS-1) (sum of |h[n]| of the
-    chain up to the node), with the equalisation's worst case eq_l1 in front. +2 LSB covers the floors."""
+    chain up to the node), with the microphone equalisation's worst case eq_l1 in front of the DC blocker. +2 LSB
+    covers the roundings."""
     full = 2 ** (INPUT_BITS - 1)
     chain = np.vstack([design.dc.sos()])
-    out = {"x": full, "dc_in": full, "z": impulse_l1(chain) * full * eq_l1 + 2}
+    out = {"x": full, "dc_in": full * eq_l1 + 2, "z": impulse_l1(chain) * full * eq_l1 + 2}
     for name, sos in (("c1", design.hp_c[0].sos()), ("c2", design.hp_c[1].sos()), ("c", design.h4.sos()),
                       ("a2", design.hp_a[0].sos()), ("a", design.hp_a[1].sos())):
         chain = np.vstack([chain, sos])
@@ -266,7 +267,7 @@ def range_proof(design: RateDesign, eq_l1: float = EQ_L1_BUDGET) -> dict[str, fl
     log2 = math.log2
     words: dict[str, float] = {}
     # high-pass sections: input v, e = v - u (|u| <= |v| max), products K·(e >> 12), K·(e & 0xFFF), t
-    for name, sec, vin in (("dc", design.dc, nb["x"]), ("c1", design.hp_c[0], nb["z"]),
+    for name, sec, vin in (("dc", design.dc, nb["dc_in"]), ("c1", design.hp_c[0], nb["z"]),
                            ("c2", design.hp_c[1], nb["c1"]), ("a2", design.hp_a[0], nb["c"]),
                            ("a3", design.hp_a[1], nb["a2"])):
         e = 2 * vin

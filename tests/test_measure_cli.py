@@ -177,3 +177,15 @@ def test_board_applies_its_microphone_equalisation_and_only_then(tmp_path):
 
 def test_unknown_board_is_exit_2(tone):
     _assert_input_error(slm("measure", tone, "--board", "esp99-nothing"), "unknown board")
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("board", ["esp32-devkitc-inmp441", "esp32-s3-devkitc-ics43434", "esp32-devkitc-sph0645"])
+def test_equalisation_adds_no_offset_at_low_levels(tmp_path, board):
+    """The equaliser's poles lie near z = 1; its rounding must not turn into a DC offset that lifts quiet Z levels.
+    A 30 dB 1 kHz tone reads the same LZeq and LAeq with and without the board's equalisation."""
+    path = tmp_path / "quiet.wav"
+    write_wav(path, signals.sine(1000.0, 30.0, 4.0, RATE), RATE, bits=24)
+    plain = json.loads(slm("measure", path, "--json").stdout)["intervals"][-1]
+    eq = json.loads(slm("measure", path, "--json", "--board", board).stdout)["intervals"][-1]
+    assert abs(eq["LZeq"] - plain["LZeq"]) < 0.2 and abs(eq["LAeq"] - plain["LAeq"]) < 0.2, (plain, eq)
