@@ -128,6 +128,23 @@ class Meter:
             out.append(None if v is None else v + off)
         return out
 
+    def current(self):
+        """What a display shows now: LAF, LAS, and LAeq, LCpeak and overload so far in the interval (dB or None)."""
+        laf, las = self.levels_db()
+        a = self.acc
+        n = a[K.BLOCK_COUNT] * self.block
+        leq = _limbs_to_int(a, K.LEQ_A, K.SUM_LIMBS)
+        la = _db(leq / n) if n else None
+        pc = a[K.PEAK_C]
+        return {"LAF": laf, "LAS": las, "LAeq": None if la is None else la + self._offset_db("A"),
+                "LCpeak": 20 * math.log10(pc) + self._offset_db("C") if pc > 0 else None,
+                "overload": a[K.OVERLOADS] > 0}
+
+    def lafmax_total(self):
+        """LAFmax since reset over closed intervals (dB or None)."""
+        v = self.totals_raw["fmax"]
+        return _db(v) + self._offset_db("A") - _LIMB_DB - 10 * math.log10(self.block) if v else None
+
     def raw_interval(self):
         """The interval's integer results (exact; compared with host/int_model.py)."""
         a = self.acc

@@ -141,6 +141,7 @@ class Board:
         eq = self.eq_biquad(rate)
         return {
             "board": self.name,
+            "mic": self.microphone.model,
             "i2s": {"id": self.i2s.id, "sck": self.i2s.sck, "ws": self.i2s.ws, "sd": self.i2s.sd,
                     "slot": self.i2s.slot, "bits": self.i2s.bits},
             "rate": rate,

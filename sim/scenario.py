@@ -163,6 +163,8 @@ def _check_params(t: _Table, spec: dict, params: dict) -> None:
                 raise t.fail(f"params.{name}", f"must be a number, got {value!r}")
             if not lo <= value <= hi:
                 raise t.fail(f"params.{name}", f"must be between {lo:g} and {hi:g}, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise t.fail(f"params.{name}", f"must be a whole number, got {value!r}")
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
