@@ -1,0 +1,90 @@
+"""The device's configuration file: defaults, validation, and atomic saving (temporary file, then rename).
+
+A power cut during ``save`` leaves the old or the new file, never a broken one; a missing or corrupt file gives the
+defaults and a fault name, never an exception. Keys and ranges are in docs/protocol.md.
+"""
+
+import json
+import os
+
+CONFIG_FILE = "config.json"
+TEMP_FILE = "config.tmp"
+
+DEFAULTS = {
+    "interval_s": 1.0,
+    "stream_hz": 2,
+    "status_s": 10,
+    "limit_db": None,
+    "limit_hysteresis_db": 1.0,
+    "calibration_db": 0.0,
+    "underrange_db": None,
+}
+
+# key: (kind, low, high, may be None)
+RULES = {
+    "interval_s": ("tenths", 0.1, 3600.0, False),
+    "stream_hz": ("int", 0, 10, False),
+    "status_s": ("number", 1.0, 3600.0, False),
+    "limit_db": ("number", 20.0, 140.0, True),
+    "limit_hysteresis_db": ("number", 0.0, 20.0, False),
+    "calibration_db": ("number", -20.0, 20.0, False),
+    "underrange_db": ("number", 0.0, 120.0, True),
+}
+
+
+def check(key, value):
+    """The value converted to its stored form; ValueError('bad_key' or 'bad_value: ...') if it is not allowed."""
+    if key not in RULES:
+        raise ValueError("bad_key")
+    kind, lo, hi, nullable = RULES[key]
+    if value is None:
+        if nullable:
+            return None
+        raise ValueError("bad_value: %s may not be null" % key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("bad_value: %s must be a number" % key)
+    if kind == "int":
+        if not isinstance(value, int):
+            raise ValueError("bad_value: %s must be an integer" % key)
+    elif value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("bad_value: %s must be finite" % key)
+    if not lo <= value <= hi:
+        raise ValueError("bad_value: %s must be between %s and %s" % (key, lo, hi))
+    if kind == "tenths":
+        tenths = round(value * 10)
+        if abs(value * 10 - tenths) > 1e-6:
+            raise ValueError("bad_value: %s must be a multiple of 0.1" % key)
+        return tenths / 10
+    return value if kind == "int" else float(value)
+
+
+def load(path=CONFIG_FILE):
+    """(config, fault): the saved configuration over the defaults; fault is None, 'config_missing' or
+    'config_corrupt' (then the defaults are used)."""
+    config = dict(DEFAULTS)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError:
+        return config, "config_missing"
+    except ValueError:
+        return config, "config_corrupt"
+    if not isinstance(saved, dict):
+        return config, "config_corrupt"
+    try:
+        for key, value in saved.items():
+            config[key] = check(key, value)
+    except ValueError:
+        return dict(DEFAULTS), "config_corrupt"
+    return config, None
+
+
+def save(config, path=CONFIG_FILE, temp=TEMP_FILE):
+    """Write the configuration atomically: the whole file to ``temp``, flushed, then renamed over ``path``."""
+    text = json.dumps(config)
+    with open(temp, "w") as f:
+        f.write(text)
+        f.flush()
+    if hasattr(os, "sync"):
+        os.sync()
+    os.rename(temp, path)
