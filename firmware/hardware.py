@@ -13,6 +13,16 @@ import audio_source
 
 REBOOT_EXIT_CODE = 75  # a virtual board's runner restarts the process when it exits with this code
 
+try:
+    _ticks_ms = time.ticks_ms
+except AttributeError:  # CPython, the fallback engine
+
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
+
+
+_mem_free = getattr(gc, "mem_free", lambda: 0)  # CPython has no MicroPython heap to report
+
 
 class UnixPlatform:
     """The MicroPython unix port: audio from a FIFO or file of I2S words named in board.json."""
@@ -36,10 +46,10 @@ class UnixPlatform:
             return "virtual"
 
     def ticks_ms(self):
-        return time.ticks_ms()
+        return _ticks_ms()
 
     def mem_free(self):
-        return gc.mem_free()
+        return _mem_free()
 
 
 class Esp32Platform:
@@ -72,10 +82,10 @@ class Esp32Platform:
         return binascii.hexlify(self.machine.unique_id()).decode()
 
     def ticks_ms(self):
-        return time.ticks_ms()
+        return _ticks_ms()
 
     def mem_free(self):
-        return gc.mem_free()
+        return _mem_free()
 
 
 def platform():
