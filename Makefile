@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test test-all soak coeffs bench lint accuracy clean
+.PHONY: all install demo test soak coeffs bench bench-sim lint accuracy clean
 
 all: test
 
@@ -35,6 +35,9 @@ coeffs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_kernel.py
+
+bench-sim: $(STAMP)
+	$(BIN)/python bench/bench_sim.py
 
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.accuracy_table

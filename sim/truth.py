@@ -156,9 +156,10 @@ class _Weighter:
     the buffer is full; ``flush`` runs what is pending (a smaller FFT).  Output goes to ``sink(yA, yC, yZ)`` aligned
     with the input: sample n of the output is the weighted signal at input sample n (needs input up to n + D)."""
 
-    def __init__(self, rate: int, sink):
+    def __init__(self, rate: int, sink, with_c: bool = True):
         self.taps_a, self.delay = weighting_fir("A", rate)
         self.taps_c, _ = weighting_fir("C", rate)
+        self.with_c = with_c  # False: only A (yC is passed as None), one inverse FFT less
         self.ntaps = len(self.taps_a)
         self.nfft = 4 * _next_pow2(self.ntaps)
         self.buf = np.zeros(self.nfft)  # input history (ntaps-1 samples, zeros = from rest) then pending input
@@ -194,16 +195,17 @@ class _Weighter:
             spec = sfft.rfft(seg, n)
             ha, hc = self._spectrum(n)
             ya = sfft.irfft(spec * ha, n)[k0:fill]
-            yc = sfft.irfft(spec * hc, n)[k0:fill]
+            yc = sfft.irfft(spec * hc, n)[k0:fill] if self.with_c else None
         else:  # exact digital silence stays exact
             ya = np.zeros(m)
-            yc = np.zeros(m)
+            yc = np.zeros(m) if self.with_c else None
         yz = self.buf[k0 - d:fill - d].copy()
         z0 = self.z_next
         self.z_next += m
         if z0 < d:
             cut = min(m, d - z0)
-            ya, yc, yz = ya[cut:], yc[cut:], yz[cut:]
+            ya, yz = ya[cut:], yz[cut:]
+            yc = None if yc is None else yc[cut:]
         self.buf[:k0] = self.buf[fill - k0:fill]
         self.fill = k0
         if len(ya):
@@ -444,7 +446,7 @@ class LeqMeter:
         self._n = self._total_n = 0
         self._closed: list[float | None] = []
         self._finished = False
-        self._weighter = _Weighter(rate, self._consume)
+        self._weighter = _Weighter(rate, self._consume, with_c=False)
 
     def _level(self, energy: float, n: int) -> float | None:
         return 10 * math.log10(energy / n / self._ref2) if n and energy > 0 else None
