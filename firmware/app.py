@@ -83,10 +83,12 @@ class MeterApp:
         if fault:
             self.faults.append(fault)
         self.rate = board["rate"]
-        self.samples = 0
+        self.ms = 0  # device time from the audio clock, and the remainder of samples·1000 / rate
+        self.ms_rem = 0
         self.writer = protocol.RecordWriter(out, self.device_ms)
         self.audio = hw.open_audio(board)
-        self.start_ticks = hw.ticks_ms()
+        self.last_ticks = hw.ticks_ms()
+        self.wall_ms = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
         self.blocks = 0
         self.dropped = 0
         self.late = 0
@@ -108,24 +110,28 @@ class MeterApp:
         self.interval_start = self.device_ms()
 
     def device_ms(self):
-        return self.samples * 1000 // self.rate
+        return self.ms
 
     def step(self):
         """One chunk of audio and what follows from it. Returns False when the audio stream has ended."""
         block = self.meter.block
         todo = min(CHUNK_BLOCKS, self.interval_blocks - self.meter.interval_blocks())
         t0 = self.hw.ticks_ms()
+        self.wall_ms += self.hw.ticks_diff(t0, self.last_ticks)
+        self.last_ticks = t0
         got = self.audio.readinto(memoryview(self.buf)[:4 * block * todo])
         nb = got // (4 * block)
         if nb == 0:
             return got != 0 or self.hw.realtime
-        if self.hw.realtime and self.hw.ticks_ms() - t0 < 1 and self.blocks > 0:
+        if self.hw.realtime and self.hw.ticks_diff(self.hw.ticks_ms(), t0) < 1 and self.blocks > 0:
             self.late += 1  # the data was already waiting: the meter is behind the microphone
         self.meter.process(self.buf, nb)
         self.blocks += nb
-        self.samples += nb * block
+        self.ms_rem += nb * block * 1000
+        self.ms += self.ms_rem // self.rate
+        self.ms_rem %= self.rate
         if self.hw.realtime:
-            behind = (self.hw.ticks_ms() - self.start_ticks) - self.device_ms()
+            behind = self.wall_ms - self.ms
             lost = behind * self.rate // (1000 * block) - self.dropped
             if lost > 50:  # more than ~50 ms of audio missing against the CPU clock
                 self.dropped += lost
@@ -184,7 +190,7 @@ class MeterApp:
                 "config": dict(self.config), "faults": list(self.faults)}
 
     def status(self):
-        return {"uptime_s": (self.hw.ticks_ms() - self.start_ticks) // 1000, "heap_free": self.hw.mem_free(),
+        return {"uptime_s": self.wall_ms // 1000, "heap_free": self.hw.mem_free(),
                 "blocks": self.blocks, "dropped": self.dropped, "late": self.late,
                 "faults": list(self.faults) + (["i2s_errors:%d" % self.audio.errors] if self.audio.errors else []),
                 "overload": self.overload_total or self.meter.current()["overload"],

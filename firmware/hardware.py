@@ -1,7 +1,7 @@
 """What differs between an ESP32 and the unix port (virtual boards): audio input, reboot, watchdog, identity.
 
 ``platform()`` returns an object with ``open_audio(board)``, ``reboot()``, ``feed_watchdog()``, ``unique_id()``,
-``ticks_ms()`` and ``realtime`` (whether the audio source runs on its own clock, so lost audio can be counted).
+``ticks_ms()``, ``ticks_diff()`` and ``realtime`` (whether the audio source runs on its own clock, so lost audio can be counted).
 Hardware is chosen here once and passed to the application, never imported by the meter code.
 """
 
@@ -15,10 +15,14 @@ REBOOT_EXIT_CODE = 75  # a virtual board's runner restarts the process when it e
 
 try:
     _ticks_ms = time.ticks_ms
+    _ticks_diff = time.ticks_diff
 except AttributeError:  # CPython, the fallback engine
 
     def _ticks_ms():
         return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
+
+    def _ticks_diff(a, b):
+        return a - b
 
 
 _mem_free = getattr(gc, "mem_free", lambda: 0)  # CPython has no MicroPython heap to report
@@ -47,6 +51,9 @@ class UnixPlatform:
 
     def ticks_ms(self):
         return _ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return _ticks_diff(a, b)
 
     def mem_free(self):
         return _mem_free()
@@ -83,6 +90,9 @@ class Esp32Platform:
 
     def ticks_ms(self):
         return _ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return _ticks_diff(a, b)
 
     def mem_free(self):
         return _mem_free()

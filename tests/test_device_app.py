@@ -57,7 +57,9 @@ def device_dir(tmp_path: Path, seconds: float = 2.0, level_db: float = 94.0) -> 
 def run_device(d: Path, commands: bytes = b"") -> list[dict]:
     r = subprocess.run([micropython_binary(), "main.py"], cwd=d, input=commands, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
-    return [rec for rec in (parse(x) for x in r.stdout.decode().splitlines()) if rec is not None]
+    lines = r.stdout.decode().splitlines()
+    assert all(len(x) <= 1024 for x in lines)  # docs/protocol.md: lines of at most 1024 bytes
+    return [rec for rec in (parse(x) for x in lines) if rec is not None]
 
 
 @pytest.mark.micropython
