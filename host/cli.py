@@ -13,10 +13,11 @@ import sys
 import click
 
 from slm.firmware_engine import ENGINES, EngineError
+from slm.flashing import FlashOperationError
 from slm.wav_io import WavError
 
 INPUT_ERRORS: tuple[type[BaseException], ...] = (WavError, ValueError, FileNotFoundError)  # ScenarioError too
-OPERATION_ERRORS: tuple[type[BaseException], ...] = (EngineError, OSError)
+OPERATION_ERRORS: tuple[type[BaseException], ...] = (EngineError, OSError, FlashOperationError)
 
 
 def _fail(message: str, code: int) -> None:
@@ -147,6 +148,123 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
         la = m["overall"]["LAeq"]
         click.echo(f"{out_dir}/{m['wav']}: LAeq {la if la is not None else '-'} dB, LAFmax {m['overall']['LAFmax']} dB")
     click.echo(f"{out_dir}/truth.json")
+
+
+@cli.command()
+@click.option("--board", "board_name", required=True, metavar="NAME",
+              help="Board profile (see `slm boards`): the chip to expect and where the image goes.")
+@click.option("--firmware", required=True, metavar="FILE.bin",
+              help="MicroPython firmware for the board's chip, from micropython.org/download (e.g. ESP32_GENERIC).")
+@click.option("--port", default=None, metavar="P", help="Serial port. Default: the only board found by USB id.")
+@click.option("--erase", is_flag=True, help="Erase the whole flash first (also removes files and the meter's "
+              "configuration on the board).")
+@click.option("--no-deploy", is_flag=True, help="Only flash MicroPython; do not install the meter afterwards.")
+@handle_errors
+def flash(board_name, firmware, port, erase, no_deploy):
+    """Flash MicroPython onto a board, check it boots to the REPL, then install the meter.
+
+    The firmware file is checked first (an ESP image for the profile's chip, the complete image with bootloader
+    and partition table), then the connected chip must be the profile's. esptool writes the image at the
+    profile's flash offset and verifies it; after the reset the tool waits for MicroPython's prompt (found again
+    by USB serial number when a native-USB board comes back under another port). Then it runs `slm deploy`, unless
+    --no-deploy. If the board does not answer: hold BOOT, press and release RESET, release BOOT, and run again.
+
+    \b
+    Examples:
+      slm flash --board esp32-devkitc-inmp441 --firmware ESP32_GENERIC-20241129-v1.24.1.bin
+      slm flash --board esp32-s3-devkitc-ics43434 --firmware ESP32_GENERIC_S3.bin --port /dev/ttyACM0 --erase
+      slm flash --board esp32-c3-inmp441 --firmware ESP32_GENERIC_C3.bin --no-deploy
+    """
+    import importlib.util
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from slm.flashing import flash as flash_board
+
+    labels = {"connect": "connecting", "erase": "erasing the flash", "write": "writing",
+              "reset": "resetting", "repl": "waiting for the MicroPython prompt"}
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(labels["connect"], total=None)
+
+        def progress(stage, done, total):
+            if stage == "write" and total:
+                bar.update(task, description=labels["write"], completed=done, total=total)
+            else:
+                bar.update(task, description=labels.get(stage, stage), completed=0, total=None)
+
+        result = flash_board(board_name, firmware, port=port, erase=erase, progress=progress)
+    fw = result.firmware
+    what = f"MicroPython {fw.version}" if fw.version else fw.path
+    click.echo(f"flashed {what} ({fw.size} bytes at {result.offset:#x}{', after erasing' if result.erased else ''}"
+               f"{', verified' if result.verified else ''}) onto {result.chip_description} on {result.port}")
+    click.echo(f"REPL on {result.repl_port}: {result.banner or '>>>'}")
+    if no_deploy or importlib.util.find_spec("slm.deploy") is None:
+        click.echo(f"flashed; run `slm deploy --board {result.board} --port {result.repl_port}` to install the meter")
+        return
+    from slm.deploy import deploy
+
+    deploy(result.board, result.repl_port)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_context
+@handle_errors
+def boards(ctx, as_json):
+    """List the board profiles (boards/*.toml): name, chip, microphone, sample rate.
+
+    \b
+    Examples:
+      slm boards
+      slm boards --json
+      slm boards show esp32-devkitc-inmp441
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from slm.board_info import summary, summary_line
+    from slm.boards import list_boards, load_board
+
+    profiles = [load_board(name) for name in list_boards()]
+    if as_json:
+        click.echo(json.dumps([summary(b) for b in profiles]))
+        return
+    for b in profiles:
+        click.echo(summary_line(b))
+
+
+@boards.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the equaliser coefficients).")
+@handle_errors
+def boards_show(name, as_json):
+    """Explain one board profile: chip, flash offset, I2S pins and slot, microphone, equaliser, LED, wiring.
+
+    NAME is a profile name (see `slm boards`) or a path to a .toml file.
+
+    \b
+    Examples:
+      slm boards show esp32-s3-devkitc-ics43434
+      slm boards show boards/esp32-c3-inmp441.toml --json
+    """
+    from slm.board_info import as_json as board_json
+    from slm.board_info import describe, wiring_diagram
+    from slm.boards import load_board
+
+    board = load_board(name)
+    if as_json:
+        click.echo(json.dumps(board_json(board)))
+        return
+    rows = describe(board)
+    width = max(len(label) for label, _ in rows)
+    for label, text in rows:
+        click.echo(f"{label:<{width}}  {text}")
+    click.echo("")
+    click.echo("wiring")
+    click.echo(wiring_diagram(board))
 
 
 def main() -> None:

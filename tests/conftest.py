@@ -37,3 +37,15 @@ def within(value: float, lower: float, upper: float) -> bool:
 @pytest.fixture(scope="session")
 def rates():
     return (48000, 44100, 32000, 16000)
+
+
+# --- hardware tests (tests/test_hardware.py, marked `hardware`, deselected by `make test`) ----------------------
+
+def pytest_addoption(parser):
+    group = parser.getgroup("hardware", "tests on a real board: pytest -m hardware --board-port PATH ...")
+    group.addoption("--board-port", default=None, metavar="PATH",
+                    help="Serial port of a real board; without it the hardware tests are skipped.")
+    group.addoption("--board-name", default=None, metavar="NAME",
+                    help="The board's profile (boards/NAME.toml), e.g. esp32-devkitc-inmp441.")
+    group.addoption("--firmware", default=None, metavar="PATH",
+                    help="MicroPython .bin to flash in the flash test (without it that test is skipped).")
