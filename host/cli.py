@@ -151,6 +151,49 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 
 
 @cli.command()
+@click.option("--scenario", default="square-evening", show_default=True, metavar="NAME",
+              help="Built-in scenario (see `slm sim --list`) or a TOML file.")
+@click.option("--meter", default=None, metavar="ID", help="The scenario's meter the board is (default: the first).")
+@click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="X",
+              help="Device seconds per wall second; 0: as fast as the firmware reads.")
+@click.option("--board", default="esp32-devkitc-inmp441", show_default=True, metavar="NAME", help="Board profile.")
+@click.option("--dir", "device_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="The device's filesystem, kept (with config.json) across runs (default: a temporary folder).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, metavar="N", help="Master random seed.")
+@handle_errors
+def virtual(scenario, meter, speed, board, device_dir, seed):
+    """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
+
+    Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
+    like a real board's: the device protocol (docs/protocol.md), Ctrl-C for the REPL, `mpremote connect PORT
+    resume`. The `reboot` command restarts the board; the scenario repeats after its end.
+
+    \b
+    Examples:
+      slm virtual
+      slm virtual --scenario calibrator --speed 10 --dir out/board1
+    """
+    import signal
+    import threading
+
+    from slm.virtual_board import VirtualBoard
+
+    vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
+                      on_event=lambda text: click.echo(f"slm: {text}", err=True))
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        vb.start()
+        click.echo(vb.describe())
+        while not done.wait(0.5):
+            pass
+    finally:
+        vb.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.command()
 @click.option("--board", "board_name", required=True, metavar="NAME",
               help="Board profile (see `slm boards`): the chip to expect and where the image goes.")
 @click.option("--firmware", required=True, metavar="FILE.bin",
