@@ -18,8 +18,9 @@ What runs:
   after a script's ``sys.exit`` too, so a reboot could not be told from Ctrl-C.)
 - the I/O thread relays pty A's master to a second pty pair whose slave is ``port`` ("pty B"), which lives as long
   as the VirtualBoard, so host tools keep one device path across process restarts. Both ptys are raw. The thread
-  also supervises the process: exit code 75 (the firmware's ``reboot()``) starts it again, like a board rebooting;
-  any other exit leaves the board down until ``restart()``;
+  also supervises the process: exit code 75 (the firmware's ``reboot()``) or 0 (a soft reset, Ctrl-D at the REPL)
+  starts it again, like a board rebooting and running main.py; any other exit (a crash) leaves the board down until
+  ``restart()``;
 - the feeder thread renders the scenario for one meter with ``SceneStream`` in 0.1 s chunks and writes the I2S words
   (int32, little-endian) into the FIFO, paced so that device time runs at ``speed`` x real time (0 or inf: as fast as
   the firmware reads). The scene's clock starts when the firmware first opens the FIFO and then keeps running while
@@ -67,6 +68,7 @@ from slm.firmware_engine import EngineError, micropython_binary
 from slm.sim.scenario import load_scenario
 
 REBOOT_EXIT_CODE = 75  # firmware/hardware.py: UnixPlatform.reboot()
+SOFT_RESET_EXIT_CODE = 0  # Ctrl-D at the REPL (or mpremote's soft reset) ends the unix port; a board reruns main.py
 FIFO_NAME = "audio.fifo"
 SKIP_FILES = ("__init__.py", "stream_runner.py")
 CHUNK_S = 0.1  # device seconds of audio per FIFO write
@@ -438,8 +440,9 @@ class VirtualBoard:
 
     def _process_ended(self) -> None:
         rc = self._end_process(signal.SIGKILL)
-        if rc == REBOOT_EXIT_CODE and not self._stopping.is_set():
-            self._event("board rebooting (exit code 75)")
+        if rc in (REBOOT_EXIT_CODE, SOFT_RESET_EXIT_CODE) and not self._stopping.is_set():
+            self._event("board rebooting (reboot command)" if rc == REBOOT_EXIT_CODE else
+                        "board restarting (soft reset from the REPL)")
             if time.monotonic() - self._boot_time < 1.0:
                 self._stopping.wait(REBOOT_LOOP_DELAY_S)  # a boot loop: do not spin
             try:
