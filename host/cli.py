@@ -99,6 +99,102 @@ def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
 
 
 @cli.command()
+@click.option("--port", "ports", multiple=True, metavar="P",
+              help="A board's serial port or a virtual board's pty (repeatable). Default: every board found by USB id.")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
+              help="Append every record, with the host time it arrived, to this file (CSV or JSON lines).")
+@click.option("--limit", "limit_db", type=click.FloatRange(0, 200), default=None, metavar="DB",
+              help="Limit for LAeq 1 s and 1 min in dB(A). Default: each device's own limit_db.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@handle_errors
+def monitor(ports, log_file, limit_db, duration_s, as_json):
+    """Watch boards live: level now, LAeq of the last second and minute, LAFmax, LCpeak, the limit, link health.
+
+    One row per board, refreshed 4 times a second on a terminal: a bar meter of LAF with the limit marked, LAF,
+    LAeq 1 s and 1 min (energy averages of the device's intervals; "(20s)" while less than the window has been
+    seen), LAFmax since the start with its device time, LCpeak (last interval and max), OVER when LAeq 1 s or 1 min
+    is above the limit or the device reports limit_exceeded, the link (connected / SILENT / LOST, reconnecting;
+    gaps, lost records, bad lines, reconnects, restarts) and the device (faults, dropped and late blocks, heap,
+    overload). At the end (--duration, Ctrl-C or SIGTERM) it prints a summary per board and exits 0, with the log
+    complete. Every port must open and answer at the start (else exit 1); a board lost later is shown and re-found.
+    The log (appended to) has a line per record: in JSONL the record plus host_time and port, in CSV fixed
+    columns; link state changes are lines with t "link" and a state (lost, reconnecting, silent, connected...).
+
+    \b
+    Examples:
+      slm monitor
+      slm monitor --port /dev/ttyUSB0 --port /dev/ttyUSB1 --limit 65 --log evening.csv
+      slm monitor --port /dev/pts/3 --duration 60 --json --log minute.jsonl
+    """
+    import signal
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from slm import discovery
+    from slm.link import LinkError
+    from slm.monitor import Monitor, RecordLog, render_table
+
+    debug = bool((click.get_current_context().obj or {}).get("debug"))
+    if ports:
+        targets = [discovery.select_board(p) for p in ports]
+    else:
+        try:
+            targets = discovery.find_boards()
+        except Exception as e:  # the OS's port listing failed
+            raise OSError(f"could not list serial ports: {e}") from None
+        if not targets:
+            _fail(str(discovery.NoBoardError()), 2)
+    if log_file:
+        RecordLog.format_of(log_file)  # a bad name is bad input: say so before opening any port
+    mon = Monitor(targets, limit_db=limit_db)
+    try:
+        mon.open()
+    except LinkError as e:
+        if debug:
+            raise
+        hint = " (is the meter firmware running on it?)" if "no reply" in str(e) else ""
+        _fail(f"{e}{hint}", 1)
+    if log_file:
+        try:
+            mon.log = RecordLog(log_file)  # records that came meanwhile wait in the queue
+        except BaseException:
+            mon.close()
+            raise
+
+    def on_signal(signum, frame):
+        mon.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    console = Console()
+    live_view = console.is_terminal
+    if not live_view:
+        console = Console(width=160)  # a file or a pipe: room for the whole table
+    caption = "Ctrl-C to stop" + (f" · log {log_file}" if log_file else "")
+    try:
+        if live_view:
+            with Live(console=console, auto_refresh=False, transient=True) as live:
+                mon.run(duration_s, on_frame=lambda m: live.update(render_table(m.states, caption=caption),
+                                                                    refresh=True))
+        else:
+            mon.run(duration_s)
+    finally:
+        mon.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if as_json:
+        click.echo(json.dumps(mon.summary()))
+    else:
+        summary = mon.summary()
+        title = f"slm monitor: {summary['duration_s']:.0f} s"
+        console.print(render_table(mon.states, title=title, bar=False,
+                                   caption=f"log {log_file}" if log_file else None))
+
+
+@cli.command()
 @click.argument("scenario", required=False)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR", help="Output folder (created).")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0.1), default=None, metavar="S",

@@ -1,0 +1,747 @@
+"""`slm monitor` (host/monitor.py): per-board state from records, the record log, the table, and whole runs.
+
+- MonitorState from scripted record sequences: LAeq 1 s and 1 min are energy averages over device time, LAFmax and
+  LCpeak since the start with their device time, the limit and its marks, link and device health.
+- RecordLog: CSV and JSONL files are whole and complete after close, also when the loop writing them is interrupted.
+- render_table: the cells a person reads, rendered to text at 140 columns.
+- Monitor and the command over a pty with a scripted board (unplug and re-plug: LOST, reconnecting, reconnected;
+  Ctrl-C on the command leaves a complete log), and end to end on a virtual board running the real firmware
+  (marked micropython): the calibrator scenario, and a board killed and restarted mid-run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from slm import discovery
+from slm.cli import cli
+from slm.monitor import (CSV_COLUMNS, SILENT, Monitor, MonitorState, RecordLog, energy_mean_db, level_bar,
+                         render_table)
+from slm.protocol import BadLine, encode_line, parse_line
+
+SLM = str(Path(sys.executable).with_name("slm"))
+
+HELLO = {"proto": 1, "fw": "0.1.0", "board": "test-board", "mic": "INMP441", "rate": 48000, "serial": "a1b2c3",
+         "cal": {"offset_db": 0.0, "sensitivity_dbfs": -26.0, "method": "datasheet", "time": None},
+         "config": {"interval_s": 1.0, "stream_hz": 2, "status_s": 10, "limit_db": None}, "faults": []}
+
+
+def hello_with(**config: Any) -> dict:
+    h = json.loads(json.dumps(HELLO))
+    h["config"].update(config)
+    return h
+
+
+class Feeder:
+    """Writes a device's record sequence into a MonitorState: seq and ms as the firmware counts them."""
+
+    def __init__(self, state: MonitorState, seq: int = 0):
+        self.state = state
+        self.seq = seq
+        self.mono = 100.0
+
+    def rec(self, t: str, ms: int, **fields: Any) -> dict:
+        r = {"t": t, "seq": self.seq, "ms": ms, **fields}
+        self.seq += 1
+        self.state.feed(r, self.mono, 1.7e9 + self.mono)
+        return r
+
+    def interval(self, start_ms: int, end_ms: int, laeq: float | None, **fields: Any) -> dict:
+        fields.setdefault("LAFmax", None if laeq is None else laeq + 3)
+        fields.setdefault("LCpeak", None if laeq is None else laeq + 20)
+        return self.rec("interval", end_ms, start_ms=start_ms, end_ms=end_ms, LAeq=laeq, overload=False,
+                        underrange=False, **fields)
+
+    def level(self, ms: int, laf: float, laeq_so_far: float | None, **fields: Any) -> dict:
+        return self.rec("level", ms, LAF=laf, LAS=laf, LAeq=laeq_so_far, LCpeak=laf + 20, overload=False, **fields)
+
+
+def state_with(hello: dict | None = None, limit_db: float | None = None) -> tuple[MonitorState, Feeder]:
+    st = MonitorState("/dev/ttyACM0", limit_db=limit_db)
+    st.set_link_state("connected", 100.0, 1.7e9)
+    st.set_hello(hello or HELLO)
+    return st, Feeder(st)
+
+
+# ------------------------------------------------------------------------------------------------ LAeq windows
+
+def test_energy_mean_of_levels():
+    assert energy_mean_db([60.0, 60.0]) == pytest.approx(60.0)
+    assert energy_mean_db([60.0, 70.0]) == pytest.approx(10 * math.log10((1e6 + 1e7) / 2))
+    assert energy_mean_db([60.0, 70.0], [3, 1]) == pytest.approx(10 * math.log10((3e6 + 1e7) / 4))
+    assert energy_mean_db([]) is None
+
+
+def test_laeq_1s_is_the_last_1s_interval_and_1min_the_energy_mean_of_the_last_60():
+    st, f = state_with()
+    levels = [50 + 7 * math.sin(k / 5) + (k % 3) for k in range(90)]
+    for k, la in enumerate(levels):
+        f.interval(k * 1000, (k + 1) * 1000, round(la, 2))
+    assert st.laeq_1s.db == pytest.approx(round(levels[-1], 2), abs=1e-9)
+    assert st.laeq_1s.coverage_s == 1.0 and not st.laeq_1s.partial
+    assert st.laeq_1min.db == pytest.approx(energy_mean_db([round(x, 2) for x in levels[-60:]]), abs=1e-9)
+    assert st.laeq_1min.coverage_s == 60.0 and not st.laeq_1min.partial
+    assert st.laeq_1min.source == "interval"
+
+
+def test_first_minute_is_partial_and_says_how_much_it_covers():
+    st, f = state_with()
+    for k in range(20):
+        f.interval(k * 1000, (k + 1) * 1000, 60.0 if k % 2 else 70.0)
+    w = st.laeq_1min
+    assert w.partial and w.coverage_s == 20.0
+    assert w.db == pytest.approx(energy_mean_db([60.0, 70.0]))
+
+
+def test_lost_intervals_leave_the_window_partly_covered_not_wrong():
+    st, f = state_with()
+    for k in range(60):
+        if 30 <= k < 35:
+            f.seq += 1  # five interval records lost on the way
+            continue
+        f.interval(k * 1000, (k + 1) * 1000, 80.0 if k < 30 else 60.0)
+    w = st.laeq_1min
+    assert w.coverage_s == 55.0
+    assert w.db == pytest.approx(energy_mean_db([80.0] * 30 + [60.0] * 25))
+
+
+def test_short_intervals_are_averaged_over_the_second_by_device_time():
+    st, f = state_with(hello_with(interval_s=0.1))
+    levels = [60.0 + (k % 10) for k in range(30)]
+    for k, la in enumerate(levels):
+        f.interval(k * 100, (k + 1) * 100, la)
+    assert st.laeq_1s.db == pytest.approx(energy_mean_db(levels[-10:]))
+    assert st.laeq_1s.coverage_s == pytest.approx(1.0)
+    assert st.laeq_1min.coverage_s == pytest.approx(3.0)
+
+
+def test_window_takes_the_overlapping_part_of_an_interval():
+    st, f = state_with(hello_with(interval_s=0.4))
+    for k, la in enumerate([90.0, 90.0, 60.0, 60.0]):  # 90 dB to 800 ms, then 60 dB: the last 1 s is 600-1600
+        f.interval(k * 400, (k + 1) * 400, la)
+    assert st.laeq_1s.db == pytest.approx(energy_mean_db([90.0, 60.0], [0.2, 0.8]))
+
+
+def so_far(segments: list[tuple[float, float]], t: float) -> float:
+    """LAeq from 0 to t of a level that is `level` up to each segment's end (piecewise constant), 0.01 dB."""
+    energy, t0 = 0.0, 0.0
+    for end, level in segments:
+        if t <= t0:
+            break
+        energy += (min(t, end) - t0) * 10 ** (level / 10)
+        t0 = end
+    return round(10 * math.log10(energy / t), 2)
+
+
+def test_long_intervals_take_the_last_second_from_level_records():
+    # interval_s 10: the level records' LAeq so far in the interval give the energy of each half second.
+    st, f = state_with(hello_with(interval_s=10.0))
+    f.interval(0, 10000, 55.0)  # the interval before: sets where the current one starts
+    segments = [(4.0, 60.0), (7.0, 70.0), (10.0, 66.0)]
+    for k in range(1, 15):  # up to 7.0 s into the interval
+        t = k * 0.5
+        f.level(10000 + int(t * 1000), 65.0, so_far(segments, t))
+    w = st.laeq_1s
+    assert w.source == "level" and w.db == pytest.approx(70.0, abs=0.1) and w.coverage_s == 1.0
+    for k in range(15, 17):  # the second from 7.0 to 8.0 s: 66 dB
+        f.level(10000 + k * 500, 65.0, so_far(segments, k * 0.5))
+    assert st.laeq_1s.db == pytest.approx(66.0, abs=0.1)
+    # the minute window lies across intervals of 10 s: intervals are used when they are not longer than it
+    assert st.laeq_1min.source == "interval" and st.laeq_1min.db == pytest.approx(55.0)
+
+
+def test_level_record_window_is_not_shown_when_the_rounding_would_swamp_it():
+    st, f = state_with(hello_with(interval_s=3600.0))
+    f.interval(0, 3600000, 55.0)
+    f.level(3600000 + 2000000, 60.0, 60.0)
+    f.level(3600000 + 2001000, 60.0, 60.0)  # 1 s after 2000 s: ±0.01 dB of the total is ±20 dB of the second
+    assert st.laeq_1s.db is None and st.laeq_1s.source == "level"
+
+
+def test_a_restarted_device_starts_its_windows_again_but_the_maxima_stay():
+    st, f = state_with()
+    for k in range(10):
+        f.interval(k * 1000, (k + 1) * 1000, 80.0, LAFmax=90.0 if k == 4 else 85.0, LCpeak=110.0 if k == 6 else 100)
+    assert (st.lafmax, st.lafmax_ms) == (90.0, 5000)
+    assert (st.lcpeak_max, st.lcpeak_max_ms) == (110.0, 7000)
+    f.seq = 0
+    f.rec("hello", 0, **HELLO)
+    for k in range(3):
+        f.interval(k * 1000, (k + 1) * 1000, 50.0)
+    assert st.laeq_1min.db == pytest.approx(50.0) and st.laeq_1min.coverage_s == 3.0
+    assert st.lafmax == 90.0 and st.lafmax_ms == 5000 and st.lcpeak_max == 110.0
+    assert st.lcpeak == 70.0  # the last interval's
+    assert st.device_restarts_seen == 1
+
+
+def test_ms_going_backwards_is_a_restart_too():
+    st, f = state_with()
+    for k in range(5):
+        f.interval(k * 1000, (k + 1) * 1000, 80.0)
+    f.interval(0, 1000, 40.0)
+    assert st.laeq_1min.db == pytest.approx(40.0) and st.laeq_1min.coverage_s == 1.0
+
+
+def test_null_levels_are_skipped_not_counted_as_silence():
+    st, f = state_with()
+    f.interval(0, 1000, 60.0)
+    f.interval(1000, 2000, None)
+    assert st.laeq_1s.db is None
+    assert st.laeq_1min.db == pytest.approx(60.0) and st.laeq_1min.coverage_s == 1.0
+    assert st.lafmax == 63.0
+
+
+# ------------------------------------------------------------------------------------------------ limit and health
+
+def test_limit_from_the_device_configuration_and_over_it_by_1s_then_1min():
+    st, f = state_with(hello_with(limit_db=65.0))
+    assert st.limit_db == 65.0 and not st.over
+    for k in range(50):
+        f.interval(k * 1000, (k + 1) * 1000, 60.0)
+    f.interval(50000, 51000, 70.0)
+    assert st.over_reasons == ["1s"]
+    for k in range(51, 60):
+        f.interval(k * 1000, (k + 1) * 1000, 75.0)
+    assert st.over_reasons == ["1s", "1min"]
+    assert st.over_s == pytest.approx(10.0)
+    f.interval(60000, 61000, 50.0)
+    assert st.over_reasons == ["1min"]
+
+
+def test_cli_limit_overrides_the_device_limit():
+    st, f = state_with(hello_with(limit_db=80.0), limit_db=55.0)
+    f.interval(0, 1000, 60.0)
+    assert st.limit_db == 55.0 and st.over_reasons == ["1s", "1min"]
+    st2, f2 = state_with(hello_with(limit_db=None))
+    f2.interval(0, 1000, 120.0)
+    assert st2.limit_db is None and not st2.over
+
+
+def test_device_limit_events_mark_until_cleared_or_restart():
+    st, f = state_with(hello_with(limit_db=65.0))
+    f.interval(0, 1000, 64.0)
+    f.rec("event", 1000, kind="limit_exceeded", quantity="LAeq", level=66.0, limit=65.0, interval_end_ms=1000)
+    assert st.over_reasons == ["device"] and st.exceeded_events == 1
+    f.rec("event", 2000, kind="limit_cleared", quantity="LAeq", level=63.0, limit=65.0, interval_end_ms=2000)
+    assert not st.over
+    f.rec("event", 3000, kind="limit_exceeded", quantity="LAeq", level=66.0, limit=65.0, interval_end_ms=3000)
+    assert st.device_over
+    f.seq = 0
+    f.rec("hello", 0, **hello_with(limit_db=65.0))
+    assert not st.device_over and st.exceeded_events == 2
+
+
+def test_overload_is_latched_and_status_gives_device_health():
+    st, f = state_with()
+    f.level(500, 70.0, 70.0, )
+    assert not st.overload
+    f.rec("level", 1000, LAF=120.0, LAS=110.0, LAeq=100.0, LCpeak=130.0, overload=True)
+    f.interval(0, 1000, 60.0)
+    assert st.overload
+    f.rec("status", 10000, uptime_s=10, heap_free=64000, blocks=1000, dropped=3, late=2, faults=["config_missing"],
+          overload=True, lmax=99.0, lmax_ms=None)
+    s = st.summary(now_mono=f.mono + 1)
+    assert s["overload"] and s["device"] == {"faults": ["config_missing"], "dropped": 3, "late": 2,
+                                             "heap_free": 64000, "uptime_s": 10}
+    assert s["last_record_age_s"] == 1.0
+
+
+def test_link_states_make_a_history_and_silence_is_noticed():
+    st = MonitorState("/dev/ttyACM0")
+    st.set_hello(HELLO)  # 1 s intervals, 2 level records a second: silent after 2 s without records
+    st.set_link_state("connected", 0.0, 1000.0)
+    st.feed({"t": "level", "seq": 1, "ms": 500, "LAF": 50.0}, 0.5, 1000.5)
+    assert st.tick(1.0, 1001.0) is None and st.view_state == "connected"
+    assert st.silent_after_s == 2.0
+    assert st.tick(3.0, 1003.0) == SILENT and st.view_state == SILENT
+    st.feed({"t": "level", "seq": 2, "ms": 1000, "LAF": 50.0}, 3.2, 1003.2)
+    assert st.tick(3.25, 1003.25) == "connected"
+    st.set_link_state("lost", 4.0, 1004.0, "device reports readiness to read but returned no data")
+    st.set_link_state("reconnecting", 4.0, 1004.0)
+    assert st.view_state == "reconnecting" and st.lost_since == 4.0
+    assert st.tick(10.0, 1010.0) is None  # the link state already says it
+    st.set_link_state("connected", 6.0, 1006.0)
+    assert st.lost_since is None
+    assert [s for _, s in st.state_history] == ["connected", SILENT, "connected", "lost", "reconnecting", "connected"]
+    st.set_link_stats({"records": 9, "gaps": 1, "lost_records": 4, "bad_lines": 2, "reconnects": 1, "restarts": 1})
+    s = st.summary(now_mono=7.0)
+    assert (s["records"], s["gaps"], s["lost_records"], s["bad_lines"], s["reconnects"], s["restarts"]) == (
+        9, 1, 4, 2, 1, 1)
+    assert [h["state"] for h in s["state_history"]][-3:] == ["lost", "reconnecting", "connected"]
+    json.dumps(s)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+def render(states: list[MonitorState], now_mono: float, **kw: Any) -> str:
+    console = Console(record=True, width=140)
+    console.print(render_table(states, now_mono=now_mono, **kw))
+    return console.export_text()
+
+
+def test_table_shows_levels_maxima_limit_and_link():
+    st, f = state_with(hello_with(limit_db=65.0))
+    for k in range(20):
+        f.interval(k * 1000, (k + 1) * 1000, 60.0, LAFmax=80.5 if k == 12 else 70.0, LCpeak=101.2 if k == 3 else 90)
+    f.interval(20000, 21000, 68.44, LAFmax=71.0, LCpeak=93.3)
+    f.level(21500, 67.26, 66.0)
+    st.set_link_stats({"gaps": 2, "lost_records": 7, "bad_lines": 1, "reconnects": 0, "restarts": 0})
+    text = render([st], now_mono=f.mono + 0.3)
+    row = next(line for line in text.splitlines() if "ttyACM0" in line)
+    for cell in ("67.3", "68.4", "(21s)", "80.5 @0:00:13", "93.3 (101.2)", "65 OVER", "connected 0.3 s"):
+        assert cell in row, (cell, text)
+    assert "gaps 2 (7 lost) bad 1" in text and "1s" in text and "a1b2c3" in text
+    assert "┃" in row  # the limit on the bar
+
+
+def test_table_shows_lost_reconnecting_silent_refused_and_overload():
+    lost = MonitorState("/dev/ttyUSB0")
+    lost.set_link_state("connected", 0.0, 1.0)
+    lost.set_link_state("lost", 1.0, 2.0, "unplugged")
+    lost.set_link_state("reconnecting", 1.0, 2.0)
+    lost.set_link_stats({"reconnects": 2, "restarts": 1})
+    silent = MonitorState("/dev/pts/7")
+    silent.set_link_state("connected", 0.0, 1.0)
+    silent.feed({"t": "level", "seq": 0, "ms": 0, "LAF": 50.0, "overload": True}, 0.5, 1.5)
+    silent.tick(9.0)
+    refused = MonitorState("/dev/ttyACM3")
+    refused.set_link_state("refused", 0.0, 1.0, "/dev/ttyACM3: the device speaks protocol version 2")
+    text = render([lost, silent, refused], now_mono=9.5)
+    assert "LOST 8.5 s reconnecting" in text and "reconn 2 restarts 1" in text
+    assert "SILENT 9.0 s" in text and "pts/7" in text and "OVERLOAD" in text
+    assert "REFUSED" in text
+
+
+def test_summary_table_without_bar_fits_and_shows_no_limit():
+    st, f = state_with()
+    f.interval(0, 1000, 55.5)
+    text = render([st], now_mono=f.mono, bar=False, title="slm monitor: 1 s")
+    assert "slm monitor: 1 s" in text and "55.5" in text and "none" in text and "█" not in text
+
+
+def test_level_bar_marks_the_limit_and_fills_to_the_level():
+    bar = level_bar(70.0, 90.0, width=8, lo=30.0, hi=110.0)
+    assert bar.plain == "████··┃·"
+    assert level_bar(None, None, width=4).plain == "····"
+    assert level_bar(200.0, 50.0, width=4).plain == "█┃██"
+
+
+# ------------------------------------------------------------------------------------------------ record log
+
+def test_csv_log_has_one_header_and_a_row_per_record_and_appends(tmp_path):
+    path = tmp_path / "evening.csv"
+    with RecordLog(path) as log:
+        log.write({"t": "level", "seq": 1, "ms": 500, "LAF": 61.5, "overload": False}, "/dev/ttyACM0", "a1", 1.7e9)
+        log.write({"t": "status", "seq": 2, "ms": 1000, "faults": ["x", "y"], "heap_free": 5}, "/dev/ttyACM0", "a1")
+        log.write_state("/dev/ttyACM0", "lost", "unplugged", "a1", 1.7e9 + 1)
+    with RecordLog(path) as log:
+        log.write({"t": "interval", "seq": 3, "ms": 2000, "LAeq": 60.25, "LA90": None}, "/dev/ttyACM1", None)
+    text = path.read_text()
+    assert text.endswith("\n") and text.count("host_time,") == 1
+    rows = list(csv.DictReader(text.splitlines()))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [r["t"] for r in rows] == ["level", "status", "link", "interval"]
+    assert rows[0]["LAF"] == "61.5" and rows[0]["overload"] == "false" and rows[0]["serial"] == "a1"
+    assert rows[0]["host_time"].startswith("2023-11-14T") or rows[0]["host_time"][:4].isdigit()
+    assert rows[1]["faults"] == "x;y" and rows[2]["state"] == "lost" and rows[2]["reason"] == "unplugged"
+    assert rows[3]["LAeq"] == "60.25" and rows[3]["LA90"] == "" and rows[3]["port"] == "/dev/ttyACM1"
+
+
+def test_jsonl_log_is_the_record_plus_host_time_and_port(tmp_path):
+    path = tmp_path / "evening.jsonl"
+    rec = {"t": "interval", "seq": 7, "ms": 7000, "start_ms": 6000, "end_ms": 7000, "LAeq": 60.1, "LA90": None}
+    with RecordLog(path) as log:
+        log.write(rec, "/dev/pts/3", "a1", 1.7e9)
+    line = json.loads(path.read_text())
+    assert line.pop("host_time").startswith("2023-11-1") and line.pop("port") == "/dev/pts/3"
+    assert line == rec
+
+
+def test_log_names_must_say_csv_or_jsonl_and_csv_columns_must_match(tmp_path):
+    with pytest.raises(ValueError, match=r"\.csv or \.jsonl"):
+        RecordLog(tmp_path / "x.txt")
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other columns"):
+        RecordLog(other)
+
+
+def test_a_cut_short_line_left_by_a_crash_is_ended_before_appending(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"t":"level","seq":1}\n{"t":"lev')
+    with RecordLog(path) as log:
+        log.write({"t": "level", "seq": 2, "ms": 0}, "p")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[2])["seq"] == 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, RuntimeError])
+def test_log_is_whole_after_an_interrupted_loop(tmp_path, suffix, interrupt):
+    path = tmp_path / ("log" + suffix)
+    written = 0
+    with pytest.raises(interrupt):
+        with RecordLog(path, flush_s=0.0) as log:
+            for k in range(10000):
+                log.write({"t": "level", "seq": k, "ms": 100 * k, "LAF": 60.0 + k % 7, "overload": False}, "/dev/x")
+                written += 1
+                if k == 4321:
+                    raise interrupt()
+    text = path.read_text()
+    assert text.endswith("\n")
+    if suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        assert [int(r["seq"]) for r in rows] == list(range(written))
+    else:
+        assert [json.loads(line)["seq"] for line in text.splitlines()] == list(range(written))
+
+
+# ------------------------------------------------------------------------------------------------ scripted board
+
+class ScriptedBoard:
+    """The device end of a pty, published under a stable symlink as a virtual board does.
+
+    A thread writes what the firmware writes (hello on `replug(restart=True)`, level records at `stream_hz`, an
+    interval each device second with `laeq(ms)`, status every 10 s) with device time running at `speed` times
+    real time, and answers `info` with HELLO. `unplug()` closes the pty (the host's reads fail, as when a board is
+    pulled out); `replug()` makes a new pty under the same name.
+    """
+
+    def __init__(self, path: Path, speed: float = 5.0, stream_hz: int = 2,
+                 laeq: Callable[[int], float] = lambda ms: 60.0 + (ms // 1000) % 5, hello: dict | None = None):
+        self.path = path
+        self.speed = speed
+        self.step_ms = 1000 // stream_hz
+        self.laeq = laeq
+        self.hello = dict(HELLO if hello is None else hello)
+        self.seq = 0
+        self.ms = 0
+        self.commands: list[dict] = []
+        self.written: list[dict] = []
+        self._lock = threading.Lock()
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._stop = threading.Event()
+        self.replug(restart=False)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def replug(self, restart: bool = True) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        tmp = self.path.with_suffix(".new")
+        os.symlink(os.ttyname(slave), tmp)
+        os.replace(tmp, self.path)
+        with self._lock:
+            self._master, self._slave = master, slave
+            if restart:
+                self.seq = self.ms = 0
+                self._write_locked("hello", **self.hello)
+
+    def unplug(self) -> None:
+        with self._lock:
+            for fd in (self._master, self._slave):
+                if fd is not None:
+                    os.close(fd)
+            self._master = self._slave = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.unplug()
+
+    def _write_locked(self, t: str, **fields: Any) -> None:
+        rec = {"t": t, "seq": self.seq, "ms": self.ms, **fields}
+        self.seq += 1
+        if self._master is None:
+            return
+        self.written.append(rec)
+        try:
+            os.write(self._master, encode_line(rec))
+        except (BlockingIOError, OSError):
+            pass  # nobody reads: the bytes are lost, as on a serial line
+
+    def _run(self) -> None:
+        buf = b""
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            master = self._master
+            timeout = max(0.0, next_t - time.monotonic())
+            if master is None:
+                time.sleep(min(timeout, 0.02) or 0.01)
+            else:
+                try:
+                    ready = select.select([master], [], [], min(timeout, 0.05))[0]
+                    data = os.read(master, 4096) if ready else b""
+                except OSError:
+                    data = b""
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        obj = parse_line(line)
+                    except BadLine:
+                        continue
+                    if obj and "cmd" in obj:
+                        self.commands.append(obj)
+                        with self._lock:
+                            if obj["cmd"] == "info":
+                                self._write_locked("ack", id=obj.get("id"), cmd="info", result=self.hello)
+                            else:
+                                self._write_locked("ack", id=obj.get("id"), cmd=obj["cmd"], result={})
+            if time.monotonic() >= next_t:
+                next_t += self.step_ms / 1000 / self.speed
+                with self._lock:
+                    self.ms += self.step_ms
+                    ms = self.ms
+                    la = self.laeq(ms - 1)
+                    self._write_locked("level", LAF=la, LAS=la, LAeq=la, LCpeak=la + 20, overload=False)
+                    if ms % 1000 == 0:
+                        self._write_locked("interval", start_ms=ms - 1000, end_ms=ms, LAeq=la, LAFmax=la + 2,
+                                           LCpeak=la + 20, overload=False, underrange=False)
+                    if ms % 10000 == 0:
+                        self._write_locked("status", uptime_s=ms // 1000, heap_free=100000, blocks=ms // 16,
+                                           dropped=0, late=0, faults=[], overload=False, lmax=la + 2, lmax_ms=None)
+
+
+@pytest.fixture
+def board(tmp_path):
+    b = ScriptedBoard(tmp_path / "board-port")
+    yield b
+    b.close()
+
+
+def read_log(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    if path.suffix == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_monitor_over_a_pty_shows_the_levels_and_logs_every_record(board, tmp_path):
+    log = RecordLog(tmp_path / "m.jsonl")
+    mon = Monitor([str(board.path)], log=log, reconnect_interval=0.05)
+    frames: list[str] = []
+    with mon:
+        mon.run(1.5, on_frame=lambda m: frames.append(render(m.states, time.monotonic())))
+    st = mon.states[0]
+    assert st.serial == "a1b2c3" and st.end_state == "connected" and st.link_state == "closed"
+    assert len(frames) >= 5 and any("connected" in fr for fr in frames)
+    rows = read_log(tmp_path / "m.jsonl")
+    recs = [r for r in rows if r["t"] != "link"]
+    assert recs and all(r["port"] == str(board.path) and "host_time" in r for r in rows)
+    assert [r["seq"] for r in recs] == list(range(recs[0]["seq"], recs[0]["seq"] + len(recs))) or \
+        mon.boards[0].link.stats()["gaps"] == 0  # the handshake's reply is consumed by the link
+    assert st.laeq_1s.db == recs[-1]["LAeq"] or [r for r in recs if r["t"] == "interval"][-1]["LAeq"] == st.laeq_1s.db
+    assert [r["state"] for r in rows if r["t"] == "link"][-1] == "closed"
+    s = mon.summary()["boards"][0]
+    assert s["records"] >= len(recs) and s["gaps"] == 0 and s["bad_lines"] == 0
+
+
+def test_monitor_survives_an_unplug_and_shows_lost_then_reconnected(board, tmp_path):
+    log = RecordLog(tmp_path / "m.csv")
+    mon = Monitor([str(board.path)], log=log, reconnect_interval=0.05)
+    seen: list[str] = []
+
+    def unplug_and_replug() -> None:
+        time.sleep(0.8)
+        board.unplug()
+        time.sleep(0.8)
+        board.replug(restart=True)
+
+    t = threading.Thread(target=unplug_and_replug)
+    with mon:
+        t.start()
+        mon.run(3.0, on_frame=lambda m: seen.append(render(m.states, time.monotonic())))
+        t.join()
+    st = mon.states[0]
+    states = [s for _, s in st.state_history]
+    assert states[:4] == ["connected", "lost", "reconnecting", "connected"], states
+    assert any("LOST" in fr and "reconnecting" in fr for fr in seen)
+    s = mon.summary()["boards"][0]
+    assert s["reconnects"] == 1 and s["restarts"] == 1 and s["state"] == "connected"
+    rows = read_log(tmp_path / "m.csv")
+    link_rows = [(r["state"], r["reason"]) for r in rows if r["t"] == "link"]
+    assert [x[0] for x in link_rows][:4] == ["connected", "lost", "reconnecting", "connected"]
+    assert link_rows[1][1]  # why it was lost
+    after = rows[[r["t"] for r in rows].index("link", 2):]
+    assert any(r["t"] == "interval" for r in after)  # records again after the reconnect
+
+
+def test_monitor_needs_every_port_at_the_start(board, tmp_path):
+    mon = Monitor([str(board.path), str(tmp_path / "missing")], reconnect_interval=0.05)
+    from slm.link import LinkError
+
+    with pytest.raises(LinkError, match="could not open"):
+        mon.open()
+    assert all(b.link.state == "closed" for b in mon.boards)
+
+
+def test_keyboard_interrupt_in_the_loop_ends_the_run_with_a_whole_log(board, tmp_path):
+    log = RecordLog(tmp_path / "m.csv", flush_s=0.0)
+    mon = Monitor([str(board.path)], log=log)
+    calls = []
+
+    def frame(m: Monitor) -> None:
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    with mon:
+        mon.run(None, on_frame=frame)
+    assert log.closed
+    rows = read_log(tmp_path / "m.csv")
+    assert rows and rows[-1]["t"] == "link" and rows[-1]["state"] == "closed"
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+def test_command_without_a_board_exits_2(monkeypatch):
+    monkeypatch.setattr(discovery, "find_boards", lambda: [])
+    r = CliRunner().invoke(cli, ["monitor", "--duration", "1"])
+    assert r.exit_code == 2 and r.output.strip() == "slm: error: no board found: plug one in or give --port"
+
+
+def test_command_with_a_port_that_cannot_open_exits_1(tmp_path):
+    r = CliRunner().invoke(cli, ["monitor", "--port", str(tmp_path / "nothing"), "--duration", "1"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and "could not open" in r.output
+
+
+def test_command_with_a_bad_log_name_exits_2(board):
+    r = CliRunner().invoke(cli, ["monitor", "--port", str(board.path), "--log", "x.txt"])
+    assert r.exit_code == 2 and ".csv or .jsonl" in r.output
+
+
+def test_command_help_has_an_example():
+    r = CliRunner().invoke(cli, ["monitor", "--help"])
+    assert r.exit_code == 0 and "slm monitor --port" in r.output and "--duration" in r.output
+
+
+def test_command_duration_json_summary(board, tmp_path):
+    log = tmp_path / "run.jsonl"
+    r = CliRunner().invoke(cli, ["monitor", "--port", str(board.path), "--duration", "1.5", "--json", "--limit", "62",
+                                 "--log", str(log)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    b = summary["boards"][0]
+    assert b["port"] == str(board.path) and b["serial"] == "a1b2c3" and b["state"] == "connected"
+    assert b["limit_db"] == 62.0 and b["records"] > 5 and b["gaps"] == 0 and b["bad_lines"] == 0
+    assert b["LAeq_1s"]["db"] in (60.0, 61.0, 62.0, 63.0, 64.0) and b["LAFmax"] >= 62.0
+    assert summary["log"] == str(log) and read_log(log)
+
+
+def test_command_table_summary(board):
+    r = CliRunner().invoke(cli, ["monitor", "--port", str(board.path), "--duration", "1"])
+    assert r.exit_code == 0, r.output
+    assert "slm monitor: 1 s" in r.output and "LAeq 1min" in r.output and "connected" in r.output
+
+
+def test_ctrl_c_on_the_command_exits_0_with_a_complete_log(board, tmp_path):
+    log = tmp_path / "evening.csv"
+    p = subprocess.Popen([SLM, "monitor", "--port", str(board.path), "--log", str(log)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 2000):
+            time.sleep(0.1)  # records arrive and the log is flushed once a second
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert err == "" and "slm monitor:" in out
+    rows = read_log(log)
+    assert rows[-1]["t"] == "link" and rows[-1]["state"] == "closed"
+    assert all(len(r) == len(CSV_COLUMNS) and None not in r.values() for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ real firmware
+
+@pytest.fixture
+def virtual_board_class():
+    vb = pytest.importorskip("slm.virtual_board")
+    return vb.VirtualBoard
+
+
+def run_monitor(port: str, *args: str, during: Callable[[], None] | None = None) -> tuple[dict, str]:
+    p = subprocess.Popen([SLM, "monitor", "--port", port, "--json", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        if during is not None:
+            during()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    return json.loads(out), err
+
+
+@pytest.mark.micropython
+def test_virtual_board_calibrator_end_to_end(virtual_board_class, tmp_path):
+    log = tmp_path / "x.jsonl"
+    with virtual_board_class(scenario="calibrator", speed=5) as vb:
+        summary, err = run_monitor(vb.port, "--duration", "5", "--log", str(log))
+    b = summary["boards"][0]
+    assert b["state"] == "connected" and b["serial"] == vb.serial and b["board"] == "esp32-devkitc-inmp441"
+    assert b["records"] > 40 and b["gaps"] == 0 and b["lost_records"] == 0 and b["bad_lines"] == 0
+    assert b["reconnects"] == 0 and b["restarts"] == 0
+    rows = read_log(log)
+    recs = [r for r in rows if r["t"] != "link"]
+    assert all(r["port"] == vb.port and r["host_time"][:2] == "20" for r in rows)
+    seqs = [r["seq"] for r in recs]
+    jumps = [b2 - a for a, b2 in zip(seqs, seqs[1:]) if b2 - a != 1]
+    assert jumps in ([], [2])  # no gaps; the reply to the monitor's own `info` is the link's, not logged
+    intervals = [r for r in recs if r["t"] == "interval"]
+    assert len(intervals) >= 10
+    # the calibrator's 94 dB tone reaches the board's microphone 1.3 dB low, from 2 s to 35 s of device time
+    tone = [r["LAeq"] for r in intervals if r["start_ms"] >= 3000 and r["end_ms"] <= 34000]
+    assert tone and all(abs(la - 92.78) < 0.3 for la in tone)
+    assert b["LAeq_1s"]["db"] == intervals[-1]["LAeq"]
+    last_min = [r for r in intervals if r["end_ms"] > intervals[-1]["end_ms"] - 60000]
+    assert b["LAeq_1min"]["db"] == pytest.approx(energy_mean_db([r["LAeq"] for r in last_min]), abs=0.01)
+    assert b["LAFmax"] == max(r["LAFmax"] for r in intervals if r["LAFmax"] is not None)
+    assert b["LCpeak_max"] == max(r["LCpeak"] for r in intervals if r["LCpeak"] is not None)
+
+
+@pytest.mark.micropython
+def test_virtual_board_killed_and_restarted_is_shown_and_followed(virtual_board_class, tmp_path):
+    log = tmp_path / "x.jsonl"
+    with virtual_board_class(scenario="calibrator", speed=5) as vb:
+        def fault() -> None:
+            time.sleep(2.5)
+            vb.kill()  # a power cut: the port stays (a USB bridge), the records stop
+            time.sleep(3.0)
+            vb.restart()
+
+        summary, err = run_monitor(vb.port, "--duration", "9", "--log", str(log), during=fault)
+    b = summary["boards"][0]
+    states = [h["state"] for h in b["state_history"]]
+    assert states[:3] == ["connected", SILENT, "connected"], states
+    assert b["state"] == "connected" and b["restarts"] == 1 and b["bad_lines"] == 0
+    rows = read_log(log)
+    kinds = [(r["t"], r.get("state")) for r in rows]
+    silent_at = kinds.index(("link", SILENT))
+    back_at = kinds.index(("link", "connected"), silent_at)
+    assert ("hello", None) in kinds[silent_at:back_at + 3]  # the restarted device says hello
+    after = [r for r in rows[silent_at:] if r["t"] == "interval"]
+    assert after and after[0]["start_ms"] < 2000  # device time started again
