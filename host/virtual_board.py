@@ -153,6 +153,7 @@ class VirtualBoard:
         self.audio_lost_s = 0.0  # device seconds rendered while the board was down or not reading
         self.clock_slips_s = 0.0  # device seconds the scene's clock skipped because rendering fell behind
         self.scene_time_s = 0.0  # device seconds of the scene rendered so far
+        self.scene_clock0: float | None = None  # paced: time.monotonic() at scene time 0 (for latency figures)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> VirtualBoard:
@@ -601,6 +602,7 @@ class VirtualBoard:
                                 pending[0] = [b, o]
                         if clock0 is None:
                             clock0 = time.monotonic()
+                            self.scene_clock0 = clock0
                 if not self.paced:
                     if fd is None:
                         self._stopping.wait(0.02)
@@ -617,6 +619,7 @@ class VirtualBoard:
                     if due - rendered > MAX_BEHIND_S * self.rate:  # rendering cannot keep up: slip
                         slip = due - rendered - chunk_n
                         clock0 += slip / (self.speed * self.rate)
+                        self.scene_clock0 = clock0
                         self.clock_slips_s += slip / self.rate
                         due = rendered + chunk_n
                     while rendered + chunk_n <= due and not self._stopping.is_set():
