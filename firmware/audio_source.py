@@ -10,11 +10,19 @@ import micropython
 
 
 class StreamAudio:
-    """I2S words from a file or FIFO; blocks until the buffer is full or the stream ends."""
+    """I2S words from a file or FIFO; blocks until the buffer is full or the stream ends. Like the microphone, it
+    drops the first ``discard_s`` seconds (the start-up transient)."""
 
-    def __init__(self, path):
+    def __init__(self, path, rate=48000, discard_s=0.0):
         self.f = open(path, "rb")
         self.errors = 0
+        buf = bytearray(4096)
+        left = int(discard_s * rate) * 4
+        while left > 0:
+            r = self.readinto(memoryview(buf)[:min(left, len(buf))])
+            if not r:
+                break
+            left -= r
 
     def readinto(self, buf):
         mv = memoryview(buf)

@@ -34,7 +34,8 @@ class UnixPlatform:
     realtime = False
 
     def open_audio(self, board):
-        return audio_source.StreamAudio(board.get("audio_path", "audio.fifo"))
+        return audio_source.StreamAudio(board.get("audio_path", "audio.fifo"), board["rate"],
+                                        board.get("startup_discard_s", 0.0))
 
     def reboot(self):
         sys.exit(REBOOT_EXIT_CODE)

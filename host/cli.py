@@ -128,16 +128,8 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
       slm monitor --port /dev/ttyUSB0 --port /dev/ttyUSB1 --limit 65 --log evening.csv
       slm monitor --port /dev/pts/3 --duration 60 --json --log minute.jsonl
     """
-    import signal
-
-    from rich.console import Console
-    from rich.live import Live
-
     from slm import discovery
-    from slm.link import LinkError
-    from slm.monitor import Monitor, RecordLog, render_table
 
-    debug = bool((click.get_current_context().obj or {}).get("debug"))
     if ports:
         targets = [discovery.select_board(p) for p in ports]
     else:
@@ -147,6 +139,20 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
             raise OSError(f"could not list serial ports: {e}") from None
         if not targets:
             _fail(str(discovery.NoBoardError()), 2)
+    _watch(targets, log_file, limit_db, duration_s, as_json)
+
+
+def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"):
+    """The monitor's live view and summary over the given ports (monitor and demo)."""
+    import signal
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from slm.link import LinkError
+    from slm.monitor import Monitor, RecordLog, render_table
+
+    debug = bool((click.get_current_context().obj or {}).get("debug"))
     if log_file:
         RecordLog.format_of(log_file)  # a bad name is bad input: say so before opening any port
     mon = Monitor(targets, limit_db=limit_db)
@@ -189,7 +195,7 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
         click.echo(json.dumps(mon.summary()))
     else:
         summary = mon.summary()
-        title = f"slm monitor: {summary['duration_s']:.0f} s"
+        title = f"{title}: {summary['duration_s']:.0f} s"
         console.print(render_table(mon.states, title=title, bar=False,
                                    caption=f"log {log_file}" if log_file else None))
 
@@ -404,6 +410,47 @@ def boards_show(name, as_json):
     click.echo("")
     click.echo("wiring")
     click.echo(wiring_diagram(board))
+
+
+@cli.command()
+@click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="How many virtual boards (meters of square-evening).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
+@click.option("--speed", type=click.FloatRange(min=0.1, max=50), default=1.0, show_default=True, metavar="X",
+              help="Device seconds per wall second.")
+@click.option("--limit", "limit_db", type=click.FloatRange(0, 200), default=70.0, show_default=True, metavar="DB",
+              help="The limit to mark.")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
+              help="Log every record with host time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@handle_errors
+def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
+    """Virtual boards on a simulated square evening, and the live monitor on them (`make demo`).
+
+    Starts N virtual boards - the real firmware on the MicroPython unix port behind pseudo-terminals, each hearing
+    one meter of the square-evening scenario (the dance team's edge, the facade across the street, ...) - and runs
+    `slm monitor` on their ports.
+
+    \b
+    Examples:
+      slm demo
+      slm demo --boards 4 --speed 5 --duration 60
+    """
+    from contextlib import ExitStack
+
+    from slm.sim.scenario import load_scenario
+    from slm.virtual_board import VirtualBoard
+
+    meters = ["dance-edge", "facade", "drums-edge", "singers-edge"][:n_boards]
+    load_scenario("square-evening")
+    with ExitStack() as stack:
+        ports = []
+        for m in meters:
+            vb = stack.enter_context(VirtualBoard(scenario="square-evening", meter=m, speed=speed))  # started
+            ports.append(vb.port)
+            click.echo(f"virtual board {m}: {vb.port}", err=True)
+        _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo")
 
 
 def main() -> None:

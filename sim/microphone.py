@@ -135,7 +135,7 @@ class Microphone:
         v = v + self.spec.dc_offset_fs
         start = self.spec.startup_s
         if self.samples_done / self.rate < start:
-            settle = np.exp(-t / (start / 5.0))
+            settle = np.exp(-t / (start / 10.0))  # gone (below -100 dBFS) once the firmware's discard is over
             v = v + settle * (0.2 + 0.02 * self.rng.standard_normal(len(v)))
         return v
 

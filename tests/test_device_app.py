@@ -49,6 +49,7 @@ def device_dir(tmp_path: Path, seconds: float = 2.0, level_db: float = 94.0) -> 
             shutil.copy(f, d)
     board = load_board("esp32-devkitc-inmp441").device_config()
     board["audio_path"] = "audio.bin"
+    board["startup_discard_s"] = 0.0  # synthetic audio: no microphone start-up transient to drop
     (d / "board.json").write_text(json.dumps(board))
     words_of(signals.sine(1000.0, level_db, seconds, RATE)).astype("<i4").tofile(d / "audio.bin")
     return d
