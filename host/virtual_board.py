@@ -259,6 +259,9 @@ class VirtualBoard:
         tmp = d / "board.tmp"
         tmp.write_text(json.dumps(board))
         os.replace(tmp, d / "board.json")
+        config = d / "config.json"
+        if not config.exists():  # a freshly set-up board runs on the defaults (a lost file is a fault, this is not)
+            config.write_text("{}")
         id_file = d / "device_id.txt"
         try:
             self.serial = id_file.read_text().strip() or None
