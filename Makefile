@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test soak coeffs bench bench-sim lint accuracy clean
+.PHONY: all install demo test soak coeffs bench bench-sim bench-host lint accuracy clean
 
 all: test
 
@@ -38,6 +38,10 @@ bench: $(STAMP)
 
 bench-sim: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
+
+bench-host: $(STAMP)
+	$(BIN)/python bench/bench_host.py
+	$(BIN)/python bench/bench_monitor.py
 
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.accuracy_table
