@@ -6,13 +6,14 @@ source paces the loop (a real microphone, or a virtual board's FIFO). Ctrl-C (by
 application and returns to the REPL, so mpremote can always take the board back.
 
 Files on the device: board.json (written by `slm deploy` from the board profile; read only), config.json (the
-configuration, saved atomically by config_store).
+configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store).
 """
 
 import gc
 import json
 import sys
 
+import calibration_store
 import config_store
 import protocol
 from meter import LEVEL_KEYS, Meter
@@ -80,6 +81,10 @@ class MeterApp:
         self.board = board
         self.faults = list(faults)
         self.config, fault = config_store.load()
+        if fault:
+            self.faults.append(fault)
+        self.calibration = calibration_store.CalibrationStore()
+        fault = self.calibration.load(expected=self.config["calibration_method"] is not None)
         if fault:
             self.faults.append(fault)
         self.rate = board["rate"]
@@ -190,6 +195,7 @@ class MeterApp:
                 "config": dict(self.config), "faults": list(self.faults)}
 
     def status(self):
+        gc.collect()  # heap_free then tells a leak from garbage not yet collected
         return {"uptime_s": self.wall_ms // 1000, "heap_free": self.hw.mem_free(),
                 "blocks": self.blocks, "dropped": self.dropped, "late": self.late,
                 "faults": list(self.faults) + (["i2s_errors:%d" % self.audio.errors] if self.audio.errors else []),
