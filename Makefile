@@ -17,11 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on an embedded default: a demo recording of a square measured by the firmware on MicroPython.
+# The main job on an embedded default: virtual boards on a simulated square evening and the live monitor on them.
+# DURATION=S runs for S seconds and prints the summary (no terminal needed).
 demo: $(STAMP)
-	@mkdir -p out
-	$(BIN)/python -m slm.sim.demo out/demo-square.wav
-	$(BIN)/slm measure out/demo-square.wav --interval 5
+	$(BIN)/slm demo $(if $(DURATION),--duration $(DURATION))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
