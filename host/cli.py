@@ -355,6 +355,59 @@ def flash(board_name, firmware, port, erase, no_deploy):
     deploy(result.board, result.repl_port)
 
 
+@cli.command("deploy")
+@click.option("--board", "board_name", required=True, metavar="NAME",
+              help="Board profile (see `slm boards`): written to the device as board.json; its chip must be the "
+                   "device's.")
+@click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
+              "board found by USB id.")
+@click.option("--source", is_flag=True, help="Copy the .py sources instead of .mpy files compiled for the device.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@handle_errors
+def deploy_command(board_name, port, source, as_json):
+    """Install the meter on a board running MicroPython, then restart it; only changed files are written.
+
+    Stops the application (Ctrl-C), asks the device its MicroPython (.mpy version, native architecture, chip),
+    compiles the firmware with mpy-cross for it (sources where it cannot, and with --source; main.py always as
+    source), writes board.json from the profile, copies the files whose SHA-256 on the device differs (each to a
+    temporary name, checked, then renamed), removes modules an earlier deploy installed that are no longer part of
+    the firmware, checks every file's hash, and soft-resets the board, waiting for the meter's hello.
+    config.json (calibration and settings) is never touched. A second run writes nothing.
+
+    \b
+    Examples:
+      slm deploy --board esp32-devkitc-inmp441
+      slm deploy --board esp32-s3-devkitc-ics43434 --port /dev/ttyACM0 --json
+      slm deploy --board esp32-c3-inmp441 --port /dev/pts/4 --source
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from slm.deploy import deploy
+
+    labels = {"connect": "connecting", "query": "asking the device", "build": "compiling", "copy": "writing",
+              "copied": "writing", "remove": "removing old files", "verify": "verifying", "restart": "restarting"}
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(labels["connect"], total=None)
+
+        def progress(stage, done, total, name):
+            if stage == "copy":
+                bar.update(task, description=f"writing {name}", completed=done, total=total or None)
+            elif stage != "copied":
+                bar.update(task, description=labels.get(stage, stage) + (f" {name}" if name else ""),
+                           completed=0, total=None)
+
+        report = deploy(board_name, port=port, source=source, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(report.summary())
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
