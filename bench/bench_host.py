@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from doc_sections import replace_section  # noqa: E402
+from doc_sections import cpu_model, met, replace_section  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/bench_host.py"
 IDEAL_BOARD = str(REPO / "tests" / "data" / "ideal-mic-board.toml")
@@ -107,11 +107,7 @@ def main(argv=None) -> int:
     print(f"{cpu['boards']} virtual boards: host CPU {cpu['cpu_pct']:.1f} % of one core, "
           f"{cpu['records_per_s']:.0f} records/s")
     if not args.no_doc:
-        try:
-            model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
-        except (OSError, StopIteration):
-            model = platform.machine()
-        met = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+        model = cpu_model()
         text = "\n".join([
             "## Host and virtual boards",
             "",

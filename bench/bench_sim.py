@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from doc_sections import replace_section  # noqa: E402
+from doc_sections import cpu_model, met, replace_section  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/bench_sim.py"
 
@@ -80,12 +80,7 @@ def main(argv=None) -> int:
     print(f"{mem['seconds']:.0f} s, four meters: peak RSS {mem['peak_rss_mb']:.0f} MB, wall {mem['wall_s']:.0f} s, "
           f"output {mem['output_mb']:.0f} MB")
     if not args.no_doc:
-        cpu = platform.processor() or platform.machine()
-        try:
-            cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
-        except (OSError, StopIteration):
-            pass
-        met = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+        cpu = cpu_model()
         text = "\n".join([
             "## Simulator",
             "",

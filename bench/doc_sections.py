@@ -17,3 +17,18 @@ def replace_section(path: Path, name: str, text: str) -> None:
     else:
         new = old.rstrip() + "\n\n" + block
     path.write_text(new)
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), for the machine line of a section."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "**no**"

@@ -28,7 +28,20 @@ except AttributeError:  # CPython, the fallback engine
 _mem_free = getattr(gc, "mem_free", lambda: 0)  # CPython has no MicroPython heap to report
 
 
-class UnixPlatform:
+class _Clock:
+    """Time and memory, the same on every port."""
+
+    def ticks_ms(self):
+        return _ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return _ticks_diff(a, b)
+
+    def mem_free(self):
+        return _mem_free()
+
+
+class UnixPlatform(_Clock):
     """The MicroPython unix port: audio from a FIFO or file of I2S words named in board.json."""
 
     realtime = False
@@ -50,17 +63,8 @@ class UnixPlatform:
         except OSError:
             return "virtual"
 
-    def ticks_ms(self):
-        return _ticks_ms()
 
-    def ticks_diff(self, a, b):
-        return _ticks_diff(a, b)
-
-    def mem_free(self):
-        return _mem_free()
-
-
-class Esp32Platform:
+class Esp32Platform(_Clock):
     """An ESP32-class board: I2S microphone, hardware watchdog, machine.reset()."""
 
     realtime = True
@@ -88,15 +92,6 @@ class Esp32Platform:
         import binascii
 
         return binascii.hexlify(self.machine.unique_id()).decode()
-
-    def ticks_ms(self):
-        return _ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return _ticks_diff(a, b)
-
-    def mem_free(self):
-        return _mem_free()
 
 
 def platform():
