@@ -4,6 +4,7 @@ Every command is checked completely before anything changes: a malformed, unknow
 ``error`` reply and leaves the configuration and the measurement as they were.
 """
 
+import calibration_store
 import config_store
 import protocol
 
@@ -26,7 +27,7 @@ class CommandHandler:
                 cid = None
             if not isinstance(cmd, str):
                 raise ValueError("bad_line")
-            method = getattr(self, "cmd_" + cmd, None) if cmd.isalpha() else None
+            method = getattr(self, "cmd_" + cmd, None) if cmd.replace("_", "").isalpha() else None
             if method is None:
                 raise ValueError("unknown_cmd")
             result = method(msg)
@@ -72,13 +73,45 @@ class CommandHandler:
             raise ValueError("bad_value: values must be a non-empty object")
         checked = {}
         for k, v in values.items():
+            if k in config_store.READ_ONLY:
+                raise ValueError("bad_key: %s is set by calibrate" % k)
             try:
                 checked[k] = config_store.check(k, v)
             except ValueError as e:
                 text = str(e)
                 raise ValueError(text if ":" in text else "%s: %s" % (text, k))
-        self.app.apply_config(checked)
+        if "calibration_db" not in checked:
+            self.app.apply_config(checked)
+            return checked
+        # An offset typed in by hand: no calibration stands behind it. It goes into the history like a calibration,
+        # and hello's cal says "manual" from now on.
+        values = dict(checked)
+        values["calibration_method"] = "manual"
+        values["calibration_time"] = None
+        self._record_and_apply({"method": "manual", "offset_db": checked["calibration_db"], "time": None}, values)
         return checked
+
+    def _record_and_apply(self, rec, values):
+        """Append ``rec`` to the calibration history, then save ``values`` in the configuration: all or nothing
+        (the record is removed again when the configuration cannot be saved)."""
+        app = self.app
+        store = app.calibration
+        rec["n"] = store.last_n + 1
+        rec["previous_offset_db"] = app.config["calibration_db"]
+        store.append(calibration_store.encode(rec), rec["n"])
+        if values:
+            try:
+                app.apply_config(values)
+            except OSError:
+                try:
+                    store.drop_last()
+                except OSError:
+                    pass  # the record stays, but config.json still names the calibration in force
+                raise
+        for fault in ("calibration_missing", "calibration_corrupt"):
+            if fault in app.faults:
+                app.faults.remove(fault)
+        return rec["n"]
 
     def cmd_stream(self, msg):
         return self.cmd_set({"values": {"stream_hz": msg.get("hz")}})
@@ -89,3 +122,30 @@ class CommandHandler:
 
     def cmd_reboot(self, msg):
         return {}
+
+    def cmd_calibrate(self, msg):
+        rec = calibration_store.check_record(msg.get("record"))
+        offset = self.app.config["calibration_db"]
+        values = None
+        if rec["method"] in calibration_store.SETS_OFFSET:
+            values = {"calibration_db": config_store.check("calibration_db", rec["offset_db"]),
+                      "calibration_method": rec["method"],
+                      "calibration_time": config_store.check("calibration_time", rec["time"])}
+        elif "offset_db" in rec and abs(rec["offset_db"] - offset) > 0.005:
+            raise ValueError("bad_value: a check's offset_db must be the offset in force (%s)" % offset)
+        else:
+            rec["offset_db"] = offset
+        n = self._record_and_apply(rec, values)
+        return {"n": n, "offset_db": self.app.config["calibration_db"], "count": self.app.calibration.count}
+
+    def cmd_cal_history(self, msg):
+        store = self.app.calibration
+        index = msg.get("index", -1)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError("bad_value: index must be an integer")
+        if store.count == 0:
+            return {"count": 0, "index": None, "record": None, "max": calibration_store.MAX_RECORDS}
+        if index < 0:
+            index += store.count
+        return {"count": store.count, "index": index, "record": store.read(index),
+                "max": calibration_store.MAX_RECORDS}

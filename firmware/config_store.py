@@ -18,6 +18,8 @@ DEFAULTS = {
     "limit_hysteresis_db": 1.0,
     "calibration_db": 0.0,
     "underrange_db": None,
+    "calibration_method": None,
+    "calibration_time": None,
 }
 
 # key: (kind, low, high, may be None)
@@ -29,7 +31,12 @@ RULES = {
     "limit_hysteresis_db": ("number", 0.0, 20.0, False),
     "calibration_db": ("number", -20.0, 20.0, False),
     "underrange_db": ("number", 0.0, 120.0, True),
+    "calibration_method": ("text", 0, 20, True),  # of the calibration in force: calibrator, reference, manual
+    "calibration_time": ("text", 0, 40, True),  # its host time (ISO 8601), as in calibration.json
 }
+
+# Written by `calibrate` (and `set` of calibration_db) only, never by `set` itself.
+READ_ONLY = ("calibration_method", "calibration_time")
 
 
 def check(key, value):
@@ -41,6 +48,10 @@ def check(key, value):
         if nullable:
             return None
         raise ValueError("bad_value: %s may not be null" % key)
+    if kind == "text":
+        if not isinstance(value, str) or len(value) > hi:
+            raise ValueError("bad_value: %s must be text of at most %d characters" % (key, hi))
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("bad_value: %s must be a number" % key)
     if kind == "int":

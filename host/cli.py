@@ -506,6 +506,238 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
         _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo")
 
 
+@cli.command()
+@click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
+              "board found by USB id.")
+@click.option("--calibrator", "calibrator_db", default=None, metavar="DB",
+              help="Calibrate with an acoustic calibrator of this level on the microphone (94.0 or 114.0; give the "
+                   "certified level).")
+@click.option("--reference", "use_reference", is_flag=True,
+              help="Calibrate side by side with a class 1 reference meter, one window per level.")
+@click.option("--check", "check_db", default=None, metavar="DB",
+              help="Measure a calibrator of this level and report the drift since the calibration; changes nothing.")
+@click.option("--history", "show_history", is_flag=True, help="Show the device's calibration history.")
+@click.option("--reference-values", "reference_values", default=None, metavar="LIST",
+              help="With --reference: the reference meter's LAeq for each window, e.g. 70.1,75.2,80.0; the windows "
+                   "then run without prompts, each after the first when the level has changed by 3 dB.")
+@click.option("--window", "window_s", type=click.FloatRange(min=1, max=600), default=10.0, show_default=True,
+              metavar="S", help="Length of each measuring window.")
+@click.option("--operator", default=None, metavar="NAME", help="Who calibrates (recorded on the device).")
+@click.option("--note", default=None, metavar="TEXT", help="A note for the record (place, conditions).")
+@click.option("--instrument", default=None, metavar="TEXT",
+              help="The calibrator or reference meter: make, model and serial number (recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (or the history) as one JSON object.")
+@handle_errors
+def calibrate(port, calibrator_db, use_reference, check_db, show_history, reference_values, window_s, operator, note,
+              instrument, as_json):
+    """Calibrate a meter in place, check it for drift, or show its calibration history.
+
+    --calibrator DB: a calibrator (1 kHz) on the microphone; the tool waits for the level to settle, measures a
+    window, checks the tone (present, steady within 0.3 dB, LAeq = LCeq = LZeq within 0.2 dB as only at 1 kHz) and
+    sets offset = level - reading. --reference: side by side with a class 1 reference meter (10-20 cm apart) at one
+    or more steady levels; type the reference meter's LAeq of each window, or give them all with --reference-values;
+    the offset comes from a least-squares fit, accepted when linear (slope 1 ± 0.02, residuals within 0.3 dB).
+    --check DB: the calibrator again, nothing changed; a drift over 0.5 dB invalidates the data since the last good
+    check (GB 3096). Each run is recorded on the device (method, instrument, readings, offset, residuals,
+    uncertainty U with k = 2, host time, operator, note); an absurd result is refused with the reason and the
+    previous calibration stays in force (exit 1).
+
+    \b
+    Examples:
+      slm calibrate --calibrator 94.0 --operator "Li Wei" --instrument "B&K 4231 s/n 2345678"
+      slm calibrate --reference --instrument "NTi XL2 s/n A2A-12345-E0"
+      slm calibrate --reference --reference-values 70.1,75.2,80.0 --window 15 --port /dev/ttyUSB0
+      slm calibrate --check 94.0 --note "after the evening campaign"
+      slm calibrate --history --json
+    """
+    from rich.console import Console
+
+    from slm import calibration as cal
+    from slm import discovery
+    from slm.link import DeviceLink, LinkError
+
+    chosen = [name for name, on in (("--calibrator", calibrator_db is not None), ("--reference", use_reference),
+                                    ("--check", check_db is not None), ("--history", show_history)) if on]
+    if len(chosen) != 1:
+        _fail("give one of --calibrator DB, --reference, --check DB, --history" +
+              (f" (not {' and '.join(chosen)})" if chosen else ""), 2)
+    if reference_values is not None and not use_reference:
+        _fail("--reference-values goes with --reference", 2)
+    level = None
+    if calibrator_db is not None:
+        level = cal.parse_level(calibrator_db, "--calibrator")
+    if check_db is not None:
+        level = cal.parse_level(check_db, "--check")
+    values = cal.parse_reference_values(reference_values) if reference_values is not None else None
+    debug = bool((click.get_current_context().obj or {}).get("debug"))
+    try:
+        target = discovery.select_board(port)
+    except discovery.DiscoveryError as e:
+        _fail(str(e), 2)
+    err = Console(stderr=True)
+    try:
+        with DeviceLink(target, timeout=5.0) as link:
+            if show_history:
+                _print_history(cal.read_history(link), as_json)
+                return
+            result = _run_calibration(link, cal, err, level, calibrator_db is not None, values, window_s,
+                                      operator, note, instrument)
+    except (cal.CalibrationError, LinkError) as e:
+        if debug:
+            raise
+        text = " ".join(str(e).split())
+        if isinstance(e, cal.CalibrationRefused):
+            text = f"calibration refused: {text}; the previous calibration stays in force"
+        _fail(text, 1)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+        return
+    for line in _describe_calibration(result):
+        click.echo(line)
+
+
+def _run_calibration(link, cal, err, level, is_calibrator, values, window_s, operator, note, instrument):
+    """One calibration run with a countdown on stderr (a terminal only) and, for --reference, the prompts."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    interactive = err.is_terminal
+    labels = {"settle": "waiting for the level to settle", "wait_change": "waiting for the next level (3 dB change)",
+              "window": "measuring"}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), console=err,
+                   transient=True, disable=not interactive)
+    state = {"task": None}
+
+    def progress(phase, done, total, level_now):
+        if state["task"] is None:
+            bar.start()
+            state["task"] = bar.add_task("", total=total, info="")
+        info = f"{level_now:.1f} dB(A)" if isinstance(level_now, (int, float)) else ""
+        if phase == "window":
+            info += f"  {max(0, total - done) * window_s / total:.0f} s left"
+        bar.update(state["task"], description=labels.get(phase, phase), completed=done, total=total, info=info)
+
+    def stop_bar():
+        if state["task"] is not None:
+            bar.remove_task(state["task"])
+            bar.stop()
+            state["task"] = None
+
+    common = {"window_s": window_s, "operator": operator, "note": note, "instrument": instrument}
+    try:
+        if level is not None and is_calibrator:
+            return cal.calibrate_with_calibrator(link, level, progress=progress, **common)
+        if level is not None:
+            return cal.check_with_calibrator(link, level, progress=progress, **common)
+        if values is not None:
+            def report(i, w, ref):
+                stop_bar()
+                err.print(f"window {i + 1}: {w.host_start} to {w.host_end}: the meter read {w.LAeq:.2f} dB(A), "
+                          f"the reference {ref:.2f}")
+
+            return cal.calibrate_with_reference(link, values, progress=progress, on_window=report, **common)
+
+        def ready(i):
+            stop_bar()
+            if i >= cal.MAX_LEVELS:
+                return False
+            while True:
+                answer = click.prompt(f"Level {i + 1}: set a steady level, press Enter to start a {window_s:g} s "
+                                      "window" + (" (or type done)" if i else ""), default="", show_default=False,
+                                      err=True)
+                if answer.strip().lower() in ("done", "d", "q") and i:
+                    return False
+                if not answer.strip():
+                    return True
+
+        def ask(i, w):
+            stop_bar()
+            err.print(f"window {i + 1}: {w.host_start} to {w.host_end}, the meter read {w.LAeq:.2f} dB(A)")
+            hello = link.hello or {}
+            floor, noise = cal.range_floor(hello)
+            while True:
+                text = click.prompt(f"Reference meter LAeq for window {i + 1}, dB(A)", err=True)
+                try:
+                    return cal.check_reference_value(text, floor, noise, i)
+                except ValueError as e:
+                    err.print(f"{e}; type it again")
+
+        return cal.calibrate_with_reference(link, ask=ask, ready=ready, windows=cal.MAX_LEVELS, progress=progress,
+                                            **common)
+    finally:
+        stop_bar()
+
+
+def _describe_calibration(r) -> list[str]:
+    w = r.windows
+    if r.method == "calibrator":
+        lines = [f"calibrator {r.reference['level_db']:g} dB: the meter read {r.readings[0]:.2f} dB(A) over "
+                 f"{w[0]['intervals']} intervals (spread {w[0]['spread_db']:.2f} dB; LCeq - LAeq "
+                 f"{w[0]['LCeq'] - w[0]['LAeq']:+.2f}, LZeq - LAeq {w[0]['LZeq'] - w[0]['LAeq']:+.2f} dB)"]
+    elif r.method == "reference":
+        pairs = ", ".join(f"{m:.2f}/{x:.2f}" for m, x in zip(r.readings, r.reference["values"]))
+        lines = [f"reference meter, meter/reference LAeq: {pairs} dB(A); residuals "
+                 f"{', '.join('%+.2f' % e for e in r.residuals) or '-'} dB"]
+        if r.linear is not None:
+            slope = f"slope {r.slope:.4f}, " if r.slope is not None else ""
+            lines.append(f"linearity: {slope}{'linear' if r.linear else 'NOT linear'} (slope 1 ± 0.02, residuals "
+                         "within 0.3 dB)")
+    else:
+        lines = [f"check with the calibrator at {r.reference['level_db']:g} dB: the meter reads {r.readings[0]:.2f} "
+                 f"dB(A); drift {r.drift_db:+.2f} dB since the calibration in force"
+                 + (f" ({r.baseline['method']}, {r.baseline['time']})" if r.baseline else " (none on record)")]
+        if r.change_since_check_db is not None:
+            lines.append(f"change since the last check: {r.change_since_check_db:+.2f} dB")
+        if r.flagged:
+            since = r.invalid_since or "the last calibration"
+            lines.append(f"DRIFT OVER 0.5 dB: data since the last good check ({since}) are invalid under GB 3096; "
+                         "recalibrate")
+        else:
+            lines.append("within 0.5 dB (GB 3096)")
+    if r.method != "check":
+        lines.append(f"offset {r.previous_offset_db:+.2f} -> {r.offset_db:+.2f} dB (change {r.change_db:+.2f} dB); "
+                     f"expanded uncertainty U = {r.uncertainty_db:.2f} dB (k = 2)")
+    else:
+        lines.append(f"offset unchanged at {r.offset_db:+.2f} dB; U = {r.uncertainty_db:.2f} dB (k = 2)")
+    lines.append(f"recorded on the device as #{r.n} at {r.time}")
+    return lines
+
+
+def _print_history(records: list, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"records": records}, ensure_ascii=False))
+        return
+    if not records:
+        click.echo("no calibration on record")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="calibration history (* = in force)")
+    for col in ("n", "time", "method", "offset dB", "reference", "readings", "residuals", "U dB", "drift", "operator",
+                "note"):
+        table.add_column(col)
+    for r in records:
+        ref = r.get("reference") or {}
+        what = ", ".join(f"{k} {v}" for k, v in ref.items()) if isinstance(ref, dict) else str(ref)
+
+        def nums(key):
+            v = r.get(key)
+            return ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else ""
+
+        def num(key, fmt="{:+.2f}"):
+            v = r.get(key)
+            return fmt.format(v) if isinstance(v, (int, float)) else ""
+
+        table.add_row(f"{r.get('n')}{'*' if r.get('in_force') else ''}", str(r.get("time") or "-"),
+                      str(r.get("method")), num("offset_db"), what, nums("readings"), nums("residuals"),
+                      num("uncertainty_db", "{:.2f}"), num("drift_db"), str(r.get("operator") or ""),
+                      str(r.get("note") or ""))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
 def main() -> None:
     cli(obj={})
 
