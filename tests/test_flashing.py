@@ -286,15 +286,6 @@ def test_port_without_permission(esp32_fw, tmp_path, monkeypatch):
     assert "permission denied" in msg and "dialout" in msg
 
 
-def test_port_without_permission_for_real(esp32_fw, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root may open any file: the monkeypatched test above covers this")
-    port = write(tmp_path, "ttyUSB0", b"")
-    port.chmod(0)
-    with pytest.raises(PortPermissionError):
-        flashing.flash(ESP32_BOARD, esp32_fw, port=str(port))
-
-
 def serial_failure(message: str, code: int) -> FatalError:
     """What esptool raises when pyserial cannot open the port: a FatalError raised while handling pyserial's
     SerialException (ESPLoader.__init__), so the errno is in its context."""
