@@ -41,6 +41,7 @@ bench-sim: $(STAMP)
 bench-host: $(STAMP)
 	$(BIN)/python bench/bench_host.py
 	$(BIN)/python bench/bench_monitor.py
+	$(BIN)/python bench/bench_deploy.py
 
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.accuracy_table
