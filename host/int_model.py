@@ -50,10 +50,10 @@ class HighPassModel:
         k, q = self.k, self.q
         uh = self.u >> q
         e = _w(x - uh, "high-pass e")
-        ph = _w(k * (e >> 12), "high-pass K·eh")
-        _w(k * (e & 0xFFF), "high-pass K·el")
-        t = _w((self.u & ((1 << q) - 1)) + k * (e & 0xFFF) + ((ph & ((1 << (q - 12)) - 1)) << 12), "high-pass t")
-        _w(uh + (ph >> (q - 12)) + (t >> q), "high-pass u")
+        # the words the kernel computes: t = K·(e & 0xFFF) + l;  w = K·(e >> 12) + (t >> 12);  h += w >> (q - 12)
+        t = _w(k * (e & 0xFFF) + (self.u & ((1 << q) - 1)), "high-pass t")
+        w = _w(k * (e >> 12) + (t >> 12), "high-pass w")
+        _w(uh + (w >> (q - 12)), "high-pass u")
         self.u += k * e
         return e
 
