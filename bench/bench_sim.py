@@ -32,18 +32,18 @@ from doc_sections import cpu_model, met, replace_section  # noqa: E402
 COMMAND = ".venv/bin/python bench/bench_sim.py"
 
 
-def speed(meters, seconds: float) -> dict:
+def speed(meters, seconds: float, contributions: bool = True) -> dict:
     from slm.sim.scenario import load_scenario
     from slm.sim.scene import simulate
 
     sc = load_scenario("square-evening")
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        simulate(sc, out, duration_s=0.5, meter_ids=meters)  # setup alone (and a first chunk)
+        simulate(sc, out, duration_s=0.5, meter_ids=meters, contributions=contributions)  # setup (and a first chunk)
         setup = time.perf_counter() - t0
         t0 = time.perf_counter()
         c0 = time.process_time()
-        simulate(sc, out, duration_s=seconds, meter_ids=meters)
+        simulate(sc, out, duration_s=seconds, meter_ids=meters, contributions=contributions)
         wall = time.perf_counter() - t0 - setup
         cpu = time.process_time() - c0 - setup
     n = len(meters) if meters else len(sc.meters)
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     one = speed(["facade"], args.seconds)
     print(f"one meter: {one['per_meter']:.0f} simulated s per CPU s (setup {one['setup_s']:.1f} s)")
+    one_bare = speed(["facade"], args.seconds, contributions=False)
+    print(f"one meter, no contributions: {one_bare['per_meter']:.0f} simulated s per CPU s")
     four = speed(None, args.seconds)
     print(f"four meters: {four['per_meter']:.0f} simulated meter-s per CPU s; scene {four['scene']:.0f}x real time")
     mem = hour_memory(args.hour_seconds)
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
             f"| square-evening, one meter (facade), {args.seconds:g} s with truth, contributions and WAV | "
             f"**{one['per_meter']:.0f}×** real time per meter (setup {one['setup_s']:.1f} s) | ≥ 100× | "
             f"{met(one['per_meter'] >= 100)} |",
+            f"| the same without per-source contributions (`--no-contributions`) | "
+            f"**{one_bare['per_meter']:.0f}×** real time | ≥ 100× | {met(one_bare['per_meter'] >= 100)} |",
             f"| square-evening, four meters | **{four['per_meter']:.0f}×** per meter; the whole scene "
             f"{four['scene']:.0f}× real time (setup {four['setup_s']:.1f} s) | ≥ 100× per meter | "
             f"{met(four['per_meter'] >= 100)} |",
