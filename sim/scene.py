@@ -56,20 +56,24 @@ def source_gain(kind: str, params: dict, rate: int, seed: int, level_dba_at_1m: 
 
 
 def schedule_envelope(active, fade_s: float, t: np.ndarray, span_gains_db=()) -> np.ndarray:
-    """1 (or the span's gain) inside the active spans, 0 outside, raised-cosine fades of fade_s inside each span."""
+    """1 (or the span's gain) inside the active spans, 0 outside, raised-cosine fades of fade_s inside each span.
+    ``t`` is increasing (a chunk's sample times); only the samples within a fade are computed."""
     env = np.zeros_like(t)
     gains = [10 ** (g / 20.0) for g in span_gains_db] or [1.0] * len(active)
     for (a, b), g in zip(active, gains):
-        inside = (t >= a) & (t < b)
-        if not inside.any():
+        i0, i1 = np.searchsorted(t, a), np.searchsorted(t, b)  # t[i0:i1] are the samples with a <= t < b
+        if i0 >= i1:
             continue
-        e = np.ones(int(inside.sum()))
-        tt = t[inside]
+        env[i0:i1] = g
         if fade_s > 0:
-            rise = np.clip((tt - a) / fade_s, 0, 1)
-            fall = np.clip((b - tt) / fade_s, 0, 1)
-            e = 0.5 - 0.5 * np.cos(np.pi * np.minimum(rise, fall))
-        env[inside] = g * e
+            head_end = np.searchsorted(t, a + fade_s, side="right")
+            tail_start = max(np.searchsorted(t, b - fade_s), head_end)
+            for lo, hi in ((i0, min(head_end, i1)), (tail_start, i1)):
+                if lo < hi:
+                    tt = t[lo:hi]
+                    rise = np.clip((tt - a) / fade_s, 0, 1)
+                    fall = np.clip((b - tt) / fade_s, 0, 1)
+                    env[lo:hi] = g * (0.5 - 0.5 * np.cos(np.pi * np.minimum(rise, fall)))
     return env
 
 

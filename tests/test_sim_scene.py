@@ -144,3 +144,17 @@ def test_truth_is_computed_from_pressure_not_from_the_microphone(tmp_path):
     assert t0 == t1
     meter = TruthMeter(48000)
     assert meter.interval_n == 48000
+
+
+def test_schedule_envelope_spans_fades_and_chunking():
+    from slm.sim.scene import schedule_envelope
+
+    rate = 1000
+    t = np.arange(10 * rate) / rate
+    env = schedule_envelope([(1.0, 3.0), (5.0, 9.0)], 0.5, t, [0.0, -6.0])
+    assert env[t < 1.0].max() == 0 and env[(t >= 3.0) & (t < 5.0)].max() == 0 and env[t >= 9.0].max() == 0
+    assert np.all(env[(t >= 1.5) & (t <= 2.5)] == 1.0)
+    assert env[1250] == pytest.approx(0.5) and env[8750] == pytest.approx(0.5 * 10 ** (-6 / 20))
+    chunked = np.concatenate([schedule_envelope([(1.0, 3.0), (5.0, 9.0)], 0.5, t[i:i + 777], [0.0, -6.0])
+                              for i in range(0, len(t), 777)])
+    assert np.array_equal(env, chunked)
