@@ -442,6 +442,14 @@ def _tone_checks(w: Window, level_db: float, what: str = "calibrator") -> None:
                                  f"another frequency")
 
 
+def _calibrator_level(level_db) -> float:
+    """The calibrator's certified level as a number in the range calibrators give; ValueError otherwise."""
+    level_db = parse_level(level_db, "calibrator level")
+    if not 70.0 <= level_db <= 140.0:
+        raise ValueError(f"calibrator level {level_db:g} dB: calibrators give 94, 104, 114 or 124 dB")
+    return level_db
+
+
 def calibrate_with_calibrator(link: DeviceLink, level_db: float = 94.0, *, window_s: float = 10.0,
                               instrument: str | None = None, operator: str | None = None, note: str | None = None,
                               progress: Progress | None = None) -> CalibrationResult:
@@ -450,9 +458,7 @@ def calibrate_with_calibrator(link: DeviceLink, level_db: float = 94.0, *, windo
     Raises CalibrationRefused (nothing changed) when the tone is missing, unsteady, not 1 kHz, or the offset would
     exceed ±10 dB; ValueError for bad input; CalibrationError when the device cannot be read or written.
     """
-    level_db = parse_level(level_db, "calibrator level")
-    if not 70.0 <= level_db <= 140.0:
-        raise ValueError(f"calibrator level {level_db:g} dB: calibrators give 94, 104, 114 or 124 dB")
+    level_db = _calibrator_level(level_db)
     _check_texts(operator, note, instrument)
     hello, offset, interval_s = _device_state(link)
     n = _intervals_for(window_s, interval_s)
@@ -590,9 +596,7 @@ def check_with_calibrator(link: DeviceLink, level_db: float = 94.0, *, window_s:
                           progress: Progress | None = None) -> CalibrationResult:
     """Measure the calibrator without changing the offset and report the drift since the calibration in force;
     ``flagged`` over 0.5 dB (GB 3096). The check is recorded in the device's history."""
-    level_db = parse_level(level_db, "calibrator level")
-    if not 70.0 <= level_db <= 140.0:
-        raise ValueError(f"calibrator level {level_db:g} dB: calibrators give 94, 104, 114 or 124 dB")
+    level_db = _calibrator_level(level_db)
     _check_texts(operator, note, instrument)
     hello, offset, interval_s = _device_state(link)
     history = read_history(link, hello)
