@@ -26,14 +26,15 @@ def _level(seq: int, ms: int) -> bytes:
                         "LCpeak": 84.12, "overload": False})
 
 
-def _devices(masters: list[int], rate: float, seconds: float, start: float) -> None:
-    """Child: write `rate` records/s into every master until `seconds` have passed after `start`."""
+def _devices(masters: list[int], rate: float, seconds: float, start: float, record=None) -> None:
+    """Child: write `rate` records/s into every master until `seconds` have passed after `start`;
+    ``record(seq, ms) -> bytes`` makes each line (default: a level record)."""
     period = 1.0 / rate
     for seq in range(round(rate * seconds)):
         delay = start + seq * period - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        line = _level(seq, round(seq * 1000 * period))
+        line = (record or _level)(seq, round(seq * 1000 * period))
         for m in masters:
             os.write(m, line)
 

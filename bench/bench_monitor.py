@@ -31,9 +31,14 @@ from slm.monitor import Monitor, RecordLog, render_table
 from slm.protocol import encode_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_link import _devices  # noqa: E402
 from doc_sections import replace_section  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+
+
+def _timed_record(seq: int, ms: int) -> bytes:
+    return _record(seq, (seq + 1) * 100)
 
 
 def _record(seq: int, ms: int) -> bytes:
@@ -48,17 +53,6 @@ def _record(seq: int, ms: int) -> bytes:
                             "lmax": 71.2, "lmax_ms": None})
     return encode_line({"t": "level", "seq": seq, "ms": ms, "LAF": 61.23, "LAS": 60.87, "LAeq": 60.95,
                         "LCpeak": 84.12, "overload": False})
-
-
-def _devices(masters: list[int], rate: float, seconds: float, start: float) -> None:
-    period = 1.0 / rate
-    for seq in range(round(rate * seconds)):
-        delay = start + seq * period - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        line = _record(seq, (seq + 1) * 100)
-        for m in masters:
-            os.write(m, line)
 
 
 def measure(boards: int, load: str, rate: float, seconds: float) -> dict:
@@ -78,7 +72,7 @@ def measure(boards: int, load: str, rate: float, seconds: float) -> dict:
             screen.print(render_table(m.states, caption="Ctrl-C to stop"))
 
     start = time.monotonic() + 0.5
-    child = mp.get_context("fork").Process(target=_devices, args=([m for m, _, _ in ptys], rate, seconds, start))
+    child = mp.get_context("fork").Process(target=_devices, args=([m for m, _, _ in ptys], rate, seconds, start, _timed_record))
     child.start()
     while time.monotonic() < start:
         time.sleep(0.01)
