@@ -16,15 +16,21 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from slm import mic_eq
-from slm.weighting_design import SAMPLE_RATES
+from slm.firmware.weighting_coeffs import RATES as _COEFF_RATES
+from slm.errors import InputError
+from slm.resources import boards_dir
+
+SAMPLE_RATES = tuple(_COEFF_RATES)  # the rates the firmware has filters for
+
+if TYPE_CHECKING:
+    from slm import mic_eq
 
 PIN_RANGE = (0, 48)
 INPUT_SHIFT_RANGE = (0, 16)
@@ -58,7 +64,7 @@ CHIPS = {
 }
 
 
-class BoardError(ValueError):
+class BoardError(InputError):
     """A board profile that cannot be used; the message is one line naming the file and the key."""
 
 
@@ -113,6 +119,8 @@ class Board:
         Raises BoardError when the quantised section would break the kernel's ranges (L1 norm > 4, a
         coefficient beyond ±(2**16 - 1)) or its pole radius limit.
         """
+        from slm import mic_eq
+
         rate = self._rate(rate)
         if not self.microphone.response:
             return None
@@ -152,12 +160,6 @@ class Board:
             "indicator_led": self.indicator_led,
             "indicator_active_low": self.indicator_active_low,
         }
-
-
-def boards_dir() -> Path:
-    """The folder of shipped profiles: $SLM_BOARDS_DIR, else boards/ next to host/ in the source tree."""
-    env = os.environ.get("SLM_BOARDS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "boards"
 
 
 def list_boards() -> list[str]:
@@ -365,6 +367,8 @@ class _Validator:
             points.append((f, db))
         if not points[0][0] <= 1000.0 <= points[-1][0]:
             raise self.fail(key, "must span 1 kHz (the table is relative to 1 kHz)")
+        from slm import mic_eq
+
         at_1k = float(mic_eq.response_db(points, [1000.0])[0])
         if abs(at_1k) > RESPONSE_1K_TOLERANCE_DB:
             raise self.fail(key, f"reads {at_1k:+.2f} dB at 1 kHz; the table must be relative to 1 kHz (0 dB there)")

@@ -6,18 +6,17 @@ only with --debug).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
 import click
 
-from slm.firmware_engine import ENGINES, EngineError
-from slm.flashing import FlashOperationError
-from slm.wav_io import WavError
+from slm.errors import exit_code, one_line
 
-INPUT_ERRORS: tuple[type[BaseException], ...] = (WavError, ValueError, FileNotFoundError)  # ScenarioError too
-OPERATION_ERRORS: tuple[type[BaseException], ...] = (EngineError, OSError, FlashOperationError)
+# Only click and slm.errors are imported at start (`slm --help` in well under a second); every command imports
+# what it needs when it runs.
+ENGINES = ("micropython", "cpython")  # slm.firmware_engine.ENGINES (not imported here: it pulls in numpy)
+EXIT_INTERRUPTED = 130  # as a shell reports a program ended by SIGINT
 
 
 def _fail(message: str, code: int) -> None:
@@ -25,28 +24,9 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def handle_errors(f):
-    """Turn the library's exceptions into one line on stderr and exit code 2 (input) or 1 (operation)."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
-        try:
-            return f(*args, **kwargs)
-        except INPUT_ERRORS as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
-        except OPERATION_ERRORS as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 1)
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="slm", prog_name="slm", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx, debug):
     """slm: open firmware and tools for decibel meters on public squares.
@@ -72,7 +52,6 @@ def cli(ctx, debug):
               help="Run the firmware on the MicroPython unix port or under CPython (slow fallback).")
 @click.option("--channel", type=int, default=0, show_default=True, metavar="N", help="Channel of the WAV file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@handle_errors
 def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
     """Measure a WAV file with the meter's own firmware code.
 
@@ -108,7 +87,6 @@ def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@handle_errors
 def monitor(ports, log_file, limit_db, duration_s, as_json):
     """Watch boards live: level now, LAeq of the last second and minute, LAFmax, LCpeak, the limit, link health.
 
@@ -211,7 +189,6 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
               help="Sample rate (default: the scenario's).")
 @click.option("--no-contributions", is_flag=True, help="Skip the per-source contributions in truth.json (faster).")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios and exit.")
-@handle_errors
 def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, list_only):
     """Simulate a square: one WAV per meter (32-bit I2S words as the ESP32 reads them) and truth.json.
 
@@ -262,7 +239,6 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--dir", "device_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="The device's filesystem, kept (with config.json) across runs (default: a temporary folder).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, metavar="N", help="Master random seed.")
-@handle_errors
 def virtual(scenario, meter, speed, board, device_dir, seed):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
@@ -304,7 +280,6 @@ def virtual(scenario, meter, speed, board, device_dir, seed):
 @click.option("--erase", is_flag=True, help="Erase the whole flash first (also removes files and the meter's "
               "configuration on the board).")
 @click.option("--no-deploy", is_flag=True, help="Only flash MicroPython; do not install the meter afterwards.")
-@handle_errors
 def flash(board_name, firmware, port, erase, no_deploy):
     """Flash MicroPython onto a board, check it boots to the REPL, then install the meter.
 
@@ -363,7 +338,6 @@ def flash(board_name, firmware, port, erase, no_deploy):
               "board found by USB id.")
 @click.option("--source", is_flag=True, help="Copy the .py sources instead of .mpy files compiled for the device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@handle_errors
 def deploy_command(board_name, port, source, as_json):
     """Install the meter on a board running MicroPython, then restart it; only changed files are written.
 
@@ -411,7 +385,6 @@ def deploy_command(board_name, port, source, as_json):
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
-@handle_errors
 def boards(ctx, as_json):
     """List the board profiles (boards/*.toml): name, chip, microphone, sample rate.
 
@@ -437,7 +410,6 @@ def boards(ctx, as_json):
 @boards.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the equaliser coefficients).")
-@handle_errors
 def boards_show(name, as_json):
     """Explain one board profile: chip, flash offset, I2S pins and slot, microphone, equaliser, LED, wiring.
 
@@ -477,7 +449,6 @@ def boards_show(name, as_json):
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
               help="Log every record with host time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@handle_errors
 def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
     """Virtual boards on a simulated square evening, and the live monitor on them (`make demo`).
 
@@ -527,7 +498,6 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
 @click.option("--instrument", default=None, metavar="TEXT",
               help="The calibrator or reference meter: make, model and serial number (recorded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the history) as one JSON object.")
-@handle_errors
 def calibrate(port, calibrator_db, use_reference, check_db, show_history, reference_values, window_s, operator, note,
               instrument, as_json):
     """Calibrate a meter in place, check it for drift, or show its calibration history.
@@ -738,8 +708,33 @@ def _print_history(records: list, as_json: bool) -> None:
     console.print(table)
 
 
-def main() -> None:
-    cli(obj={})
+def main(argv: list[str] | None = None) -> None:
+    """The `slm` entry point: runs the command and turns every error into one line and an exit code (0 success,
+    1 a failed operation, 2 bad input or usage, 130 interrupted; a traceback only with --debug)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args[:args.index("--")] if "--" in args else "--debug" in args
+    try:
+        cli.main(args=args, prog_name="slm", standalone_mode=False, obj={})
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:  # usage: click's own message, exit 2
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        if debug:
+            raise
+        click.echo("slm: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # `slm ... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as e:
+        code = exit_code(e)
+        if debug:
+            raise
+        if code is None:
+            _fail(f"internal error: {type(e).__name__}: {one_line(e)} (run `slm --debug ...` for the traceback)", 1)
+        _fail(one_line(e) or type(e).__name__, code)
 
 
 if __name__ == "__main__":

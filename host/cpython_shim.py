@@ -13,7 +13,8 @@ import builtins
 import sys
 import types
 from array import array
-from pathlib import Path
+
+from slm.resources import firmware_dir
 
 
 def _identity(f):
@@ -42,10 +43,6 @@ def install() -> None:
     builtins.ptr8 = _ptr("B")  # type: ignore[attr-defined]
     builtins.ptr16 = _ptr("H")  # type: ignore[attr-defined]
     builtins.ptr32 = _ptr("i")  # type: ignore[attr-defined]
-
-
-def firmware_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "firmware"
 
 
 def import_firmware(name: str):

@@ -223,9 +223,7 @@ def design_rate(fs: int) -> RateDesign:
     b, a, k2, k3 = _fit_h4_and_a_sections(fs, fixed)
     hp_a = [HighPass.quantise(k2), HighPass.quantise(k3)]
     design = RateDesign(fs=fs, block=BLOCK_SAMPLES[fs], dc=dc, hp_c=[hp1, hp1], h4=Biquad.quantise(b, a), hp_a=hp_a)
-    for w in "ACZ":
-        _, h = signal.sosfreqz(design.chain_sos(w), worN=[1000.0], fs=fs)
-        design.gain_db[w] = float(20 * np.log10(np.abs(h[0])))
+    design.gain_db = chain_gain_db(design)
     design.alpha_fast = _alpha(TAU_FAST, design.block, fs)
     design.alpha_slow = _alpha(TAU_SLOW, design.block, fs)
     return design
@@ -358,8 +356,36 @@ def design_all() -> dict[int, RateDesign]:
     return {fs: design_rate(fs) for fs in SAMPLE_RATES}
 
 
+def design_from_coeffs(fs: int, entry: dict) -> RateDesign:
+    """The RateDesign that one rate's entry of the generated module describes (what ships, not a fresh fit)."""
+    (b0, b1, b2, a1, a2) = entry["h4"]
+    return RateDesign(fs=fs, block=entry["block"], dc=HighPass(*entry["dc"]),
+                      hp_c=[HighPass(*hp) for hp in entry["hp_c"]], h4=Biquad((b0, b1, b2), (a1, a2)),
+                      hp_a=[HighPass(*hp) for hp in entry["hp_a"]], gain_db=dict(entry["gain_db"]),
+                      alpha_fast=tuple(entry["alpha_fast"]), alpha_slow=tuple(entry["alpha_slow"]))
+
+
+def committed_designs() -> dict[int, RateDesign]:
+    """The designs in the committed firmware/weighting_coeffs.py, per rate."""
+    import runpy
+
+    rates = runpy.run_path(str(firmware_coeffs_path()))["RATES"]
+    return {fs: design_from_coeffs(fs, entry) for fs, entry in rates.items()}
+
+
+def chain_gain_db(d: RateDesign) -> dict[str, float]:
+    """20 lg |H(1 kHz)| of each quantised chain (the constants the firmware adds to its levels)."""
+    out = {}
+    for w in "ACZ":
+        _, h = signal.sosfreqz(d.chain_sos(w), worN=[1000.0], fs=d.fs)
+        out[w] = float(20 * np.log10(np.abs(h[0])))
+    return out
+
+
 def firmware_coeffs_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "firmware" / "weighting_coeffs.py"
+    from slm.resources import firmware_dir
+
+    return firmware_dir() / "weighting_coeffs.py"
 
 
 def main() -> None:
