@@ -42,6 +42,7 @@ bench-host: $(STAMP)
 	$(BIN)/python bench/bench_host.py
 	$(BIN)/python bench/bench_monitor.py
 	$(BIN)/python bench/bench_deploy.py
+	$(BIN)/python bench/bench_startup.py
 
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.accuracy_table
