@@ -24,7 +24,32 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _report(exc: Exception, debug: bool) -> int:
+    """One line on stderr for an error from a command; the exit code (re-raises with --debug)."""
+    if debug:
+        raise exc
+    code = exit_code(exc)
+    if code is None:  # not an error slm knows: a bug
+        click.echo(f"slm: internal error: {type(exc).__name__}: {one_line(exc)} "
+                   "(run `slm --debug ...` for the traceback)", err=True)
+        return 1
+    click.echo(f"slm: error: {one_line(exc) or type(exc).__name__}", err=True)
+    return code
+
+
+class _Slm(click.Group):
+    """The group that maps every error of a subcommand to one line and its exit code (slm.errors.exit_code)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:
+            ctx.exit(_report(e, bool((ctx.obj or {}).get("debug"))))
+
+
+@click.group(cls=_Slm, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="slm", prog_name="slm", message="%(prog)s %(version)s")
 @click.pass_context
@@ -709,12 +734,13 @@ def _print_history(records: list, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The `slm` entry point: runs the command and turns every error into one line and an exit code (0 success,
-    1 a failed operation, 2 bad input or usage, 130 interrupted; a traceback only with --debug)."""
+    """The `slm` entry point: exit codes 0 success, 1 a failed operation, 2 bad input or usage, 130 interrupted;
+    errors are one line on stderr (a traceback only with --debug)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args[:args.index("--")] if "--" in args else "--debug" in args
+    debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
     try:
-        cli.main(args=args, prog_name="slm", standalone_mode=False, obj={})
+        code = cli.main(args=args, prog_name="slm", standalone_mode=False, obj={})
+        sys.exit(code if isinstance(code, int) else 0)  # click returns ctx.exit()'s code in this mode
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:  # usage: click's own message, exit 2
@@ -728,13 +754,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `slm ... | head`: the reader left; nothing more to say
         sys.stderr.close()
         sys.exit(1)
-    except Exception as e:
-        code = exit_code(e)
-        if debug:
-            raise
-        if code is None:
-            _fail(f"internal error: {type(e).__name__}: {one_line(e)} (run `slm --debug ...` for the traceback)", 1)
-        _fail(one_line(e) or type(e).__name__, code)
+    except Exception as e:  # raised outside a subcommand
+        sys.exit(_report(e, debug))
 
 
 if __name__ == "__main__":
