@@ -25,7 +25,9 @@ What runs:
   (int32, little-endian) into the FIFO, paced so that device time runs at ``speed`` x real time (0 or inf: as fast as
   the firmware reads). The scene's clock starts when the firmware first opens the FIFO and then keeps running while
   the board is down or not reading (that audio is lost, as a microphone's would be): a rebooted board hears the scene
-  continue. Paced or not, the scenario repeats after its duration. Each process start gets a fresh FIFO, so a new
+  continue. Paced or not, the scenario repeats after its duration: its schedule starts again while the sources, the
+  sound paths and the microphone run on (``SceneStream(repeat=True)``), so the wrap adds nothing to the sound (no
+  second microphone start-up, no phase jump). Each process start gets a fresh FIFO, so a new
   process never reads a dead one's leftover words.
 
 The console behaves like a USB-serial bridge: while no host has ``port`` open, the board's output is kept in a small
@@ -44,7 +46,6 @@ MicroPython process 0.3 %.
 from __future__ import annotations
 
 import collections
-import copy
 import errno
 import hashlib
 import math
@@ -165,7 +166,8 @@ class VirtualBoard:
             self._micropython = micropython_binary()
             from slm.sim.scene import SceneStream
 
-            self._stream = SceneStream(self.scenario, rate=self.rate, seed=self.seed, meter_ids=[self.meter_id])
+            self._stream = SceneStream(self.scenario, rate=self.rate, seed=self.seed, meter_ids=[self.meter_id],
+                                       repeat=True)
             self._prepare_dir()
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
@@ -550,8 +552,6 @@ class VirtualBoard:
     # -- the feeder thread -------------------------------------------------------------------------------------
     def _feed_loop(self) -> None:
         stream = self._stream
-        spare = copy.deepcopy(stream)  # the scenario from its start, for when it repeats
-        total = int(round(self.scenario.duration_s * self.rate))
         chunk_n = max(1, int(round(CHUNK_S * self.rate)))
         path = str(self.device_dir / FIFO_NAME)
         pending: collections.deque = collections.deque()  # [bytes, offset], oldest first
@@ -560,13 +560,9 @@ class VirtualBoard:
         rendered = 0  # samples rendered since scene time 0
 
         def render() -> bytes:
-            nonlocal stream, spare, rendered
-            if stream.samples_done >= total:
-                stream, spare = spare, None
-                spare = copy.deepcopy(stream)
-            n = min(chunk_n, total - stream.samples_done)
-            words = stream.next_chunk(n)[self.meter_id].words
-            rendered += n
+            nonlocal rendered
+            words = stream.next_chunk(chunk_n)[self.meter_id].words
+            rendered += chunk_n
             self.scene_time_s = rendered / self.rate
             return words.astype("<i4").tobytes()
 

@@ -85,13 +85,20 @@ class MeterChunk:
 
 
 class SceneStream:
-    """Chunks of a scenario for the chosen meters. ``next_chunk(n)`` advances time by n samples."""
+    """Chunks of a scenario for the chosen meters. ``next_chunk(n)`` advances time by n samples.
+
+    repeat=True (a virtual board): after the scenario's duration its schedule starts again, while the sources, the
+    propagation paths and the microphones run on.  A tone keeps its phase, noise its filter state, the paths their
+    delay lines and the microphone its settled state (its start-up transient happens once), so what the meter hears
+    at the wrap is exactly what the schedule says and nothing else.  Without repeat, time runs on past the duration
+    with every source outside its active spans (silence at the microphone)."""
 
     def __init__(self, scenario: Scenario, rate: int | None = None, seed: int | None = None,
-                 meter_ids: Iterable[str] | None = None):
+                 meter_ids: Iterable[str] | None = None, repeat: bool = False):
         self.scenario = scenario
         self.rate = rate or scenario.sample_rate
         self.seed = scenario.seed if seed is None else seed
+        self.period_n = int(round(scenario.duration_s * self.rate)) if repeat else 0  # 0: no repeat
         ids = list(meter_ids) if meter_ids else [m.id for m in scenario.meters]
         self.meters = [scenario.meter(i) for i in ids]
         self.sources = []
@@ -113,12 +120,27 @@ class SceneStream:
     def time_s(self) -> float:
         return self.samples_done / self.rate
 
+    def _schedule_pieces(self, n: int) -> list[tuple[int, np.ndarray]]:
+        """The next n samples as (offset in the chunk, increasing scenario times): one piece, or one per repeat of
+        the scenario that the chunk touches."""
+        if not self.period_n:
+            return [(0, (self.samples_done + np.arange(n)) / self.rate)]
+        pieces, i = [], 0
+        while i < n:
+            pos = (self.samples_done + i) % self.period_n
+            m = min(n - i, self.period_n - pos)
+            pieces.append((i, (pos + np.arange(m)) / self.rate))
+            i += m
+        return pieces
+
     def next_chunk(self, n: int) -> dict[str, MeterChunk]:
-        t = (self.samples_done + np.arange(n)) / self.rate
+        pieces = self._schedule_pieces(n)
         rendered = []
         for s, src, gain in self.sources:
             x = src.render(n) * gain
-            rendered.append((s.id, x * schedule_envelope(s.active, s.fade_s, t, s.span_gains_db)))
+            for i, t in pieces:
+                x[i:i + len(t)] *= schedule_envelope(s.active, s.fade_s, t, s.span_gains_db)
+            rendered.append((s.id, x))
         at_meters = {sid: self.fans[sid].process(x) for sid, x in rendered}  # (meters, n) per source
         out = {}
         for k, m in enumerate(self.meters):
