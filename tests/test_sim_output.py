@@ -93,7 +93,7 @@ def test_a_rerun_replaces_the_whole_set(tmp_path):
 
 def test_ctrl_c_to_slm_sim_leaves_no_partial_wav(tmp_path):
     """SIGINT to `slm sim` while it writes: the folder has no WAV (before: a truncated one)."""
-    scenario = scenario_file(tmp_path, duration=600.0, n_meters=1)
+    scenario = scenario_file(tmp_path, duration=3600.0, n_meters=1)  # ~15 s of work: SIGINT comes long before the end
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "sim", str(scenario), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -103,12 +103,12 @@ def test_ctrl_c_to_slm_sim_leaves_no_partial_wav(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, "slm sim wrote no audio"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0
+    assert proc.returncode != 0, err
     assert snapshot(out) == {}
 
 
