@@ -372,3 +372,20 @@ def test_a_repeating_scenario_adds_nothing_at_the_wrap(board_factory, consoles, 
         assert got["LAFmax"] == pytest.approx(want["LAFmax"], abs=0.3), k
         assert got["LCpeak"] == pytest.approx(want["LCpeak"], abs=0.5), k
         assert got["LAeq"] == pytest.approx(want["LAeq"], abs=0.3), k
+
+
+def test_the_virtual_board_is_a_package_of_one_job_modules_behind_the_old_import():
+    """slm.virtual: device directory, process, port bridge, audio feeder, and the board that ties them; the old import
+    path slm.virtual_board gives the same classes."""
+    import importlib
+
+    import slm.virtual_board as old
+    from slm.firmware_engine import EngineError
+    from slm.virtual import VirtualBoard as New, VirtualBoardError
+
+    assert old.VirtualBoard is New and old.VirtualBoardError is VirtualBoardError
+    assert issubclass(VirtualBoardError, EngineError)
+    for name in ("device_dir", "process", "bridge", "feeder", "board", "errors", "onepoll"):
+        module = importlib.import_module(f"slm.virtual.{name}")
+        assert module.__doc__ and module.__doc__.strip(), name
+        assert len(Path(module.__file__).read_text().splitlines()) < 330, name
