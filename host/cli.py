@@ -214,11 +214,13 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
               help="Sample rate (default: the scenario's).")
 @click.option("--no-contributions", is_flag=True, help="Skip the per-source contributions in truth.json (faster).")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios and exit.")
-def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, list_only):
+@click.option("--skip-space-check", is_flag=True, help="Run even if the disk seems to have too little free space.")
+def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, list_only, skip_space_check):
     """Simulate a square: one WAV per meter (32-bit I2S words as the ESP32 reads them) and truth.json.
 
     SCENARIO is a built-in name (see --list) or a TOML file. truth.json holds what an ideal class 1 meter at each
-    microphone reads per interval, and each source's contribution.
+    microphone reads per interval, and each source's contribution. The files replace the folder's previous ones
+    only when the run succeeds (an interrupted run changes nothing); a run needing more disk than is free is refused.
 
     \b
     Examples:
@@ -247,7 +249,8 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
         task = bar.add_task(f"simulating {sc.name}", total=total)
         truth = simulate(sc, out_dir, duration_s=duration_s, seed=seed, meter_ids=meters or None,
                          rate=int(rate) if rate else None, contributions=not no_contributions,
-                         progress=lambda done, _total: bar.update(task, completed=done))
+                         progress=lambda done, _total: bar.update(task, completed=done),
+                         space_check=not skip_space_check)
     for mid, m in truth["meters"].items():
         la = m["overall"]["LAeq"]
         click.echo(f"{out_dir}/{m['wav']}: LAeq {la if la is not None else '-'} dB, LAFmax {m['overall']['LAFmax']} dB")

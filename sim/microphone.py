@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from slm.sim.weighting import design_goal_db
+
 REFERENCE_PA = 20e-6
 
 
@@ -75,8 +77,6 @@ def full_scale_pa(sensitivity_dbfs: float) -> float:
 
 
 def _a_weighting_power_gain(f: np.ndarray) -> np.ndarray:
-    from slm.sim.truth import design_goal_db
-
     return 10 ** (design_goal_db("A", f) / 10.0)
 
 

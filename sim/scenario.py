@@ -8,6 +8,7 @@ position and a microphone. See docs/simulator.md for the format and sim/scenario
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,14 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 GROUNDS = ("hard", "soft", "none")
 OUTSIDE_MARGIN_M = 300.0  # sources and meters may stand this far outside the square (roads, façades)
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a name (a meter's is its WAV's name), never a path
 
 
 class ScenarioError(ValueError):
-    """A scenario file is missing, malformed or inconsistent; the message is one line naming file and key."""
+    """A scenario file is missing, malformed or inconsistent; the message is one line naming file and key.
+
+    A ValueError (exit 2 in the CLI): sim/ depends on nothing else in the repository, so it cannot derive from
+    slm.errors.InputError."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,15 @@ class Scenario:
             if m.id == meter_id:
                 return m
         raise ScenarioError(f"{self.path}: no meter {meter_id!r}; meters: {', '.join(m.id for m in self.meters)}")
+
+
+def id_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a source or meter id (None if it can): ids are names of 1-64 letters, digits, '_',
+    '.' and '-' starting with a letter or digit, so ``<id>.wav`` is a file in the output folder, never a path."""
+    if ID_PATTERN.fullmatch(name):
+        return None
+    return (f"{name!r} is not a name: use 1-64 letters, digits, '_', '.' and '-', starting with a letter or digit "
+            "(ids name files, they are not paths)")
 
 
 def list_scenarios() -> list[str]:
@@ -208,6 +222,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     for i, raw in enumerate(top.get("source", list, default=[])):
         t = _Table(raw, f"source[{i}]", path)
         sid = t.get("id", str)
+        if id_problem(sid):
+            raise t.fail("id", id_problem(sid))
         t.where = f"source {sid!r}"
         if sid in ids:
             raise t.fail("id", "duplicate id")
@@ -233,6 +249,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     for i, raw in enumerate(top.get("meter", list)):
         t = _Table(raw, f"meter[{i}]", path)
         mid = t.get("id", str)
+        if id_problem(mid):
+            raise t.fail("id", id_problem(mid))
         t.where = f"meter {mid!r}"
         if mid in ids:
             raise t.fail("id", "duplicate id")

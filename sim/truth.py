@@ -10,7 +10,7 @@ with bounded memory::
     meter.intervals()               # [{"start_s", "end_s", "LAeq", ..., "LA90"}, ...]; dB re 20 µPa, None = silence
     meter.overall()                 # the same keys over everything so far
 
-Frequency weighting (IEC 61672-1:2013 Annex E).  A and C are FIR filters whose frequency response is the analog
+Frequency weighting (IEC 61672-1:2013 Annex E, ``slm.sim.weighting``).  A and C are FIR filters whose frequency response is the analog
 design goal H(jω) itself, complex (magnitude and the analog phase), sampled on a fine grid and transformed to the
 impulse response: ``weighting_fir``.  The sampled signal is read as band-limited, so the digital impulse response is
 the analog one (causal, decaying with the 20.6 Hz double pole: 0.25 s of taps) plus a short tail *before* t = 0 that
@@ -47,12 +47,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import signal
 
-# IEC 61672-1:2013 Annex E, equations (E.1) to (E.6): pole frequencies (Hz) and normalisation constants (dB).
-# Copied from host/weighting_design.py; A1000 and C1000 are the values these poles give at 1 kHz (the standard rounds
-# them to -2.000 and -0.062 dB), so the design goal is 0 dB at 1 kHz.
-F1, F2, F3, F4 = 20.598997, 107.65265, 737.86223, 12194.217
-A1000 = -1.999656
-C1000 = -0.061902
+from slm.sim.weighting import analog_response, design_goal_db
 
 REFERENCE_PRESSURE_PA = 20e-6
 TAU_FAST = 0.125  # s, 5.7
@@ -70,35 +65,6 @@ _HIST_BINS = int(round((HIST_MAX_DB - HIST_MIN_DB) / HIST_STEP_DB))  # bin 0 is 
 
 KEYS = ("start_s", "end_s", "LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak",
         "LAE", "LA10", "LA50", "LA90")
-
-
-def design_goal_db(weighting: str, f) -> np.ndarray:
-    """Design goal of frequency weighting A, C or Z in dB at frequencies f (Hz): IEC 61672-1 Annex E (E.1), (E.6)."""
-    f = np.asarray(f, dtype=float)
-    f2 = f * f
-    with np.errstate(divide="ignore"):
-        if weighting == "A":
-            return 20 * np.log10(F4**2 * f2 * f2 / ((f2 + F1**2) * np.sqrt(f2 + F2**2) * np.sqrt(f2 + F3**2)
-                                                     * (f2 + F4**2))) - A1000
-        if weighting == "C":
-            return 20 * np.log10(F4**2 * f2 / ((f2 + F1**2) * (f2 + F4**2))) - C1000
-    if weighting == "Z":
-        return np.zeros_like(f)
-    raise ValueError(f"unknown weighting {weighting!r} (A, C or Z)")
-
-
-def analog_response(weighting: str, f) -> np.ndarray:
-    """Complex response H(j2πf) of the analog weighting whose magnitude is the design goal (Annex E):
-    A = g·ω4² s⁴ / ((s+ω1)² (s+ω2) (s+ω3) (s+ω4)²), C = g·ω4² s² / ((s+ω1)² (s+ω4)²), Z = 1; g = 10**(-X1000/20)."""
-    s = 2j * np.pi * np.asarray(f, dtype=float)
-    w1, w2, w3, w4 = (2 * np.pi * fp for fp in (F1, F2, F3, F4))
-    if weighting == "A":
-        return 10 ** (-A1000 / 20) * w4**2 * s**4 / ((s + w1) ** 2 * (s + w2) * (s + w3) * (s + w4) ** 2)
-    if weighting == "C":
-        return 10 ** (-C1000 / 20) * w4**2 * s**2 / ((s + w1) ** 2 * (s + w4) ** 2)
-    if weighting == "Z":
-        return np.ones_like(s)
-    raise ValueError(f"unknown weighting {weighting!r} (A, C or Z)")
 
 
 @functools.lru_cache(maxsize=None)

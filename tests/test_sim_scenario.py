@@ -72,6 +72,11 @@ def test_good_minimal_scenario(tmp_path):
     (("level_dba_at_1m = 100.0", "level_dba_at_1m = 100.0\nloudness = 3"), "source 'band': unknown key 'loudness'"),
     (("level_dba_at_1m = 100.0", "level_dba_at_1m = 100.0\nparams = { tempo = 3 }"), "source 'band'.params.tempo"),
     (("id = \"m1\"", "id = \"m1\"\nmicrophone = \"XYZ\""), "meter 'm1'.microphone: unknown microphone"),
+    (("id = \"m1\"", "id = \"../../escaped\""), "meter[0].id: '../../escaped' is not a name"),
+    (("id = \"m1\"", "id = \"/tmp/x\""), "meter[0].id: '/tmp/x' is not a name"),
+    (("id = \"m1\"", "id = \"..\""), "meter[0].id: '..' is not a name"),
+    (("id = \"m1\"", "id = \"\""), "meter[0].id: '' is not a name"),
+    (("id = \"band\"", "id = \"a/b\""), "source[0].id: 'a/b' is not a name"),
 ])
 def test_mistakes_are_named(tmp_path, change, fragment):
     old, new = change
@@ -90,3 +95,18 @@ def test_unknown_scenario_lists_the_built_in_ones():
 def test_not_toml(tmp_path):
     with pytest.raises(ScenarioError, match="not valid TOML"):
         load_scenario(write(tmp_path, "[scene\nduration_s = 1"))
+
+
+def test_a_meter_id_that_is_a_path_is_refused_by_slm_sim_before_anything_is_written(tmp_path):
+    """`slm sim` on a scenario whose meter id is ../../escaped: exit 2, one line, nothing written anywhere."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    scenario = write(tmp_path, GOOD.replace('id = "m1"', 'id = "../../escaped"'))
+    r = subprocess.run([sys.executable, "-m", "slm.cli", "sim", str(scenario), "--out", "out", "--duration", "1"],
+                       capture_output=True, text=True, timeout=120, cwd=work)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "is not a name" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "s.toml"]

@@ -158,3 +158,36 @@ def test_schedule_envelope_spans_fades_and_chunking():
     chunked = np.concatenate([schedule_envelope([(1.0, 3.0), (5.0, 9.0)], 0.5, t[i:i + 777], [0.0, -6.0])
                               for i in range(0, len(t), 777)])
     assert np.array_equal(env, chunked)
+
+
+def test_a_repeating_stream_restarts_the_schedule_and_continues_the_sound(tmp_path):
+    """repeat=True (the virtual board's scene): the schedule starts again after the duration, the tone runs on in phase
+    (the pressure across the wrap is the same sine as before it) and the microphone's start-up happens once."""
+    tone = Source(id="t", kind="tone", position_m=(1.0, 2.0, 1.0), level_dba_at_1m=80.0,
+                  active=((0.0, 1.0), (1.5, 2.0)), fade_s=0.0)
+    sc = Scenario(name="rep", path=tmp_path / "rep.toml", description="", duration_s=2.0, sample_rate=16000,
+                  interval_s=1.0, temperature_c=20.0, humidity_pct=70.0, ground="none", seed=3, size_m=(4.0, 4.0),
+                  sources=(tone,), meters=(Meter(id="m", position_m=(2.0, 2.0, 1.0), microphone="SPH0645LM4H-B"),))
+    rate = sc.sample_rate
+    stream = SceneStream(sc, meter_ids=["m"], repeat=True)
+    chunks = [stream.next_chunk(n)["m"] for n in (7000, 9000, 13000, 19000, 16000)]  # wraps inside chunks
+    p = np.concatenate([c.pressure_pa for c in chunks])
+    v = np.concatenate([c.words for c in chunks]).astype(np.int64) >> 15  # SPH0645 on an ESP32: 18 bits, shifted
+    delay = int(np.argmax(np.abs(p) > 0))  # the path's delay (1 m) before the tone arrives
+    on = np.abs(p) > 1e-6
+    for start, stop in ((0.0, 1.0), (1.5, 2.0), (2.0, 3.0), (3.5, 4.0)):  # the schedule, then again
+        a, b = int(start * rate) + delay + 50, int(stop * rate) + delay - 50
+        assert on[a:b].all(), (start, stop)
+    for start, stop in ((1.0, 1.5), (3.0, 3.5)):
+        a, b = int(start * rate) + delay + 200, int(stop * rate) + delay - 50
+        assert not on[a:b].any(), (start, stop)
+    # across the wrap at 2 s the sine goes on: one sinusoid fits 1.6 s .. 2.4 s
+    seg = slice(int(1.6 * rate) + delay, int(2.4 * rate) + delay)
+    t = np.arange(len(p))[seg] / rate
+    basis = np.stack([np.sin(2 * np.pi * 1000 * t), np.cos(2 * np.pi * 1000 * t)], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, p[seg], rcond=None)
+    assert np.max(np.abs(basis @ coef - p[seg])) < 1e-3 * np.max(np.abs(p[seg]))
+    # the microphone's start-up (a large offset) is over within 2.5 s and does not come back at the wrap
+    startup = np.abs(v[:rate // 4]).max()
+    after_wrap = np.abs(v[2 * rate:2 * rate + rate // 4] - np.median(v[3 * rate:4 * rate])).max()
+    assert after_wrap < 0.2 * startup, (after_wrap, startup)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from slm.sim import signals, truth
+from slm.sim import microphone, signals, truth, weighting
 
 RATE = 48000
 P0 = 20e-6
@@ -55,15 +55,26 @@ TABLE3_GOALS = {-20: (-70.430, -14.330), -14: (-34.630, -1.999), -10: (-19.143, 
 
 @pytest.mark.parametrize("n", sorted(TABLE3_GOALS))
 def test_design_goal_is_annex_e(n):
-    """Annex E (E.1)/(E.6) with the copied constants reproduce Table 3's design goals; the complex analog response has
-    that magnitude and is 0 dB at 1 kHz."""
+    """The one Annex E implementation (sim/weighting.py): (E.1)/(E.6) reproduce Table 3's design goals; the complex
+    analog response has that magnitude and is 0 dB at 1 kHz."""
     f = signals.third_octave_frequency(n)
-    for weighting, table in zip("AC", TABLE3_GOALS[n]):
-        assert float(truth.design_goal_db(weighting, f)) == pytest.approx(table, abs=0.0006)
-        assert float(truth.design_goal_db(weighting, f)) == pytest.approx(goal_db(weighting, f), abs=1e-9)
-        assert 20 * math.log10(abs(truth.analog_response(weighting, f))) == pytest.approx(goal_db(weighting, f), abs=1e-9)
-    assert abs(truth.analog_response("A", 1000.0)) == pytest.approx(1.0, abs=1e-6)
-    assert abs(truth.analog_response("C", 1000.0)) == pytest.approx(1.0, abs=1e-6)
+    for w, table in zip("AC", TABLE3_GOALS[n]):
+        assert float(weighting.design_goal_db(w, f)) == pytest.approx(table, abs=0.0006)
+        assert float(weighting.design_goal_db(w, f)) == pytest.approx(goal_db(w, f), abs=1e-9)
+        assert 20 * math.log10(abs(weighting.analog_response(w, f))) == pytest.approx(goal_db(w, f), abs=1e-9)
+    assert abs(weighting.analog_response("A", 1000.0)) == pytest.approx(1.0, abs=1e-6)
+    assert abs(weighting.analog_response("C", 1000.0)) == pytest.approx(1.0, abs=1e-6)
+    assert float(weighting.design_goal_db("Z", f)) == 0.0 and weighting.analog_response("Z", f) == 1.0
+
+
+def test_the_simulator_has_one_annex_e():
+    """The truth and the microphone model use sim/weighting.py, not copies of their own."""
+    assert truth.design_goal_db is weighting.design_goal_db and truth.analog_response is weighting.analog_response
+    assert microphone.design_goal_db is weighting.design_goal_db
+    for name in ("F1", "F2", "F3", "F4", "A1000", "C1000"):
+        assert not hasattr(truth, name), name
+    with pytest.raises(ValueError, match="unknown weighting"):
+        weighting.design_goal_db("B", 1000.0)
 
 
 @pytest.mark.parametrize("rate", [48000, 44100, 32000, 16000])

@@ -156,7 +156,11 @@ def test_hello_then_intervals_every_device_second_at_the_truth_minus_the_microph
     intervals = [r for r in recs if r["t"] == "interval"]
     assert [(i["start_ms"], i["end_ms"]) for i in intervals] == [(k * 1000, k * 1000 + 1000) for k in range(34)]
     truth = truth_laeq(34)
-    for k in range(3, 34):
+    # the tone fades out from 34.8 s; on a loaded machine the scene's clock slips ahead of the board's when the feeder
+    # falls behind (vb.clock_slips_s), so intervals that may hear the fade are not compared
+    last = min(34, int(34.8 - vb.clock_slips_s))
+    assert last >= 20, vb.clock_slips_s
+    for k in range(3, last):
         assert intervals[k]["LAeq"] == pytest.approx(truth[k] + SENSITIVITY_ERROR_DB, abs=0.3), k
     assert truth[10] == pytest.approx(94.0, abs=0.3)  # the calibrator's 94 dB reaches the microphone
     assert con.bad == 0
@@ -318,3 +322,70 @@ def test_cli_prints_the_port_serves_and_stops_cleanly(sig, tmp_path):
         os.kill(pid, 0)  # MicroPython reaped
     assert (dev / "device_id.txt").exists() and not (dev / "audio.fifo").exists()
     assert Path(dev / "main.py").exists()
+
+
+REPEATING_TONE = """
+[scene]
+description = "a steady 80 dB 1 kHz tone, 2 s long: the virtual board repeats it"
+duration_s = 2.0
+size_m = [4.0, 4.0]
+ground = "none"
+seed = 5
+
+[[source]]
+id = "tone"
+kind = "tone"
+position_m = [1.0, 2.0, 1.0]
+level_dba_at_1m = 80.0
+fade_s = 0.0
+
+[[meter]]
+id = "board"
+position_m = [2.0, 2.0, 1.0]
+microphone = "SPH0645LM4H-B"
+"""
+
+
+def test_a_repeating_scenario_adds_nothing_at_the_wrap(board_factory, consoles, tmp_path):
+    """The scenario repeats every 2 s: across 8 wraps the board's maxima, peaks and overload flag are those of the
+    steady tone the truth hears (a restarted microphone's start-up transient used to read LAFmax 114 dB, LCpeak
+    122.6 dB and overload at each wrap)."""
+    scenario = tmp_path / "repeating-tone.toml"
+    scenario.write_text(REPEATING_TONE)
+    seconds = 18
+    vb = board_factory(scenario=str(scenario), board="esp32-devkitc-sph0645", speed=0)
+    con = consoles(vb.port)
+    con.expect(is_("hello"))
+    con.expect(lambda r: r.get("t") == "interval" and r["end_ms"] >= seconds * 1000, timeout=60,
+               what=f"interval at {seconds} s")
+    intervals = {r["start_ms"] // 1000: r for r in con.records if r.get("t") == "interval"}
+    stream = SceneStream(load_scenario(scenario), rate=vb.rate, meter_ids=["board"], repeat=True)
+    truth = TruthMeter(stream.rate, interval_s=1.0)
+    for _ in range(seconds):
+        truth.process(stream.next_chunk(stream.rate)["board"].pressure_pa)
+    truth.finish()
+    expected = truth.intervals()
+    assert expected[10]["LAFmax"] == pytest.approx(80.0, abs=0.1)  # the truth is the steady tone across wraps
+    for k in range(3, seconds):  # after the board's 2.5 s start-up discard
+        got, want = intervals[k], expected[k]
+        assert got["overload"] is False, k
+        assert got["LAFmax"] == pytest.approx(want["LAFmax"], abs=0.3), k
+        assert got["LCpeak"] == pytest.approx(want["LCpeak"], abs=0.5), k
+        assert got["LAeq"] == pytest.approx(want["LAeq"], abs=0.3), k
+
+
+def test_the_virtual_board_is_a_package_of_one_job_modules_behind_the_old_import():
+    """slm.virtual: device directory, process, port bridge, audio feeder, and the board that ties them; the old import
+    path slm.virtual_board gives the same classes."""
+    import importlib
+
+    import slm.virtual_board as old
+    from slm.firmware_engine import EngineError
+    from slm.virtual import VirtualBoard as New, VirtualBoardError
+
+    assert old.VirtualBoard is New and old.VirtualBoardError is VirtualBoardError
+    assert issubclass(VirtualBoardError, EngineError)
+    for name in ("device_dir", "process", "bridge", "feeder", "board", "errors", "onepoll"):
+        module = importlib.import_module(f"slm.virtual.{name}")
+        assert module.__doc__ and module.__doc__.strip(), name
+        assert len(Path(module.__file__).read_text().splitlines()) < 400, name  # the one module had 696
