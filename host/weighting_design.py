@@ -22,6 +22,7 @@ constant that the firmware adds when it turns mean squares into levels (nothing 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, signal
 
-# IEC 61672-1:2013 Annex E pole frequencies (Hz) and normalisation constants (dB).
-F1, F2, F3, F4 = 20.598997, 107.65265, 737.86223, 12194.217
-A1000 = -1.999656
-C1000 = -0.061902
+from slm.sim.weighting import F1, F2, F3, F4, design_goal_db  # IEC 61672-1 Annex E: the one implementation
 
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 BLOCK_SAMPLES = {48000: 48, 44100: 45, 32000: 32, 16000: 16}  # ~1 ms blocks that tile 0.1 s exactly
@@ -55,25 +53,7 @@ def third_octave_frequencies(low: float = 10.0, high: float = 20000.0) -> np.nda
     return f[(f >= low * 0.99) & (f <= high * 1.01)]
 
 
-def a_weighting_goal_db(f):
-    """A-weighting design goal A(f) of IEC 61672-1 Annex E, equation (E.6), in dB."""
-    f = np.asarray(f, dtype=float)
-    f2 = f * f
-    return 20 * np.log10(F4**2 * f2 * f2 / ((f2 + F1**2) * np.sqrt(f2 + F2**2) * np.sqrt(f2 + F3**2) * (f2 + F4**2))) - A1000
-
-
-def c_weighting_goal_db(f):
-    """C-weighting design goal C(f) of IEC 61672-1 Annex E, equation (E.1), in dB."""
-    f = np.asarray(f, dtype=float)
-    f2 = f * f
-    return 20 * np.log10(F4**2 * f2 / ((f2 + F1**2) * (f2 + F4**2))) - C1000
-
-
-def z_weighting_goal_db(f):
-    return np.zeros_like(np.asarray(f, dtype=float))
-
-
-GOALS = {"A": a_weighting_goal_db, "C": c_weighting_goal_db, "Z": z_weighting_goal_db}
+GOALS = {w: functools.partial(design_goal_db, w) for w in "ACZ"}  # design goal in dB, by weighting
 
 
 def bilinear_highpass_k(fc: float, fs: int) -> float:
@@ -191,8 +171,8 @@ def _fit_h4_and_a_sections(fs: int, fixed_c_sos: np.ndarray) -> tuple[np.ndarray
         h4 = 20 * np.log10(np.abs((b0 + b1 * zf + b2 * zf * zf) / (1 + a1 * zf + a2 * zf * zf)))
         c = fixed_db + h4
         a = c + 20 * np.log10(np.abs(_hp_h(k2, zf) * _hp_h(k3, zf)))
-        rc = (c - c[-1] - c_weighting_goal_db(f)) * weight
-        ra = (a - a[-1] - a_weighting_goal_db(f)) * weight
+        rc = (c - c[-1] - GOALS["C"](f)) * weight
+        ra = (a - a[-1] - GOALS["A"](f)) * weight
         poles = np.roots([1, a1, a2])
         penalty = np.maximum(np.abs(poles) - 0.9, 0).sum() * 1e3
         return np.concatenate([rc, ra, [penalty]])

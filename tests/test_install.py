@@ -96,3 +96,15 @@ def test_measure_runs_the_installed_firmware(installed):
     out = json.loads(run([bindir / "slm", "measure", "tone.wav", "--json"], cwd=cwd).stdout)
     assert out["engine"] == "micropython"
     assert abs(out["overall"]["LAeq"] - 94.0) < 0.05, out["overall"]
+
+
+def test_every_module_of_the_checkout_is_installed(installed):
+    """A subpackage missing from pyproject's package list would be left out of the wheel silently."""
+    bindir, cwd = installed
+    site = Path(run([bindir / "python", "-c", "import slm, os; print(os.path.dirname(slm.__file__))"],
+                    cwd=cwd).stdout.strip())
+    layout = {"host": site, "firmware": site / "firmware", "sim": site / "sim", "boards": site / "board_profiles"}
+    for tree, target in layout.items():
+        ours = {p.relative_to(REPO / tree) for p in (REPO / tree).rglob("*.py") if "__pycache__" not in p.parts}
+        missing = [str(p) for p in ours if not (target / p).is_file()]
+        assert not missing, f"{tree}/: not in the wheel: {missing}"
