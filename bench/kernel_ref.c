@@ -25,15 +25,16 @@ enum {
 enum {
     C_SHIFT = 0, C_OVERLOAD = 1, C_EQ_ON = 2, C_BQ = 3, C_DC = 4, C_H4 = 14, C_EQ = 19, C_BLOCK = 24,
     C_ALPHA_F = 25, C_SETTLE_F = 29, C_HIST_EVERY = 31, C_HIST_BASE = 32, C_HIST_BINS = 33, C_UNDER = 34,
-    CFG_SIZE = 35
+    C_JUMP = 35, CFG_SIZE = 36
 };
-enum { ST_SIZE = 18, SUMS_SIZE = 20 };
+enum { ST_SIZE = 19, SUMS_SIZE = 20 };
 
 static int32_t LOG_TABLE[256];
 
 static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, const int32_t *c, int32_t *b)
 {
-    int32_t shift = c[0], ovl = c[1], eq_on = c[2], bq = c[3];
+    int32_t shift = c[0], ovl = c[1], eq_on = c[2], bq = c[3], jmp = c[C_JUMP];
+    int32_t xmask = (1 << (32 - shift)) - 1, xsign = 1 << (31 - shift);
     int32_t bq12 = bq - 12;
     int32_t bqm = (1 << bq12) - 1;
     int32_t dK = c[4], dS = c[5] - 12, c1K = c[6], c1S = c[7] - 12, c2K = c[8], c2S = c[9] - 12;
@@ -44,16 +45,20 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
     int32_t dh = s[0], dl = s[1], c1h = s[2], c1l = s[3], c2h = s[4], c2l = s[5];
     int32_t a2h = s[6], a2l = s[7], a3h = s[8], a3l = s[9];
     int32_t hx1 = s[10], hx2 = s[11], hy1 = s[12], hy2 = s[13];
-    int32_t ex1 = s[14], ex2 = s[15], ey1 = s[16], ey2 = s[17];
+    int32_t ex1 = s[14], ex2 = s[15], ey1 = s[16], ey2 = s[17], xp = s[18];
     int32_t ahh = b[0], ahl = b[1], all_ = b[2], chh = b[3], chl = b[4], cll = b[5];
     int32_t zhh = b[6], zhl = b[7], zll = b[8], pc = b[9], pz = b[10], novl = b[11];
     int32_t i = pos, end = pos + n;
     while (i < end) {
         int32_t x, e, p, t, z, v, xh, xl, sh, sl, y, cv, av, h, l;
-        x = (pw[i] >> shift) & 0x3FFFFF;
-        x = (x ^ 0x200000) - 0x200000;
+        x = (pw[i] >> shift) & xmask;
+        x = (x ^ xsign) - xsign;
         i += 1;
         if (x >= ovl || x < 0 - ovl)
+            novl += 1;
+        t = x - xp;
+        xp = x;
+        if (t > jmp || t < 0 - jmp)
             novl += 1;
         if (eq_on) { /* microphone equalisation, before the DC blocker */
             xh = x >> 12;
@@ -137,7 +142,7 @@ static void filter_block(const int32_t *pw, int32_t pos, int32_t n, int32_t *s, 
     }
     s[0] = dh; s[1] = dl; s[2] = c1h; s[3] = c1l; s[4] = c2h; s[5] = c2l; s[6] = a2h; s[7] = a2l;
     s[8] = a3h; s[9] = a3l; s[10] = hx1; s[11] = hx2; s[12] = hy1; s[13] = hy2;
-    s[14] = ex1; s[15] = ex2; s[16] = ey1; s[17] = ey2;
+    s[14] = ex1; s[15] = ex2; s[16] = ey1; s[17] = ey2; s[18] = xp;
     b[0] = ahh; b[1] = ahl; b[2] = all_; b[3] = chh; b[4] = chl; b[5] = cll;
     b[6] = zhh; b[7] = zhl; b[8] = zll; b[9] = pc; b[10] = pz; b[11] = novl;
 }

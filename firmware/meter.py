@@ -63,8 +63,17 @@ class Meter:
         self.acc = array("i", [0] * (K.ACC_SIZE + HIST_BINS))
         self.total_hist = array("i", [0] * HIST_BINS)
         c = self.cfg
+        if not WORD_BITS - INPUT_BITS <= input_shift <= 16:
+            raise ValueError("input_shift must be 10..16, got %r" % (input_shift,))
         c[K.C_SHIFT] = input_shift
-        c[K.C_OVERLOAD] = (1 << (INPUT_BITS - 1)) - 64  # within 0.0003 dB of digital full scale
+        # The sample keeps the word's top 32 - input_shift bits: full scale 2**21 at the usual 10; a larger shift
+        # undoes data that arrived shifted left, whose top bits are lost, so its largest value is lower and
+        # louder sound wraps round to the other sign. Overload: within 64 (0.0003 dB of full scale) of the
+        # largest value, or (only when bits were lost) a step of more than 3/4 of the sample's span, which
+        # only a wrap makes: clipping then shows as wrapped samples, not as samples stuck at full scale.
+        top = 1 << (WORD_BITS - 1 - input_shift)
+        c[K.C_OVERLOAD] = top - 64
+        c[K.C_JUMP] = 3 * top // 2 if input_shift > WORD_BITS - INPUT_BITS else 1 << INPUT_BITS
         c[K.C_BQ] = BIQUAD_Q
         sections = (d["dc"],) + tuple(d["hp_c"]) + tuple(d["hp_a"])
         for i, (k, q) in enumerate(sections):

@@ -5,7 +5,8 @@ lives in a machine word stays inside signed 32 bits for any input (host/weightin
 host/int_model.py asserts them), so the same code gives the same numbers on a 32-bit ESP32 and the 64-bit unix port.
 
 Per sample (the formats are explained in docs/measurement.md):
-  x  = the 24-bit microphone sample in the top of the 32-bit word, taken as 22 bits (2 bits of headroom);
+  x  = the microphone sample in the top of the 32-bit word, word >> input_shift (22 bits for a 24-bit part, 2 bits
+       of headroom; fewer when the word lost its top bits); overload at its extremes or at a wrapped step;
   z  = DC blocker(x) [-> optional microphone equalisation biquad]      Z weighting
   c  = H4(HP_f1(HP_f1(z)))                                             C weighting
   a  = HP_f3(HP_f2(c))                                                 A weighting
@@ -70,10 +71,11 @@ C_HIST_EVERY = const(31)
 C_HIST_BASE = const(32)  # 1000·lg(E) of the lowest histogram bin edge (0.01 dB units)
 C_HIST_BINS = const(33)
 C_UNDER = const(34)  # 1000·lg(E) under-range threshold
-CFG_SIZE = const(35)
+C_JUMP = const(35)  # a step |x[n] - x[n-1]| above this is a wrapped sample (a word that lost its top bits): overload
+CFG_SIZE = const(36)
 
 # Layout of the filter state array ``st`` (array('i')).
-ST_SIZE = const(18)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2
+ST_SIZE = const(19)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2; previous x
 SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs (8)
 
 
@@ -98,8 +100,14 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     end = i + n
     # non-negative configuration words load directly; shifts and masks are computed once here
     shift = c[C_SHIFT]
+    # the sample is the word's top 32 - shift bits, signed by the word's own sign bit (bit 31): the same value
+    # whether the port loads the word sign- (ESP32) or zero-extended (64-bit unix port)
+    xmask = (1 << (32 - shift)) - 1
+    xsign = 1 << (31 - shift)
     ovl = c[C_OVERLOAD]
     novl = 0 - ovl
+    jmp = c[C_JUMP]
+    njmp = 0 - jmp
     eq_on = c[C_EQ_ON]
     bq = c[C_BQ]
     bq12 = bq - 12
@@ -149,6 +157,7 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     ex2 = (s16[30] | (((s16[31] ^ 0x8000) - 0x8000) << 16))
     ey1 = (s16[32] | (((s16[33] ^ 0x8000) - 0x8000) << 16))
     ey2 = (s16[34] | (((s16[35] ^ 0x8000) - 0x8000) << 16))
+    xp = (s16[36] | (((s16[37] ^ 0x8000) - 0x8000) << 16))
     # block sums: hh and ll are sums of squares (non-negative), hl is signed
     ahh = b[0]
     ahl = (b16[2] | (((b16[3] ^ 0x8000) - 0x8000) << 16))
@@ -166,11 +175,17 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     z = 0
     cv = 0
     while i < end:
-        v = (((pw[i] >> shift) & 0x3FFFFF) ^ 0x200000) - 0x200000
+        v = (((pw[i] >> shift) & xmask) ^ xsign) - xsign
         i += 1
         if v >= ovl:
             nov += 1
         elif v < novl:
+            nov += 1
+        t = v - xp
+        xp = v
+        if t > jmp:
+            nov += 1
+        elif t < njmp:
             nov += 1
         if eq_on:  # microphone equalisation biquad, before the DC blocker so that the blocker also removes the
             # DC its rounding and its poles near z = 1 would add (direct form I, split products as in H4 below)
@@ -265,6 +280,7 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     s[15] = ex2
     s[16] = ey1
     s[17] = ey2
+    s[18] = xp
     b[0] = ahh
     b[1] = ahl
     b[2] = all_

@@ -3,7 +3,8 @@
 Run by the host (`slm measure`) under the MicroPython unix port (or CPython with the host's shim):
     micropython stream_runner.py '{"rate": 48000, "interval_blocks": 1000, "sensitivity_dbfs": -26.0}'
 stdin: little-endian int32 words until EOF. stdout: {"interval": i, "blocks": n, "levels": {...}} per interval,
-then {"overall": {...}, "blocks": n}. With "raw": true each line also carries the integer results.
+then {"overall": {...}, "blocks": n}. With "raw": true each line also carries the integer results; with
+"first_interval_blocks" the first interval is that many blocks (the rest "interval_blocks").
 """
 
 import json
@@ -32,6 +33,7 @@ def main(argv):
                   input_shift=opts.get("input_shift", 10), underrange_db=opts.get("underrange_db"))
     want_raw = opts.get("raw", False)
     interval_blocks = opts["interval_blocks"]
+    target = opts.get("first_interval_blocks") or interval_blocks  # the first interval may be shorter
     block = meter.block
     buf = bytearray(4 * block * CHUNK_BLOCKS)
     mv = memoryview(buf)
@@ -41,7 +43,7 @@ def main(argv):
     total_blocks = 0
     eof = False
     while not eof:
-        todo = min(CHUNK_BLOCKS, interval_blocks - meter.interval_blocks())
+        todo = min(CHUNK_BLOCKS, target - meter.interval_blocks())
         got = _read_full(stdin, mv[:4 * block * todo])
         nb = got // (4 * block)
         if nb < todo:
@@ -49,7 +51,8 @@ def main(argv):
         if nb:
             meter.process(buf, nb)
             total_blocks += nb
-        if meter.interval_blocks() >= interval_blocks or (eof and meter.interval_blocks() > 0):
+        if meter.interval_blocks() >= target or (eof and meter.interval_blocks() > 0):
+            target = interval_blocks
             blocks = meter.interval_blocks()
             raw = meter.raw_interval() if want_raw else None
             rec = {"interval": index, "blocks": blocks, "levels": meter.close_interval()}

@@ -76,13 +76,18 @@ def cli(ctx, debug):
 @click.option("--engine", type=click.Choice(ENGINES), default="micropython", show_default=True,
               help="Run the firmware on the MicroPython unix port or under CPython (slow fallback).")
 @click.option("--channel", type=int, default=0, show_default=True, metavar="N", help="Channel of the WAV file.")
+@click.option("--skip", "skip_s", type=float, default=None, metavar="SECONDS",
+              help="Drop this much from the start (a microphone's start-up). Default: the board's start-up "
+                   "discard, 0 without --board.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
+def measure(file, sensitivity, board, interval_s, engine, channel, skip_s, as_json):
     """Measure a WAV file with the meter's own firmware code.
 
     The samples become the 32-bit I2S words an ESP32 reads from the microphone and run through the firmware:
     A/C/Z weighting, Fast/Slow time weighting, Leq, maxima, minima, peaks, LAE, percentiles, overload and
     under-range, per interval and overall (levels in dB re 20 uPa). WAV full scale is microphone full scale.
+    With --board the file holds what that board's I2S bus delivers (its input shift applies), and the board's
+    start-up discard is skipped as the board does.
 
     \b
     Examples:
@@ -93,7 +98,7 @@ def measure(file, sensitivity, board, interval_s, engine, channel, as_json):
     from slm.measure import measure_file
 
     result = measure_file(file, sensitivity_dbfs=sensitivity, board=board, interval_s=interval_s, engine=engine,
-                          channel=channel)
+                          channel=channel, skip_s=skip_s)
     if as_json:
         click.echo(json.dumps(result))
     else:

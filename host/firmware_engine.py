@@ -7,6 +7,7 @@ line per interval from its stdout, so the code that measures is the code that ru
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from slm.cpython_shim import firmware_dir
+from slm.errors import InputError, OperationError
 from slm.weighting_design import BLOCK_SAMPLES
 
 ENGINES = ("micropython", "cpython")
@@ -26,7 +28,7 @@ LEVEL_KEYS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "L
 MICROPYTHON_HEAP = "4M"
 
 
-class EngineError(RuntimeError):
+class EngineError(OperationError):
     """The firmware could not be run or stopped with an error; the message is one line."""
 
 
@@ -39,21 +41,28 @@ class MeterSettings:
     eq: tuple[int, ...] | None = None
     input_shift: int = 10
     underrange_db: float | None = None
+    first_interval_blocks: int | None = None  # a shorter first interval (the rest keep the grid); None: a whole one
 
     @staticmethod
     def block_seconds(rate: int) -> float:
         return BLOCK_SAMPLES[rate] / rate
 
+    def block_samples(self) -> int:
+        return BLOCK_SAMPLES[self.rate]
+
     def interval_blocks(self) -> int:
         block = BLOCK_SAMPLES[self.rate]
+        if not (math.isfinite(self.interval_s) and self.interval_s > 0):
+            raise InputError(f"interval {self.interval_s:g} s: must be a positive number of seconds")
         blocks = self.interval_s * self.rate / block
-        if self.interval_s <= 0 or abs(blocks - round(blocks)) > 1e-6 or round(blocks) < 1:
-            raise ValueError(f"interval {self.interval_s:g} s is not a whole number of {block}-sample blocks at "
+        if abs(blocks - round(blocks)) > 1e-6 or round(blocks) < 1:
+            raise InputError(f"interval {self.interval_s:g} s is not a whole number of {block}-sample blocks at "
                              f"{self.rate} Hz; multiples of 0.1 s always are")
         return round(blocks)
 
     def runner_options(self, raw: bool) -> dict:
-        return {"rate": self.rate, "interval_blocks": self.interval_blocks(), "sensitivity_dbfs": self.sensitivity_dbfs,
+        return {"rate": self.rate, "interval_blocks": self.interval_blocks(),
+                "first_interval_blocks": self.first_interval_blocks, "sensitivity_dbfs": self.sensitivity_dbfs,
                 "calibration_db": self.calibration_db, "eq": list(self.eq) if self.eq else None,
                 "input_shift": self.input_shift, "underrange_db": self.underrange_db, "raw": raw}
 

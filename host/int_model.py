@@ -84,7 +84,10 @@ class IntegerMeterModel:
         d = fw["RATES"][rate]
         self.hist_bins, self.hist_base = fw["HIST_BINS"], fw["HIST_BASE"]
         self.rate, self.block, self.shift = rate, d["block"], input_shift
-        self.overload = (1 << (wd.INPUT_BITS - 1)) - 64
+        top = 1 << (31 - input_shift)  # the sample keeps the word's top 32 - input_shift bits
+        self.overload = top - 64
+        self.jump = 3 * top // 2 if input_shift > 32 - wd.INPUT_BITS else 1 << wd.INPUT_BITS
+        self.x_prev = 0
         self.dc = HighPassModel(*d["dc"])
         self.c1 = HighPassModel(*d["hp_c"][0])
         self.c2 = HighPassModel(*d["hp_c"][1])
@@ -111,10 +114,13 @@ class IntegerMeterModel:
         self.hist = np.zeros(self.hist_bins, dtype=np.int64)
 
     def _sample(self, word: int, sums: list[int]) -> None:
-        x = (word >> self.shift) & 0x3FFFFF
-        x = (x ^ 0x200000) - 0x200000
+        word = (word ^ 0x80000000) - 0x80000000  # the word as a signed 32-bit value
+        x = word >> self.shift
         if x >= self.overload or x < -self.overload:
             self.overloads += 1
+        if abs(x - self.x_prev) > self.jump:
+            self.overloads += 1
+        self.x_prev = x
         if self.eq is not None:
             x = self.eq.step(x)
         z = self.dc.step(x)

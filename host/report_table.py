@@ -21,8 +21,12 @@ def _flags(m: dict) -> str:
 def print_measurement(result: dict, console: Console | None = None) -> None:
     """Intervals as rows (the main values), then every value of the whole file; 0.1 dB (--json keeps 0.001 dB)."""
     console = console or Console()
+    board = f"board {result['board']}, " if result.get("board") else ""
     console.print(f"[bold]{result['file']}[/]: {result['sample_rate']} Hz, {result['duration_s']:.3f} s, "
-                  f"sensitivity {result['sensitivity_dbfs']:g} dBFS, engine {result['engine']}")
+                  f"{board}sensitivity {result['sensitivity_dbfs']:g} dBFS, engine {result['engine']}")
+    if result.get("skipped_s"):
+        console.print(f"Skipped the first {result['skipped_s']:g} s (start-up); levels are from {result['skipped_s']:g} s "
+                      "to the end.")
     table = Table(title="Intervals (dB)", title_justify="left")
     table.add_column("s", justify="right", no_wrap=True)
     for c in INTERVAL_COLUMNS:

@@ -11,6 +11,7 @@ bounded memory (scipy reads whole 24-bit files) and must refuse truncated files,
 
 from __future__ import annotations
 
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,14 @@ from typing import Iterator
 
 import numpy as np
 
+from slm.errors import InputError
+
 SUPPORTED_RATES = (48000, 44100, 32000, 16000)
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 
-class WavError(ValueError):
-    """The file cannot be measured; the message is one line for the user."""
+class WavError(InputError):
+    """The file cannot be measured; the message is one line for the user (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,20 @@ class WavInfo:
 
 
 def read_header(path: str | Path) -> WavInfo:
-    """Parse and check the RIFF/WAVE header; raise WavError with a one-line reason."""
+    """Parse and check the RIFF/WAVE header; raise WavError with a one-line reason.
+
+    Only regular files: the reader needs the file's size (to refuse a truncated file) and opens it again to stream
+    the data, so a FIFO, a terminal or a device is refused at once rather than read (or waited on) in part.
+    """
     p = Path(path)
     try:
-        size = p.stat().st_size
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+                "a device or socket"
+            raise WavError(f"{p}: not a regular file ({kind}); slm measure reads WAV files: save the stream to a file "
+                           "first")
+        size = st.st_size
         with p.open("rb") as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
@@ -109,7 +122,9 @@ _GARBAGE = np.random.default_rng(0x61672).integers(0, 256, 4096, dtype=np.int64)
 def samples_to_i2s_words(samples: np.ndarray, bits: int, is_float: bool, start: int = 0) -> np.ndarray:
     """One channel's samples -> int32 I2S words: 24-bit two's complement in the top 24 bits, low byte garbage."""
     if is_float:
-        x = np.nan_to_num(samples.astype(np.float64), nan=0.0)
+        x = samples.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("float samples must be finite numbers (found NaN or infinity)")
         s24 = np.clip(np.round(x * 2**23), -(2**23), 2**23 - 1).astype(np.int64)
     elif bits == 16:
         s24 = samples.astype(np.int64) << 8
@@ -121,15 +136,17 @@ def samples_to_i2s_words(samples: np.ndarray, bits: int, is_float: bool, start: 
     return ((s24 << 8) | garbage).astype(np.uint32).view(np.int32)
 
 
-def iter_i2s_words(info: WavInfo, channel: int = 0, chunk_frames: int = 1 << 16) -> Iterator[np.ndarray]:
-    """Yield the chosen channel as I2S words, chunk by chunk (bounded memory for any file length)."""
+def iter_i2s_words(info: WavInfo, channel: int = 0, chunk_frames: int = 1 << 16,
+                   start_frame: int = 0) -> Iterator[np.ndarray]:
+    """Yield the chosen channel as I2S words from ``start_frame`` on, chunk by chunk (bounded memory for any file
+    length). A float sample that is not a finite number (NaN, infinity: a damaged file) is a WavError."""
     if not 0 <= channel < info.channels:
         raise WavError(f"{info.path}: channel {channel} does not exist (the file has {info.channels})")
     width = info.bits // 8
     frame_bytes = width * info.channels
-    done = 0
+    done = start_frame
     with info.path.open("rb") as f:
-        f.seek(info.data_offset)
+        f.seek(info.data_offset + start_frame * frame_bytes)
         while done < info.frames:
             n = min(chunk_frames, info.frames - done)
             raw = f.read(n * frame_bytes)
@@ -137,6 +154,11 @@ def iter_i2s_words(info: WavInfo, channel: int = 0, chunk_frames: int = 1 << 16)
                 raise WavError(f"{info.path}: truncated while reading")
             if info.is_float:
                 samples = np.frombuffer(raw, dtype="<f4").reshape(n, info.channels)[:, channel]
+                bad = np.flatnonzero(~np.isfinite(samples))
+                if len(bad):
+                    k = done + int(bad[0])
+                    raise WavError(f"{info.path}: sample {k} ({k / info.rate:.3f} s, channel {channel}) is "
+                                   f"{samples[bad[0]]} - not a number; the file is damaged")
             elif width == 3:
                 b = np.frombuffer(raw, dtype=np.uint8).reshape(n, info.channels, 3)[:, channel, :].astype(np.int32)
                 v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)

@@ -25,13 +25,13 @@ def to_words(s24: np.ndarray, seed: int = 0) -> np.ndarray:
     return ((np.asarray(s24, dtype=np.int64) << 8) | garbage).astype(np.uint32).view(np.int32)
 
 
-def compare(words: np.ndarray, rate: int, eq=None, interval_s: float = 0.1) -> None:
+def compare(words: np.ndarray, rate: int, eq=None, interval_s: float = 0.1, input_shift: int = 10) -> None:
     block = BLOCK_SAMPLES[rate]
     nblocks = len(words) // block
     words = words[: nblocks * block]
-    s = MeterSettings(rate=rate, interval_s=interval_s, eq=eq)
+    s = MeterSettings(rate=rate, interval_s=interval_s, eq=eq, input_shift=input_shift)
     run = run_meter([words], s, engine="micropython", raw=True)
-    model = IntegerMeterModel(rate, eq=eq, underrange_log100=_underrange_threshold(s))
+    model = IntegerMeterModel(rate, eq=eq, input_shift=input_shift, underrange_log100=_underrange_threshold(s))
     per = s.interval_blocks()
     expected = []
     done = 0
@@ -112,3 +112,21 @@ def test_random_words(rate, seed, blocks, scale, eq):
     rng = np.random.default_rng(seed)
     s = np.clip(rng.integers(-scale, scale, blocks * BLOCK_SAMPLES[rate]), MIN, FULL)
     compare(to_words(s, seed), rate, eq=EQ_PEAKING if eq and rate == 48000 else None)
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("shift", [11, 12])
+def test_shifted_words_that_lost_their_top_bits(shift):
+    """Data that arrives shifted left (the SPH0645 on an ESP32: input_shift 11) loses its top bits, so a loud sine
+    wraps round: the sample takes the word's own sign bit on every port, and the wraps count as overload, exactly
+    as the model computes. A sine within the range has no overload; one that wraps has."""
+    rate = 48000
+    t = np.arange(rate // 5) / rate
+    room = 2.0 ** (10 - shift)  # the part of full scale left in the word
+    for amplitude, overloads in ((0.9 * room, False), (1.8 * room, True)):
+        s24 = np.round(amplitude * FULL * np.sin(2 * np.pi * 1000 * t)).astype(np.int64) - 40000  # and a DC offset
+        words = to_words(s24, seed=shift) << (shift - 10)  # the top bits fall off, as on the bus
+        words = (words.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        compare(words, rate, input_shift=shift)
+        run = run_meter([words], MeterSettings(rate=rate, interval_s=0.1, input_shift=shift), raw=True)
+        assert all(r["overload"] == overloads for r in run.intervals), (shift, amplitude)
