@@ -323,8 +323,6 @@ def flash(board_name, firmware, port, erase, no_deploy):
       slm flash --board esp32-s3-devkitc-ics43434 --firmware ESP32_GENERIC_S3.bin --port /dev/ttyACM0 --erase
       slm flash --board esp32-c3-inmp441 --firmware ESP32_GENERIC_C3.bin --no-deploy
     """
-    import importlib.util
-
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -350,12 +348,15 @@ def flash(board_name, firmware, port, erase, no_deploy):
     click.echo(f"flashed {what} ({fw.size} bytes at {result.offset:#x}{', after erasing' if result.erased else ''}"
                f"{', verified' if result.verified else ''}) onto {result.chip_description} on {result.port}")
     click.echo(f"REPL on {result.repl_port}: {result.banner or '>>>'}")
-    if no_deploy or importlib.util.find_spec("slm.deploy") is None:
+    if no_deploy:
         click.echo(f"flashed; run `slm deploy --board {result.board} --port {result.repl_port}` to install the meter")
         return
     from slm.deploy import deploy
 
-    deploy(result.board, result.repl_port)
+    report = deploy(result.board, result.repl_port)
+    click.echo(report.summary())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
 
 
 @cli.command("deploy")
@@ -408,6 +409,8 @@ def deploy_command(board_name, port, source, as_json):
     click.echo(report.summary())
     for note in report.notes:
         click.echo(f"note: {note}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
 
 
 @cli.group(invoke_without_command=True)
@@ -568,10 +571,7 @@ def calibrate(port, calibrator_db, use_reference, check_db, show_history, refere
         level = cal.parse_level(check_db, "--check")
     values = cal.parse_reference_values(reference_values) if reference_values is not None else None
     debug = bool((click.get_current_context().obj or {}).get("debug"))
-    try:
-        target = discovery.select_board(port)
-    except discovery.DiscoveryError as e:
-        _fail(str(e), 2)
+    target = discovery.resolve_port(port)  # exit 2 when missing; no --port and no USB board: says to give it
     err = Console(stderr=True)
     try:
         with DeviceLink(target, timeout=5.0) as link:
