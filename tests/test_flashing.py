@@ -722,25 +722,22 @@ def test_cli_debug_shows_the_traceback(esp32_fw, fake_port, monkeypatch):
     assert r.exit_code != 0 and isinstance(r.exception, NoResponseError)
 
 
-def test_cli_flash_without_deploy_module(esp32_fw, fake_esptool, repl_factory, monkeypatch):
-    monkeypatch.setitem(sys.modules, "slm.deploy", None)  # as if slm.deploy did not exist (yet)
-    repl = repl_factory()
-    r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path)
-    assert r.exit_code == 0, (r.stdout, r.stderr)
-    assert f"REPL on {repl.path}: {BANNER}" in r.stdout
-    assert f"flashed; run `slm deploy --board {ESP32_BOARD} --port {repl.path}` to install the meter" in r.stdout
-
-
 def test_cli_flash_then_deploy(esp32_fw, fake_esptool, repl_factory, monkeypatch):
     deployed = []
     module = types.ModuleType("slm.deploy")
     module.__spec__ = importlib.machinery.ModuleSpec("slm.deploy", None)
-    module.deploy = lambda board, port: deployed.append((board, port))
+
+    def fake_deploy(board, port):
+        deployed.append((board, port))
+        return types.SimpleNamespace(summary=lambda: "deployed (fake)", warnings=["the calibration is old"])
+
+    module.deploy = fake_deploy
     monkeypatch.setitem(sys.modules, "slm.deploy", module)
     repl = repl_factory()
     r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path)
     assert r.exit_code == 0, (r.stdout, r.stderr)
     assert deployed == [(ESP32_BOARD, repl.path)]
+    assert "deployed (fake)\nwarning: the calibration is old\n" in r.stdout  # the deploy's report is printed
     r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path, "--no-deploy")
     assert r.exit_code == 0 and len(deployed) == 1 and "run `slm deploy" in r.stdout
 
