@@ -520,8 +520,9 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
               help="Measure a calibrator of this level and report the drift since the calibration; changes nothing.")
 @click.option("--history", "show_history", is_flag=True, help="Show the device's calibration history.")
 @click.option("--reference-values", "reference_values", default=None, metavar="LIST",
-              help="With --reference: the reference meter's LAeq for each window, e.g. 70.1,75.2,80.0; the windows "
-                   "then run without prompts, each after the first when the level has changed by 3 dB.")
+              help="With --reference: the reference meter's LAeq for each level, in order, e.g. 70.1,75.2,80.0; the "
+                   "windows then run without prompts, each after the level has changed by 3 dB and settled, and the "
+                   "values go to the first windows whose levels step as the values do.")
 @click.option("--window", "window_s", type=click.FloatRange(min=1, max=600), default=10.0, show_default=True,
               metavar="S", help="Length of each measuring window.")
 @click.option("--operator", default=None, metavar="NAME", help="Who calibrates (recorded on the device).")
@@ -606,6 +607,15 @@ def _run_calibration(link, cal, err, level, is_calibrator, values, window_s, ope
     state = {"task": None}
 
     def progress(phase, done, total, level_now):
+        if phase == "step":
+            stop_bar()
+            err.print(f"the level changed ({level_now:.1f} dB(A)) during the window: measuring again once it has "
+                      "settled")
+            return
+        if phase == "skip":
+            stop_bar()
+            err.print(f"a window at {level_now:.1f} dB(A) does not step as the reference values do: left out")
+            return
         if state["task"] is None:
             bar.start()
             state["task"] = bar.add_task("", total=total, info="")
