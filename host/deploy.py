@@ -522,12 +522,11 @@ def calibration_warning(board: Board, state: DeviceState) -> str | None:
     old_mic, new_mic = old.get("mic"), board.device_config().get("mic")
     if not calibrated or not isinstance(old_mic, str) or old_mic == new_mic:
         return None
-    what = f"{offset:+.2f} dB" if isinstance(offset, (int, float)) else "an offset"
-    how = f", {method}" + (f" {config.get('calibration_time')}" if config.get("calibration_time") else "") \
-        if method else ""
-    return (f"the calibration on the device ({what}{how}) was made with the {old_mic} microphone of board "
+    what = [f"{offset:+.2f} dB" if isinstance(offset, (int, float)) else "an offset"]
+    what += [str(v) for v in (method, config.get("calibration_time")) if v]
+    return (f"the calibration on the device ({', '.join(what)}) was made with the {old_mic} microphone of board "
             f"{old.get('board')}; board {board.name} has a {new_mic}: the calibration no longer matches the "
-            "microphone and is kept only until you recalibrate (slm calibrate --calibrator 94.0 or --reference)")
+            "microphone; it is kept, but recalibrate (slm calibrate) before measuring")
 
 
 def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, Path], source: bool = False,
