@@ -609,8 +609,8 @@ def _run_calibration(link, cal, err, level, is_calibrator, values, window_s, ope
     def progress(phase, done, total, level_now):
         if phase == "step":
             stop_bar()
-            err.print(f"the level changed ({level_now:.1f} dB(A)) during the window: measuring again once it has "
-                      "settled")
+            err.print(f"the level changed ({level_now:.1f} dB(A)) during the window: it starts again once the level "
+                      "has settled (its times are shown after it)")
             return
         if phase == "skip":
             stop_bar()

@@ -445,8 +445,8 @@ def test_a_level_step_during_a_window_measures_it_again_after_the_step(tmp_path)
 
 def test_the_readme_reference_meter_tour(tmp_path):
     """The README's lines, as a new user types them: a virtual board on the reference-meter scene, then
-    `slm calibrate --port PORT --reference --reference-values 70.1,75.2,80.0`, whenever in the scene's cycle it is
-    started."""
+    `slm calibrate --port PORT --reference --reference-values 70.1,75.2,80.0` (whenever in the scene's cycle it is
+    started) and `slm calibrate --port PORT --history`."""
     exe = Path(sys.executable).parent / "slm"
     slm_cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "slm.cli"]
     board = subprocess.Popen(slm_cmd + ["virtual", "--scenario", "reference-meter", "--speed", "10"], cwd=tmp_path,
@@ -457,6 +457,8 @@ def test_the_readme_reference_meter_tour(tmp_path):
         assert port.startswith("/dev/"), line
         r = subprocess.run(slm_cmd + ["calibrate", "--port", port, "--reference", "--reference-values",
                                       "70.1,75.2,80.0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        history = subprocess.run(slm_cmd + ["calibrate", "--port", port, "--history"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
     finally:
         board.send_signal(signal.SIGINT)
         board.wait(timeout=30)
@@ -468,6 +470,7 @@ def test_the_readme_reference_meter_tour(tmp_path):
     assert [float(ref) for _, ref in pairs] == list(LEVELS)
     assert all(float(ref) - float(m) == pytest.approx(1.26, abs=0.1) for m, ref in pairs)  # 1.3 dB low
     assert "offset +0.00 -> +1." in r.stdout, r.stdout
+    assert history.returncode == 0 and "1*" in history.stdout and "reference" in history.stdout, history
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
