@@ -29,7 +29,9 @@ Method (standards reference, "Field calibration of a MEMS sensor against referen
   a window never straddles a change of level. The reference LAeq of each window is typed in (``ask``) or given
   beforehand (``reference_values``, in the order of the levels): without prompts the values go to the first run of
   windows whose levels step as the values do (each level relative to the first, within ``SERIES_TOLERANCE_DB``),
-  so a series started in the middle of a cycle of levels waits for the first level to come round again.
+  so a series started in the middle of a cycle of levels waits for the first level to come round again. (Levels
+  in equal steps cannot be told apart this way: a run started one step below the first level would be matched one
+  step off, as it would in order. Start such a series at its first level; the offset then shows the mistake.)
   Reference values below ``max(35 dB(A), microphone self-noise + 10 dB)`` are refused (the self-noise lifts the
   reading there), as are non-numbers. The device applies one offset, so the offset is the mean of (reference -
   reading) (the least-squares offset at slope 1); the residuals are what is left after it. With levels spanning
@@ -78,7 +80,8 @@ MAX_SETTLE_S = 15.0  # then measure anyway (and let the checks say what is wrong
 REFERENCE_SPREAD_DB = 2.0  # reference method: a window whose interval levels spread more is not steady
 LEVEL_CHANGE_DB = 3.0  # reference method without prompts: the next level differs at least this much
 LEVEL_CHANGE_TIMEOUT_S = 180.0  # device seconds to wait for it
-STEP_DB = 1.5  # reference method: an interval this far from the window's level is a step: measure again after it
+STEP_DB = 0.75  # reference method: an interval this far from the window's level is a step: measure again after it
+# (steady pink noise keeps 1 s levels within ±0.2 dB; 0.75 dB catches an interval with 9 % of it at a level 5 dB on)
 MAX_STEP_RESTARTS = 5  # then keep the window (and let the steadiness check judge it)
 SERIES_TOLERANCE_DB = 1.0  # reference values given: the levels must step as the values do, within this
 SLOPE_TOLERANCE = 0.02

@@ -341,12 +341,13 @@ def reference_calibrated(tmp_path_factory):
     d = tmp_path_factory.mktemp("reference")
     truth_fine("reference-meter", "reference")
     asked = []
-    with VirtualBoard("reference-meter", speed=SPEED, board=BOARD, device_dir=d) as vb:
+    # speed 0: the scene waits for the firmware, so no audio is lost however loaded the machine and the device's
+    # clock stays lined up with the scene (the windows fall where they fall: each inside one step)
+    with VirtualBoard("reference-meter", speed=0, board=BOARD, device_dir=d) as vb:
         with DeviceLink(vb.port, timeout=5.0) as link:
             # how the device's clock lines up with the scene: from the 70.1 -> 75.2 dB(A) step at 20 s
             got = intervals_from(link, 14, 21)
             shift = scene_shift({k: v["LAeq"] for k, v in got.items()}, "reference-meter", "board")
-            wait_scene(vb, 61.0, 64.0)  # the second round's 70.1 dB(A) step has begun
 
             def ask(i, w):
                 assert vb.audio_lost_s == 0
@@ -395,21 +396,19 @@ def test_after_the_reference_another_scene_agrees_with_truth_within_0_2_db(refer
 
 def test_reference_values_are_matched_in_order_without_prompts(reference_calibrated, tmp_path):
     """--reference-values: the windows run one after another, each after the level has changed and settled; the
-    values given are taken in order (here the truth of the 75.2 and 80.0 dB(A) steps)."""
+    values given (here the truth of the 80.0 and 70.1 dB(A) steps: a -9.9 dB step, the only one in the scene) go to
+    the first windows that step as they do, wherever in the scene the run starts."""
     d = tmp_path / "dev"
     shutil.copytree(reference_calibrated[0], d)
-    shift = reference_calibrated[5]
-    steps = [truth_laeq("reference-meter", "reference", s + 4, s + 16) for s in (20, 40)]
+    steps = [truth_laeq("reference-meter", "reference", s + 4, s + 16) for s in (40, 60)]
     with VirtualBoard("reference-meter", speed=SPEED, board=BOARD, device_dir=d) as vb:
-        wait_scene(vb, 21.0, 23.0)
         code, out, err = slm("calibrate", "--port", vb.port, "--reference", "--reference-values",
                              ",".join(f"{v:.2f}" for v in steps), "--window", "6", "--json")
     assert code == 0, err
     res = json.loads(out)
-    # one window in each of those steps (in this round, or the next one if this one was missed)
-    assert [int((w["start_ms"] / 1000 + shift) // LEVEL_S) % 3 for w in res["windows"]] == [1, 2], res["windows"]
-    assert all(within_one_step(w, shift) for w in res["windows"])
+    assert [w["intervals"] for w in res["windows"]] == [6, 6] and all(w["spread_db"] <= 1.0 for w in res["windows"])
     assert res["reference"]["values"] == [round(v, 2) for v in steps] and res["linear"]
+    assert max(abs(e) for e in res["residuals"]) <= 0.15  # each value went to the window at its level
     assert res["offset_db"] == pytest.approx(reference_calibrated[1].offset_db, abs=0.1)
     assert res["previous_offset_db"] == reference_calibrated[1].offset_db
 
@@ -417,30 +416,24 @@ def test_reference_values_are_matched_in_order_without_prompts(reference_calibra
 def test_a_level_step_during_a_window_measures_it_again_after_the_step(tmp_path):
     """With prompts, a window the user starts 7 s before the level changes would straddle the step (a 5 dB spread:
     refused as unsteady, 4 times out of 5 on this scene before): the step is seen, the window is dropped and
-    measured again once the new level has settled. Every window then lies inside one step, and the fit is linear."""
+    measured again once the new level has settled. No window then straddles a step, and the fit is linear."""
     d = tmp_path / "dev"
-    truth_fine("reference-meter", "reference")
     phases: list[tuple[str, float | None]] = []
-    asked = []
     with VirtualBoard("reference-meter", speed=TONE_SPEED, board=BOARD, device_dir=d) as vb:
         with DeviceLink(vb.port, timeout=5.0) as link:
-            got = intervals_from(link, 14, 21)
-            shift = scene_shift({k: v["LAeq"] for k, v in got.items()}, "reference-meter", "board")
             wait_scene(vb, 72.0, 73.0)  # 1 s skipped, 3 s to settle, a 10 s window: it would end at 87 s
 
-            def ask(i, w):
-                value = round(truth_laeq("reference-meter", "reference", w.start_ms / 1000, w.end_ms / 1000, shift), 2)
-                asked.append(value)
-                return value
+            def ask(i, w):  # the reference meter: its level in the step the meter (1.3 dB low) reads
+                return min(LEVELS, key=lambda level: abs(level - 1.3 - w.LAeq))
 
             r = cal.calibrate_with_reference(link, ask=ask, ready=lambda i: i < 3, windows=3,
                                              progress=lambda phase, done, total, level: phases.append((phase, level)))
     steps = [level for phase, level in phases if phase == "step"]
-    print(f"steps seen during windows: {steps}; windows {[(w['start_ms'], w['end_ms']) for w in r.windows]}, "
-          f"references {asked}")
-    assert len(r.windows) == 3 and all(within_one_step(w, shift) for w in r.windows), (r.windows, shift)
+    print(f"steps seen during windows: {steps}; windows (start, end, spread): "
+          f"{[(w['start_ms'], w['end_ms'], w['spread_db']) for w in r.windows]}")
     assert steps, "no level step was seen during a window"
-    assert r.linear and max(abs(e) for e in r.residuals) <= 0.1 and r.applied
+    assert len(r.windows) == 3 and all(w["spread_db"] <= 1.0 for w in r.windows), r.windows  # none straddles
+    assert r.linear and max(abs(e) for e in r.residuals) <= 0.15 and r.applied
 
 
 def test_the_readme_reference_meter_tour(tmp_path):
