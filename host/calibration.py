@@ -595,8 +595,7 @@ def calibrate_with_reference(link: DeviceLink, reference_values: Sequence[Any] |
         w = measure(reader, n_int, settle_spread_db=1.0, max_settle=SETTLE_INTERVALS + 2, change_from=change_from,
                     max_change_wait=int(LEVEL_CHANGE_TIMEOUT_S / interval_s), step_db=STEP_DB, progress=progress)
         taken += 1
-        last = w
-        n = taken
+        last, n = w, taken  # n: the window's number for the messages
         if w.overload:
             raise CalibrationRefused("overload", f"the microphone overloaded in window {n}: lower the level")
         if w.underrange:
