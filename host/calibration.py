@@ -23,8 +23,15 @@ Method (standards reference, "Field calibration of a MEMS sensor against referen
   ``level_db`` or no tone at all, the level far below). New offset = current offset + (level - reading); refused
   beyond ±``OFFSET_LIMIT_DB`` (10 dB).
 - **Reference meter** (side by side, ≤ 10-20 cm apart, same windows, LAeq): one window per level (the user starts
-  each, or without prompts each window after the first waits for the level to change by ``LEVEL_CHANGE_DB``); the
-  reference LAeq of each window is typed in (``ask``) or given beforehand (``reference_values``, matched in order).
+  each, or without prompts each window after the first waits for the level to change by ``LEVEL_CHANGE_DB``); each
+  window starts once the level has settled (3 intervals within 1 dB), and a level step during it (an interval more
+  than ``STEP_DB`` from the window's level) drops the window: it is measured again after the new level settles, so
+  a window never straddles a change of level. The reference LAeq of each window is typed in (``ask``) or given
+  beforehand (``reference_values``, in the order of the levels): without prompts the values go to the first run of
+  windows whose levels step as the values do (each level relative to the first, within ``SERIES_TOLERANCE_DB``),
+  so a series started in the middle of a cycle of levels waits for the first level to come round again. (Levels
+  in equal steps cannot be told apart this way: a run started one step below the first level would be matched one
+  step off, as it would in order. Start such a series at its first level; the offset then shows the mistake.)
   Reference values below ``max(35 dB(A), microphone self-noise + 10 dB)`` are refused (the self-noise lifts the
   reading there), as are non-numbers. The device applies one offset, so the offset is the mean of (reference -
   reading) (the least-squares offset at slope 1); the residuals are what is left after it. With levels spanning
@@ -60,6 +67,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+from slm.errors import OperationError
 from slm.link import DeviceError, DeviceLink, LinkError
 
 OFFSET_LIMIT_DB = 10.0  # |calibration_db| after a calibration
@@ -72,6 +80,10 @@ MAX_SETTLE_S = 15.0  # then measure anyway (and let the checks say what is wrong
 REFERENCE_SPREAD_DB = 2.0  # reference method: a window whose interval levels spread more is not steady
 LEVEL_CHANGE_DB = 3.0  # reference method without prompts: the next level differs at least this much
 LEVEL_CHANGE_TIMEOUT_S = 180.0  # device seconds to wait for it
+STEP_DB = 0.75  # reference method: an interval this far from the window's level is a step: measure again after it
+# (steady pink noise keeps 1 s levels within ±0.2 dB; 0.75 dB catches an interval with 9 % of it at a level 5 dB on)
+MAX_STEP_RESTARTS = 5  # then keep the window (and let the steadiness check judge it)
+SERIES_TOLERANCE_DB = 1.0  # reference values given: the levels must step as the values do, within this
 SLOPE_TOLERANCE = 0.02
 RESIDUAL_LIMIT_DB = 0.3
 SLOPE_MIN_SPAN_DB = 5.0  # levels must span this much for the slope to mean anything
@@ -105,14 +117,15 @@ BUDGETS: dict[str, dict[str, float]] = {
 RESOLUTION_U = 0.01 / math.sqrt(12)  # 0.01 dB display resolution, rectangular
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(OperationError):
     """The calibration could not be done (the link, lost records, the device's reply); nothing was changed unless
-    the message says so. One line."""
+    the message says so. One line; exit 1."""
 
 
 class CalibrationRefused(CalibrationError):
     """The measurement does not support a calibration (``code``: no_tone, offset_limit, not_1khz, unstable, overload,
-    underrange, unsteady, no_level_change, nonlinear, implausible_level); nothing was changed on the device."""
+    underrange, unsteady, no_level_change, levels_mismatch, nonlinear, implausible_level); nothing was changed on the
+    device."""
 
     def __init__(self, code: str, reason: str):
         self.code = code
@@ -173,7 +186,9 @@ class Window:
 
 
 Progress = Callable[[str, int, int, "float | None"], None]
-"""progress(phase, done, total, level): phase "settle", "wait_change" or "window"; level the last interval's LAeq."""
+"""progress(phase, done, total, level): phase "settle", "wait_change", "window", "step" (a level step ended the
+window: it is measured again once the level settles) or "skip" (reference values given: a window whose level does
+not step as the values do was left out); level the last interval's (or the skipped window's) LAeq."""
 
 
 def _now_iso() -> str:
@@ -229,13 +244,31 @@ class IntervalReader:
             self.queue.extend(self.link.read_records(timeout=min(left, 0.5)))
 
 
+def _settle(reader: IntervalReader, spread_db: float, max_settle: int, recent: list[float],
+            note: Progress) -> list[float]:
+    """Read intervals until the last ``SETTLE_INTERVALS`` lie within ``spread_db`` (those levels), at most
+    ``max_settle`` of them (then [], unsettled). ``recent``: levels already read that count."""
+    for k in range(max_settle):
+        rec = reader.next()
+        recent = (recent + [float(rec["LAeq"])])[-SETTLE_INTERVALS:]
+        note("settle", k + 1, max_settle, rec["LAeq"])
+        if len(recent) == SETTLE_INTERVALS and max(recent) - min(recent) <= spread_db:
+            return recent
+    return []
+
+
 def measure(reader: IntervalReader, intervals: int, *, settle_spread_db: float | None = TONE_SPREAD_DB,
             max_settle: int = 15, change_from: float | None = None, change_db: float = LEVEL_CHANGE_DB,
-            max_change_wait: int = 180, progress: Progress | None = None) -> Window:
+            max_change_wait: int = 180, step_db: float | None = None, progress: Progress | None = None) -> Window:
     """Measure one window of ``intervals`` intervals: skip the interval in progress; with ``change_from``, wait for a
     level at least ``change_db`` away from it (CalibrationRefused ``no_level_change`` after ``max_change_wait``);
     with ``settle_spread_db``, wait until ``SETTLE_INTERVALS`` intervals in a row lie within it (at most
-    ``max_settle`` intervals, then measure anyway); then take the next ``intervals`` intervals."""
+    ``max_settle`` intervals, then measure anyway); then take the next ``intervals`` intervals.
+
+    With ``step_db``, an interval of the window more than ``step_db`` from the level so far (the mean of the settled
+    intervals and the window's) is a level step: the window is dropped (progress phase "step") and measured again
+    once the new level has settled, from that interval on; after ``MAX_STEP_RESTARTS`` the window is kept whatever
+    it holds (the caller's steadiness check judges it)."""
     def note(phase: str, done: int, total: int, level: float | None) -> None:
         if progress is not None:
             progress(phase, done, total, level)
@@ -252,29 +285,36 @@ def measure(reader: IntervalReader, intervals: int, *, settle_spread_db: float |
             if waited >= max_change_wait:
                 raise CalibrationRefused("no_level_change", "the level did not change by %g dB from %.1f dB(A) "
                                          "within %d intervals: set the next level" % (change_db, change_from, waited))
-    if settle_spread_db is not None:
-        recent: list[float] = []
-        for k in range(max_settle):
+    first: list[float] = []  # the interval that ended a window at a step starts the settling again
+    restarts = 0
+    while True:
+        settled = _settle(reader, settle_spread_db, max_settle, first, note) if settle_spread_db is not None else []
+        w = Window(start_ms=0, end_ms=0, laeq=[], lceq=[], lzeq=[])
+        step: float | None = None
+        for k in range(intervals):
             rec = reader.next()
-            recent = (recent + [rec["LAeq"]])[-SETTLE_INTERVALS:]
-            note("settle", k + 1, max_settle, rec["LAeq"])
-            if len(recent) == SETTLE_INTERVALS and max(recent) - min(recent) <= settle_spread_db:
+            level = float(rec["LAeq"])
+            base = settled + w.laeq
+            if step_db is not None and restarts < MAX_STEP_RESTARTS and base and \
+                    abs(level - sum(base) / len(base)) > step_db:
+                step = level
                 break
-    w = Window(start_ms=0, end_ms=0, laeq=[], lceq=[], lzeq=[])
-    for k in range(intervals):
-        rec = reader.next()
-        if k == 0:
-            w.start_ms = rec["start_ms"]
-            w.host_start = _now_iso()
-        w.end_ms = rec["end_ms"]
-        w.laeq.append(float(rec["LAeq"]))
-        w.lceq.append(float(rec["LCeq"]))
-        w.lzeq.append(float(rec["LZeq"]))
-        w.overload = w.overload or bool(rec.get("overload"))
-        w.underrange = w.underrange or bool(rec.get("underrange"))
-        note("window", k + 1, intervals, rec["LAeq"])
-    w.host_end = _now_iso()
-    return w
+            if k == 0:
+                w.start_ms = rec["start_ms"]
+                w.host_start = _now_iso()
+            w.end_ms = rec["end_ms"]
+            w.laeq.append(level)
+            w.lceq.append(float(rec["LCeq"]))
+            w.lzeq.append(float(rec["LZeq"]))
+            w.overload = w.overload or bool(rec.get("overload"))
+            w.underrange = w.underrange or bool(rec.get("underrange"))
+            note("window", k + 1, intervals, rec["LAeq"])
+        if step is None:
+            w.host_end = _now_iso()
+            return w
+        restarts += 1
+        note("step", restarts, MAX_STEP_RESTARTS, step)
+        first = [step]
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -484,6 +524,13 @@ def calibrate_with_calibrator(link: DeviceLink, level_db: float = 94.0, *, windo
 
 # ----------------------------------------------------------------------------------------------- the reference meter
 
+def steps_like(series: Sequence[Window], values: Sequence[float]) -> bool:
+    """The windows' levels step as the first ``len(series)`` reference values do, within ``SERIES_TOLERANCE_DB``
+    (each level relative to the first: an offset between the meters cancels)."""
+    first = series[0].LAeq
+    return all(abs((w.LAeq - first) - (v - values[0])) <= SERIES_TOLERANCE_DB for w, v in zip(series, values))
+
+
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """Least-squares y = slope · x + intercept."""
     n = len(x)
@@ -505,7 +552,11 @@ def calibrate_with_reference(link: DeviceLink, reference_values: Sequence[Any] |
     measured); or ``ask(index, window)`` returns it after each window (text or number). ready(index): called before
     each window (a prompt: the user sets the level and starts the reference meter); False ends the series (after at
     least one window). Without ``ready`` each window after the first waits for the level to change by
-    ``LEVEL_CHANGE_DB``. on_window(index, window, reference) reports each finished window.
+    ``LEVEL_CHANGE_DB``; with reference values and no ``ready``, the values go to the first run of windows whose
+    levels step as the values do (``steps_like``; other windows are skipped, at most ``2 · levels + 1`` windows in
+    all, else CalibrationRefused ``levels_mismatch``). A level step during a window (more than ``STEP_DB`` from its
+    level) drops it: it is measured again once the new level settles. on_window(index, window, reference) reports
+    each window of the series.
     """
     _check_texts(operator, note, instrument)
     hello, offset, interval_s = _device_state(link)
@@ -520,25 +571,47 @@ def calibrate_with_reference(link: DeviceLink, reference_values: Sequence[Any] |
         raise ValueError("give the reference values or a way to ask for them")
     if not 1 <= windows <= MAX_LEVELS:
         raise ValueError(f"1 to {MAX_LEVELS} levels, not {windows}")
+    # Reference values without prompts: the values are matched to the first run of windows whose levels step as
+    # the values do (a series started in the middle of the levels, or a level set wrong, is left out and waited on).
+    aligned = values is not None and ready is None and len(values) >= 2
+    max_windows = 2 * windows + 1 if aligned else windows
     reader = IntervalReader(link, interval_s)
     measured: list[Window] = []
     refs: list[float] = []
-    for i in range(windows):
+    last: Window | None = None
+    taken = 0
+    while len(measured) < windows:
+        i = len(measured)
         if ready is not None and not ready(i):
             if not measured:
                 raise ValueError("no level was measured")
             break
-        change_from = measured[-1].LAeq if measured and ready is None else None
+        if taken >= max_windows:
+            assert values is not None
+            raise CalibrationRefused("levels_mismatch", f"the levels did not step as the reference values do "
+                                     f"({', '.join('%g' % v for v in values)} dB(A)) in {taken} windows: set the "
+                                     "levels in the order of the values, each steady for a window")
+        change_from = last.LAeq if last is not None and ready is None else None
         w = measure(reader, n_int, settle_spread_db=1.0, max_settle=SETTLE_INTERVALS + 2, change_from=change_from,
-                    max_change_wait=int(LEVEL_CHANGE_TIMEOUT_S / interval_s), progress=progress)
+                    max_change_wait=int(LEVEL_CHANGE_TIMEOUT_S / interval_s), step_db=STEP_DB, progress=progress)
+        taken += 1
+        last, n = w, taken  # n: the window's number for the messages
         if w.overload:
-            raise CalibrationRefused("overload", f"the microphone overloaded in window {i + 1}: lower the level")
+            raise CalibrationRefused("overload", f"the microphone overloaded in window {n}: lower the level")
         if w.underrange:
-            raise CalibrationRefused("underrange", f"window {i + 1} was under the meter's range: raise the level")
+            raise CalibrationRefused("underrange", f"window {n} was under the meter's range: raise the level")
         if w.spread_db > REFERENCE_SPREAD_DB:
-            raise CalibrationRefused("unsteady", f"the level was not steady in window {i + 1}: its interval levels "
+            raise CalibrationRefused("unsteady", f"the level was not steady in window {n}: its interval levels "
                                      f"spread {w.spread_db:.1f} dB (at most {REFERENCE_SPREAD_DB:g}); use a steady "
                                      "source (pink noise) and keep the level fixed during the window")
+        if aligned:
+            assert values is not None
+            measured.append(w)
+            while not steps_like(measured, values):
+                skipped = measured.pop(0)
+                if progress is not None:
+                    progress("skip", taken, max_windows, skipped.LAeq)
+            continue
         if values is not None:
             ref = values[i]
         else:
@@ -548,6 +621,12 @@ def calibrate_with_reference(link: DeviceLink, reference_values: Sequence[Any] |
         refs.append(ref)
         if on_window is not None:
             on_window(i, w, ref)
+    if aligned:
+        assert values is not None
+        refs = list(values)
+        for i, w in enumerate(measured):
+            if on_window is not None:
+                on_window(i, w, refs[i])
 
     readings = [w.LAeq for w in measured]
     diffs = [r - m for r, m in zip(refs, readings)]

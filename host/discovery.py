@@ -9,7 +9,11 @@ Espressif boards and the serial number follows them.
 
     select_board()                 # the one board plugged in, or NoBoardError / AmbiguousBoardError
     select_board("/dev/ttyUSB1")   # a named port (also a virtual board's pty), with its USB serial if it has one
+    resolve_port("/dev/ttyUSB1")   # the same, but the named port must exist (PortNotFoundError): flash, deploy,
+                                   # calibrate and monitor find their port with this
     find_by_serial("5C2A1F")       # the port of that board now, or None
+
+Errors are ``slm.errors.InputError`` (exit 2): ``PortNotFoundError``, ``NoBoardError``, ``AmbiguousBoardError``.
 
 A listing takes a few ms (sysfs on Linux).
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from slm.errors import InputError, PortNotFoundError
 
 ANY_PID = None
 
@@ -37,8 +43,8 @@ KNOWN_USB_IDS: dict[tuple[int, int | None], str] = {
 """(USB vendor id, product id or ``ANY_PID``) -> name of the USB chip, for the ports an ESP32 board shows up as."""
 
 
-class DiscoveryError(LookupError):
-    """No single board could be chosen; the message is one line for the user."""
+class DiscoveryError(InputError, LookupError):
+    """No single board could be chosen; the message is one line for the user (exit 2)."""
 
 
 class NoBoardError(DiscoveryError):
@@ -145,3 +151,23 @@ def select_board(port: str | None = None, serial_number: str | None = None) -> P
     if len(boards) > 1:
         raise AmbiguousBoardError(boards)
     return boards[0]
+
+
+def resolve_port(port: str | None = None) -> PortInfo:
+    """The port a command talks to: ``port`` when given (it must exist: ``PortNotFoundError`` otherwise; a virtual
+    board's pty is fine), else the only board plugged in (``NoBoardError``, ``AmbiguousBoardError``). All three are
+    ``slm.errors.InputError``: exit 2. A URL (``rfc2217://host:port``, ``socket://...``) is taken as given."""
+    if port and "://" not in port and not os.path.exists(port):
+        raise PortNotFoundError(f"port {port} does not exist: check the cable and the name (a virtual board's port "
+                                "is the one `slm virtual` printed), or leave out --port to find a board by its USB id")
+    if port:
+        return select_board(port)
+    try:
+        return select_board()
+    except NoBoardError:
+        raise NoBoardError(NO_BOARD_HINT) from None
+
+
+NO_BOARD_HINT = ("no board found (no serial port with an ESP32 board's USB id): plug the board in with a data cable, "
+                 "or give --port; a virtual board has no USB id: give the port `slm virtual` printed, e.g. "
+                 "--port /dev/pts/5")

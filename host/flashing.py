@@ -12,7 +12,7 @@ Steps, each with a one-line error of its own (the classes below):
    (``IMAGE_CHIP_ID`` in the image's extended header: an ESP32 image cannot go onto an ESP32-S3), is the *combined*
    image (bootloader at the start, partition table at flash 0x8000; not the application alone), and, when the
    application's description says so, is MicroPython;
-3. the port: the one given, else the only board plugged in (``slm.discovery``, by USB id);
+3. the port: the one given, else the only board plugged in (``slm.discovery.resolve_port``, by USB id);
 4. ``esptool.cmds.detect_chip`` (resets the board into its ROM bootloader with DTR/RTS), and the detected chip must
    be the profile's ``chip``; then ``run_stub``, ``change_baud``, ``attach_flash``, a size check against the flash
    chip, optional ``erase_flash``, ``write_flash(esp, [(profile.flash_offset, image)])`` (esptool checks the
@@ -22,11 +22,12 @@ Steps, each with a one-line error of its own (the classes below):
    303A:4001 under MicroPython) until MicroPython's ``>>>`` prompt appears; after 1.5 s of silence it sends
    Ctrl-C and Ctrl-B (stops a running ``main.py``, prints the banner).
 
-Exit codes for ``slm flash``: ``FlashInputError`` (a ``ValueError``; also ``BoardError``) is bad input, exit 2:
-unknown board, missing or invalid firmware file, firmware for another chip, a board with another chip, a ``--port``
-that does not exist, no board found and no ``--port`` (as ``slm monitor``), several boards and no ``--port``.
-``FlashOperationError`` is a failed operation, exit 1: permission denied, port busy, no answer from the bootloader,
-erase or write failed, no REPL after the reset.
+Errors derive from ``slm.errors``. Bad input, exit 2 (``InputError``): ``FlashInputError`` (missing or invalid
+firmware file, firmware for another chip, a board with another chip), ``BoardError`` (unknown board), and from
+``slm.discovery``: ``PortNotFoundError`` (a ``--port`` that does not exist), ``NoBoardError`` (no board found and
+no ``--port``), ``AmbiguousBoardError`` (several boards and no ``--port``). A failed operation, exit 1
+(``OperationError``): ``FlashOperationError`` (permission denied, port busy, no answer from the bootloader, erase
+or write failed, no REPL after the reset).
 
 esptool is imported only when a board is flashed; its log output is captured (``FlashError.details`` holds the
 last lines) and its write progress goes to ``progress(stage, done, total)``. Cost: connecting takes 1-3 s, a
@@ -48,6 +49,7 @@ from typing import Any, Callable
 
 from slm import discovery
 from slm.discovery import PortInfo
+from slm.errors import InputError, OperationError, PortNotFoundError, SlmError
 
 DEFAULT_BAUD = 460800  # after the stub is running; the ROM bootloader is reached at 115200
 REPL_BAUD = 115200
@@ -78,19 +80,19 @@ bytes for "write" (as esptool sends them, compressed) and are 0 for the other st
 
 # --- errors ---------------------------------------------------------------------------------------------------
 
-class FlashError(Exception):
+class FlashError(SlmError):
     """A flashing problem; ``str()`` is one line for the user, ``details`` the last lines esptool logged."""
 
     def __init__(self, message: str, details: str = ""):
-        super().__init__(" ".join(message.split()))
+        super().__init__(message)
         self.details = details
 
 
-class FlashInputError(FlashError, ValueError):
+class FlashInputError(FlashError, InputError):
     """Bad input: the firmware file, the chip, the port named. ``slm flash`` exits with 2."""
 
 
-class FlashOperationError(FlashError, RuntimeError):
+class FlashOperationError(FlashError, OperationError):
     """The operation failed: no board, no access, no answer, write failed. ``slm flash`` exits with 1."""
 
 
@@ -100,18 +102,6 @@ class FirmwareError(FlashInputError):
 
 class WrongChipError(FlashInputError):
     """The connected chip is not the board profile's chip."""
-
-
-class PortNotFoundError(FlashInputError):
-    """The port given does not exist."""
-
-
-class AmbiguousPortError(FlashInputError):
-    """Several boards are plugged in and no port was given."""
-
-
-class NoBoardFoundError(FlashInputError):
-    """No port given and no board with a known USB id is plugged in."""
 
 
 class PortPermissionError(FlashOperationError):
@@ -322,22 +312,12 @@ def refind_port(original: PortInfo, ports: list[PortInfo] | None = None) -> str 
 
 
 def resolve_port(port: str | None) -> PortInfo:
-    """The port to flash: ``port`` (checked: exists, readable and writable), else the only board plugged in."""
-    if port:
-        is_url = "://" in port
-        if not is_url and not os.path.exists(port):
-            raise PortNotFoundError(f"port {port} does not exist: check the USB cable, or leave out --port to find "
-                                    "the board by its USB id")
-        if not is_url and not os.access(port, os.R_OK | os.W_OK):
-            raise PortPermissionError(f"permission denied on {port}: {DIALOUT_HINT}")
-        return discovery.select_board(port)
-    try:
-        return discovery.select_board()
-    except discovery.AmbiguousBoardError as e:
-        raise AmbiguousPortError(str(e)) from None
-    except discovery.NoBoardError:
-        raise NoBoardFoundError("no board found (no USB serial port with an ESP32 board's USB id): plug the board "
-                                "in with a data cable, or give --port") from None
+    """The port to flash (``slm.discovery.resolve_port``: ``PortNotFoundError``, ``NoBoardError``,
+    ``AmbiguousBoardError``, all exit 2), which this user must be able to read and write."""
+    info = discovery.resolve_port(port)
+    if "://" not in info.device and not os.access(info.device, os.R_OK | os.W_OK):
+        raise PortPermissionError(f"permission denied on {info.device}: {DIALOUT_HINT}")
+    return info
 
 
 def _errno_of(exc: BaseException | None) -> int | None:
@@ -352,7 +332,7 @@ def _errno_of(exc: BaseException | None) -> int | None:
     return None
 
 
-def _port_error(path: str, exc: BaseException, details: str = "") -> FlashError | None:
+def _port_error(path: str, exc: BaseException, details: str = "") -> SlmError | None:
     """A port-level failure (no such port, permission, busy) as our error, or None if it is not one."""
     text = " ".join(str(exc).split())
     code = _errno_of(exc)
@@ -364,7 +344,7 @@ def _port_error(path: str, exc: BaseException, details: str = "") -> FlashError 
         return PortBusyError(f"port {path} is busy: another program has it open (a serial monitor, slm monitor, "
                              "Thonny, ModemManager); close it and try again", details)
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "no such file" in low:
-        return PortNotFoundError(f"port {path} does not exist (unplugged?)", details)
+        return PortNotFoundError(f"port {path} does not exist (unplugged?)")
     return None
 
 
@@ -575,7 +555,7 @@ def flash(board_name: str, firmware_path: str | os.PathLike, port: str | None = 
                 stage = "reset"
                 session.enter("reset")
                 cmds.reset_chip(esp, "hard-reset")
-            except FlashError:
+            except SlmError:
                 raise
             except (FatalError, serial.SerialException, OSError) as e:
                 details = session.details()
@@ -635,7 +615,7 @@ def wait_for_repl(port: PortInfo | str, timeout: float = REPL_TIMEOUT_S,
     seen = bytearray()
     last_path = info.device
     found = False
-    busy: FlashError | None = None
+    busy: SlmError | None = None
     while time.monotonic() < deadline:
         path = refind_port(info)
         if path is None:

@@ -32,8 +32,9 @@ itself drives ESP32 boards):
 - Restarting the application: Ctrl-B (the normal REPL), then Ctrl-D: a board soft-resets and runs main.py (a soft
   reset from the *raw* REPL would not run main.py); the unix port ends its process, which a virtual board restarts.
 
-Every failure is an ``AdapterError`` whose message is one line: ``PortNotFoundError`` (no such port),
-``PortOpenError`` (permission, busy), ``NoReplError`` (no raw REPL after Ctrl-C), ``DeviceGoneError`` (the device
+A port that does not exist raises ``slm.errors.PortNotFoundError`` (bad input, exit 2). Every other failure is
+an ``AdapterError`` (an ``slm.errors.OperationError``, exit 1) whose message is one line: ``PortOpenError``
+(permission, busy), ``NoReplError`` (no raw REPL after Ctrl-C), ``DeviceGoneError`` (the device
 stopped answering or the port failed), ``DeviceExecError`` (the code raised on the device: the traceback's last
 line), ``HashMismatchError`` (a file written did not hash as sent: it was not renamed into place).
 """
@@ -49,6 +50,8 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
+from slm.errors import OperationError, PortNotFoundError
+
 MPREMOTE_VERSION = "1.29.0"  # the mpremote this adapter was written and tested against (pinned in pyproject.toml)
 WRITE_CHUNK = 2048  # bytes of file data per raw-REPL round trip when writing
 HASH_CHUNK = 256  # bytes per read when hashing on the device
@@ -58,15 +61,8 @@ S_IFMT = 0xF000
 S_IFREG = 0x8000
 
 
-class AdapterError(Exception):
+class AdapterError(OperationError):
     """A problem talking to the board; the message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
-class PortNotFoundError(AdapterError):
-    """The port does not exist."""
 
 
 class PortOpenError(AdapterError):
@@ -194,7 +190,7 @@ class DeviceSession:
     def open(self) -> "DeviceSession":
         """Open the port (does not touch the running application)."""
         if os.name != "nt" and not os.path.exists(self.port):
-            raise PortNotFoundError(f"port {self.port} not found")
+            raise PortNotFoundError(f"port {self.port} does not exist (unplugged?)")
         from mpremote.transport import TransportError
 
         cls = _transport_class()
@@ -207,10 +203,10 @@ class DeviceSession:
         self._t = t
         return self
 
-    def _open_error(self, exc: BaseException) -> AdapterError:
+    def _open_error(self, exc: BaseException) -> AdapterError | PortNotFoundError:
         """Why the port would not open, in one line (mpremote only says 'failed to access')."""
         if not os.path.exists(self.port):
-            return PortNotFoundError(f"port {self.port} not found")
+            return PortNotFoundError(f"port {self.port} does not exist (unplugged?)")
         if not os.access(self.port, os.R_OK | os.W_OK):
             return PortOpenError(f"permission denied on {self.port}: add your user to the dialout group "
                                  "(uucp on Arch), then log in again")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from slm import deploy as deploy_mod
 from slm.boards import load_board
-from slm.cli import cli
+from slm.cli import main
 from slm.deploy import (MANIFEST, DeployInputError, DeployOperationError, DeviceFacts, build_files, check_device,
                         chip_of_machine, deploy, firmware_sources)
 from slm.link import DeviceLink
@@ -174,6 +174,7 @@ def test_deploy_from_scratch(vb, first):
     assert board_cfg == dict(load_board(BOARD).device_config(), audio_path="audio.fifo")
     # the application restarted and said hello as this board
     assert report.restarted and report.hello["board"] == BOARD and report.hello["t"] == "hello"
+    assert report.warnings == []  # nothing calibrated
     info = link_info(vb.port)
     assert info["board"] == BOARD and info["rate"] == board_cfg["rate"] and info["mic"] == board_cfg["mic"]
 
@@ -271,8 +272,14 @@ def test_interrupted_deploy_then_restart_and_deploy_again(vb, first):
 # --- the command line ---------------------------------------------------------------------------------------------
 
 def run_cli(*args: str):
-    result = CliRunner().invoke(cli, ["deploy", *args], obj={})
-    return result.exit_code, result.stdout, result.stderr
+    """`slm deploy ARGS` in this process through slm.cli.main (its one-line errors and exit codes)."""
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main(["deploy", *args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.mark.micropython
@@ -296,7 +303,7 @@ def test_bad_input_exits_2_and_changes_nothing(vb, first, tmp_path, monkeypatch)
     cases = [
         (("--board", "no-such-board", "--port", vb.port), "unknown board 'no-such-board'"),
         (("--board", str(bad_profile), "--port", vb.port), "broken.toml"),
-        (("--board", BOARD, "--port", "/dev/no-such-port"), "port /dev/no-such-port not found"),
+        (("--board", BOARD, "--port", "/dev/no-such-port"), "port /dev/no-such-port does not exist"),
     ]
     for args, text in cases:
         code, out, err = run_cli(*args)
@@ -321,12 +328,41 @@ def test_bad_input_exits_2_and_changes_nothing(vb, first, tmp_path, monkeypatch)
     assert link_info(vb.port)["board"] == BOARD  # the application was restarted as it was
 
 
+@pytest.mark.micropython
+def test_another_microphone_warns_that_the_calibration_no_longer_matches(vb, first):
+    """The device keeps its calibration across a deploy of another board's profile, but the offset belongs to the
+    microphone it was made with: the text and --json reports warn when the profile's microphone is not the one the
+    device's previous board.json names."""
+    other = "esp32-devkitc-sph0645"
+    assert load_board(other).device_config()["mic"] != load_board(BOARD).device_config()["mic"]
+    config = (vb.device_dir / "config.json").read_bytes()
+    assert json.loads(config)["calibration_db"] != 0  # calibrated by the tests above
+    code, out, err = run_cli("--board", other, "--port", vb.port, "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["hello"]["board"] == other and len(rep["warnings"]) == 1, rep["warnings"]
+    warning = rep["warnings"][0]
+    assert "INMP441" in warning and "SPH0645LM4H-B" in warning and "no longer matches the microphone" in warning
+    assert (vb.device_dir / "config.json").read_bytes() == config  # kept, not reset
+    code, out, err = run_cli("--board", BOARD, "--port", vb.port)  # back again: another change of microphone
+    assert code == 0, err
+    warnings = [ln for ln in out.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 1 and "SPH0645LM4H-B" in warnings[0] and "no longer matches the microphone" in \
+        warnings[0], out
+    code, out, err = run_cli("--board", BOARD, "--port", vb.port, "--json")  # the same microphone: no warning
+    assert code == 0 and json.loads(out)["warnings"] == [], (out, err)
+    assert link_info(vb.port)["board"] == BOARD
+
+
 def test_no_board_found_is_bad_input(monkeypatch):
     from slm import discovery
+    from slm.errors import InputError
 
     monkeypatch.setattr(discovery, "find_boards", lambda: [])
-    with pytest.raises(DeployInputError, match="no board found"):
+    with pytest.raises(InputError, match="no board found"):
         deploy(BOARD)
+    code, out, err = run_cli("--board", BOARD)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "give --port" in err, err
 
 
 def test_silent_port_is_an_operation_error():

@@ -22,6 +22,7 @@ import threading
 import time
 import tty
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,12 @@ from esptool.util import FatalError
 from slm import discovery, flashing
 from slm.board_info import wiring_diagram
 from slm.boards import BoardError, list_boards, load_board
-from slm.cli import cli
-from slm.discovery import PortInfo
-from slm.flashing import (AmbiguousPortError, FirmwareError, FlashInputError, FlashOperationError, NoBoardFoundError,
-                          NoReplError, NoResponseError, PortBusyError, PortNotFoundError, PortPermissionError,
-                          WriteFailedError, WrongChipError, inspect_firmware, refind_port, wait_for_repl)
+from slm.cli import main
+from slm.discovery import AmbiguousBoardError, NoBoardError, PortInfo
+from slm.errors import InputError, OperationError, PortNotFoundError
+from slm.flashing import (FirmwareError, FlashInputError, FlashOperationError, NoReplError, NoResponseError,
+                          PortBusyError, PortPermissionError, WriteFailedError, WrongChipError, inspect_firmware,
+                          refind_port, wait_for_repl)
 
 ROOT = Path(__file__).resolve().parent.parent
 ESP32_BOARD = "esp32-devkitc-inmp441"
@@ -242,10 +244,13 @@ def test_unknown_board_is_a_board_error(esp32_fw):
 
 
 def test_input_errors_are_value_errors_and_operation_errors_are_not():
-    for cls in (FirmwareError, WrongChipError, PortNotFoundError, AmbiguousPortError, NoBoardFoundError):
-        assert issubclass(cls, FlashInputError) and issubclass(cls, ValueError)
+    for cls in (FirmwareError, WrongChipError):
+        assert issubclass(cls, FlashInputError) and issubclass(cls, InputError) and issubclass(cls, ValueError)
+    for cls in (PortNotFoundError, AmbiguousBoardError, NoBoardError):  # slm.discovery's, shared by every command
+        assert issubclass(cls, InputError) and not issubclass(cls, FlashOperationError)
     for cls in (PortPermissionError, PortBusyError, NoResponseError, WriteFailedError, NoReplError):
-        assert issubclass(cls, FlashOperationError) and not issubclass(cls, ValueError)
+        assert issubclass(cls, FlashOperationError) and issubclass(cls, OperationError)
+        assert not issubclass(cls, ValueError)
 
 
 # --- the port --------------------------------------------------------------------------------------------------
@@ -256,7 +261,7 @@ def usb_port(device="/dev/ttyUSB0", vid=0x10C4, pid=0xEA60, serial_number="0001"
 
 def test_no_board_found(esp32_fw, monkeypatch):
     monkeypatch.setattr(discovery, "all_ports", lambda: [])
-    with pytest.raises(NoBoardFoundError) as e:
+    with pytest.raises(NoBoardError) as e:
         flashing.flash(ESP32_BOARD, esp32_fw)
     msg = one_line(e.value)
     assert "no board found" in msg and "--port" in msg
@@ -265,7 +270,7 @@ def test_no_board_found(esp32_fw, monkeypatch):
 def test_several_boards_and_no_port(esp32_fw, monkeypatch):
     monkeypatch.setattr(discovery, "all_ports", lambda: [usb_port("/dev/ttyUSB0"), usb_port("/dev/ttyUSB1",
                                                                                            serial_number="0002")])
-    with pytest.raises(AmbiguousPortError) as e:
+    with pytest.raises(AmbiguousBoardError) as e:
         flashing.flash(ESP32_BOARD, esp32_fw)
     assert "2 boards found" in one_line(e.value)
 
@@ -616,9 +621,26 @@ def test_refind_a_path_without_usb_ids(tmp_path):
 
 # --- the command line ------------------------------------------------------------------------------------------
 
-def invoke(*args):
-    r = CliRunner().invoke(cli, [str(a) for a in args], obj={})
-    return r
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+def invoke(*args) -> CliResult:
+    """`slm ARGS` in this process through slm.cli.main, which maps errors to one line and an exit code (with
+    --debug the exception propagates: it is returned as ``exception``)."""
+    with CliRunner().isolation() as (out, err, _):
+        code, exception = 0, None
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Exception as e:  # --debug
+            code, exception = 1, e
+        return CliResult(code, out.getvalue().decode(), err.getvalue().decode(), exception)
 
 
 def assert_one_error_line(r, code, fragment):
@@ -700,25 +722,22 @@ def test_cli_debug_shows_the_traceback(esp32_fw, fake_port, monkeypatch):
     assert r.exit_code != 0 and isinstance(r.exception, NoResponseError)
 
 
-def test_cli_flash_without_deploy_module(esp32_fw, fake_esptool, repl_factory, monkeypatch):
-    monkeypatch.setitem(sys.modules, "slm.deploy", None)  # as if slm.deploy did not exist (yet)
-    repl = repl_factory()
-    r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path)
-    assert r.exit_code == 0, (r.stdout, r.stderr)
-    assert f"REPL on {repl.path}: {BANNER}" in r.stdout
-    assert f"flashed; run `slm deploy --board {ESP32_BOARD} --port {repl.path}` to install the meter" in r.stdout
-
-
 def test_cli_flash_then_deploy(esp32_fw, fake_esptool, repl_factory, monkeypatch):
     deployed = []
     module = types.ModuleType("slm.deploy")
     module.__spec__ = importlib.machinery.ModuleSpec("slm.deploy", None)
-    module.deploy = lambda board, port: deployed.append((board, port))
+
+    def fake_deploy(board, port):
+        deployed.append((board, port))
+        return types.SimpleNamespace(summary=lambda: "deployed (fake)", warnings=["the calibration is old"])
+
+    module.deploy = fake_deploy
     monkeypatch.setitem(sys.modules, "slm.deploy", module)
     repl = repl_factory()
     r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path)
     assert r.exit_code == 0, (r.stdout, r.stderr)
     assert deployed == [(ESP32_BOARD, repl.path)]
+    assert "deployed (fake)\nwarning: the calibration is old\n" in r.stdout  # the deploy's report is printed
     r = invoke("flash", "--board", ESP32_BOARD, "--firmware", esp32_fw, "--port", repl.path, "--no-deploy")
     assert r.exit_code == 0 and len(deployed) == 1 and "run `slm deploy" in r.stdout
 

@@ -1,4 +1,4 @@
-"""Tests on a real board: chip detection, flashing, the REPL, and (once `slm deploy` exists) the running meter.
+"""Tests on a real board: chip detection, flashing, the REPL, deploying and the running meter.
 
 Marked ``hardware`` (deselected by ``make test``) and skipped unless a board is named::
 
@@ -6,24 +6,17 @@ Marked ``hardware`` (deselected by ``make test``) and skipped unless a board is 
         [--firmware ESP32_GENERIC.bin]
 
 They run in file order: detect, flash (only with --firmware: it rewrites MicroPython, files on the board stay),
-REPL, then deploy, records and the calibration on record, which skip with "needs slm deploy" until host/deploy.py
-exists. docs/hardware.md describes the set-up.
+REPL, then deploy, records and the calibration on record. docs/hardware.md describes the set-up.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 
 import pytest
 
 pytestmark = pytest.mark.hardware
-
-
-def needs_deploy():
-    if importlib.util.find_spec("slm.deploy") is None:
-        pytest.skip("needs slm deploy (host/deploy.py is not written yet)")
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +80,11 @@ def test_repl(port, board):
 
 
 def test_deploy(port, board):
-    needs_deploy()
     from slm.deploy import deploy
     from slm.link import DeviceLink
 
-    deploy(board.name, current_port(port))
-    time.sleep(2.0)
+    report = deploy(board.name, current_port(port))  # returns once the meter has said hello
+    assert report.verified and report.hello["board"] == board.name
     with DeviceLink(current_port(port), timeout=5.0) as link:
         info = link.info()
     assert info["proto"] == 1 and info["board"] == board.name and info["mic"] == board.microphone.model
@@ -100,7 +92,6 @@ def test_deploy(port, board):
 
 
 def test_read_records(port, board):
-    needs_deploy()
     from slm.link import DeviceLink
 
     with DeviceLink(current_port(port), timeout=5.0) as link:
@@ -126,7 +117,6 @@ def test_read_records(port, board):
 def test_calibration_in_force_is_on_record(port, board):
     """The device names the calibration in force (hello's cal) and its history holds that record: what a disputed
     measurement is traced back to. `slm calibrate --calibrator 94.0` first to see a calibrated board here."""
-    needs_deploy()
     from slm.calibration import read_history
     from slm.link import DeviceLink
 
