@@ -20,7 +20,9 @@ import numpy as np
 
 from slm.cpython_shim import firmware_dir
 from slm.errors import InputError, OperationError
-from slm.weighting_design import BLOCK_SAMPLES
+from slm.firmware.weighting_coeffs import RATES as _RATES
+
+BLOCK_SAMPLES = {fs: r['block'] for fs, r in _RATES.items()}  # samples per ~1 ms block, by rate
 
 ENGINES = ("micropython", "cpython")
 LEVEL_KEYS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",

@@ -40,12 +40,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-from scipy import optimize, signal
 
-from slm.weighting_design import BIQUAD_Q, Biquad, impulse_l1
+from slm.firmware.weighting_coeffs import BIQUAD_Q
+
+if TYPE_CHECKING:
+    from slm.weighting_design import Biquad
+# scipy and the design module are imported where a section is designed or analysed: a profile's response
+# table alone (slm boards) needs only numpy.
 
 FIT_LOW_HZ = 20.0  # the fit band starts here ...
 FIT_POINTS = 300
@@ -73,6 +77,8 @@ def response_db(points: Sequence[Sequence[float]], f) -> np.ndarray:
 
 def biquad_response_db(bq: Biquad, rate: int, f) -> np.ndarray:
     """20·lg|E(f)| of the quantised section (not normalised)."""
+    from scipy import signal
+
     _, h = signal.sosfreqz(bq.sos(), worN=np.asarray(f, dtype=float), fs=rate)
     return 20 * np.log10(np.abs(h))
 
@@ -111,6 +117,8 @@ def correctable(points: Sequence[Sequence[float]], f, max_boost_db: float = 12.0
 def eq_report(points: Sequence[Sequence[float]], bq: Biquad, rate: int, f_low: float = 50.0,
               f_high: float | None = None, max_boost_db: float = 12.0) -> EqReport:
     """How well ``bq`` flattens the microphone from f_low to f_high (default rate/3), and its safety figures."""
+    from slm.weighting_design import impulse_l1
+
     f_high = rate / 3 if f_high is None else f_high
     f = np.geomspace(f_low, f_high, 400)
     f = f[correctable(points, f, max_boost_db)]
@@ -140,12 +148,16 @@ def _triangle(s: float, t: float, radius: float) -> tuple[float, float]:
 
 
 def _l1(b: np.ndarray, a: np.ndarray, n: int) -> float:
+    from scipy import signal
+
     x = np.zeros(n)
     x[0] = 1.0
     return float(np.abs(signal.lfilter(b, a, x)).sum())
 
 
 def _fit(points: tuple[tuple[float, float], ...], rate: int, max_boost_db: float, radius: float):
+    from scipy import optimize
+
     f = np.geomspace(FIT_LOW_HZ, rate / 3, FIT_POINTS)
     weight = np.where(f < LOW_BAND_EDGE_HZ, LOW_BAND_WEIGHT, 1.0)
     target = np.minimum(-response_db(points, f), max_boost_db)
@@ -194,6 +206,8 @@ def _fit(points: tuple[tuple[float, float], ...], rate: int, max_boost_db: float
 
 def _trim_gain(b: np.ndarray, a: np.ndarray, rate: int) -> Biquad:
     """Quantise, then nudge the numerator by single LSBs so that the integer section has unit gain at 1 kHz."""
+    from slm.weighting_design import Biquad
+
     zr = np.exp(-2j * np.pi * REFERENCE_HZ / rate)
     bq = Biquad.quantise(b, a)
     s = 2.0**BIQUAD_Q

@@ -83,3 +83,10 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, delay_s):
         p.kill()
     assert p.returncode == 130, err
     assert one_error_line(err) == "slm: interrupted"
+
+
+def test_engine_choices_are_the_engines():
+    """cli keeps the engine names as a literal (importing slm.firmware_engine would slow every start)."""
+    from slm import cli, firmware_engine
+
+    assert cli.ENGINES == firmware_engine.ENGINES
