@@ -139,7 +139,8 @@ def test_power_cut_during_configuration_writes_always_leaves_a_valid_file(tmp_pa
     it starts with loads without a fault, holding one of the written configurations."""
     d = tmp_path / "flash"
     d.mkdir()
-    shutil.copy(firmware_dir() / "config_store.py", d)
+    for name in ("config_store.py", "protocol.py"):
+        shutil.copy(firmware_dir() / name, d)
     writer = ("import config_store\nc = dict(config_store.DEFAULTS)\nconfig_store.save(c)\nprint('ready')\ni = 0\n"
               "while True:\n    i += 1\n    c['status_s'] = 1 + i % 3000\n    c['limit_db'] = 40 + i % 90\n"
               "    config_store.save(c)\n")
