@@ -164,6 +164,7 @@ class MeterApp:
         self.msec = 0
         self.ms_rem = 0
         self.writer = protocol.RecordWriter(out, self.device_ms)
+        self.levels = protocol.Levels()
         self.audio = hw.open_audio(board)
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
@@ -256,7 +257,7 @@ class MeterApp:
         self.overload_total = self.overload_total or res["overload"]
         rec = {"start_ms": self.interval_start, "end_ms": end}
         for k in LEVEL_KEYS:
-            rec[k] = protocol.level(res[k])
+            rec[k] = self.levels.put(k, res[k])
         rec["overload"] = res["overload"]
         rec["underrange"] = res["underrange"]
         self.interval_start = end
@@ -279,13 +280,14 @@ class MeterApp:
             kind = "limit_cleared"
         else:
             return
-        self.writer.send("event", {"kind": kind, "quantity": "LAeq", "level": protocol.level(laeq), "limit": limit,
+        self.writer.send("event", {"kind": kind, "quantity": "LAeq", "level": self.levels.put("level", laeq), "limit": limit,
                                    "interval_end_ms": end_ms})
 
     def _send_level(self):
         c = self.meter.current()
-        self.writer.send("level", {"LAF": protocol.level(c["LAF"]), "LAS": protocol.level(c["LAS"]),
-                                   "LAeq": protocol.level(c["LAeq"]), "LCpeak": protocol.level(c["LCpeak"]),
+        lv = self.levels
+        self.writer.send("level", {"LAF": lv.put("LAF", c["LAF"]), "LAS": lv.put("LAS", c["LAS"]),
+                                   "LAeq": lv.put("LAeq", c["LAeq"]), "LCpeak": lv.put("LCpeak", c["LCpeak"]),
                                    "overload": c["overload"]})
 
     # -- reporting ---------------------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ class MeterApp:
               "blocks": self.blocks, "dropped": self.dropped, "late": self.late,
               "faults": list(self.faults) + (["i2s_errors:%d" % self.audio.errors] if self.audio.errors else []),
               "overload": self.overload_total or self.meter.current()["overload"],
-              "lmax": protocol.level(self.lmax), "lmax_ms": self.lmax_ms, "interrupts": self.interrupts}
+              "lmax": self.levels.put("lmax", self.lmax), "lmax_ms": self.lmax_ms, "interrupts": self.interrupts}
         if self.console is not None:
             st["console"] = self.console.counts()
         return st
@@ -327,6 +329,17 @@ class MeterApp:
         self.overload_total = False
         self.limit_on = False
         self._new_meter()
+
+
+def turn(app, console):
+    """One turn of the main loop: a chunk of audio and its records, then the console's share, then the watchdog.
+    False when the audio stream has ended. Allocates nothing unless it sends a record or answers a line."""
+    samples = app.step()
+    if samples < 0:
+        return False
+    console.serve(samples)
+    app.hw.feed_watchdog()
+    return True
 
 
 def _host_follows(out, poller):
@@ -354,11 +367,8 @@ def run(hw, out, stdin, poller):
     errors_in_a_row = 0
     while True:
         try:
-            samples = app.step()
-            if samples < 0:
+            if not turn(app, console):
                 break
-            console.serve(samples)
-            hw.feed_watchdog()
             errors_in_a_row = 0
         except KeyboardInterrupt:
             if _host_follows(out, poller):

@@ -2,11 +2,12 @@
 
 Received text is checked here once: a line that is not UTF-8 is ``bad_line``, and ``check_text`` refuses strings the
 device must never store or echo (lone UTF-16 surrogates, which MicroPython's JSON reader turns into invalid UTF-8).
-Sent lines never exceed ``MAX_LINE``; levels go out with two decimals (0.01 dB, ``level``), because a float's repr
+Sent lines never exceed ``MAX_LINE``; levels go out with two decimals (0.01 dB, ``Levels``), because a float's repr
 on MicroPython can read 86.59999999999999.
 """
 
 import json
+import sys
 from binascii import crc32
 
 MAX_LINE = 1024
@@ -24,25 +25,42 @@ def encode(obj):
     return "%s*%08x\n" % (text, crc32(data) & 0xFFFFFFFF)
 
 
-class Level(float):
-    """A level in a record, 0.01 dB resolution. MicroPython's json writes an object by its repr, so it goes out as
-    '86.60' (a float would go out as 86.59999999999999); CPython's json writes the rounded float (86.6). Only for
-    sending: on MicroPython it does no arithmetic."""
+_MICROPYTHON = sys.implementation.name == "micropython"
+_INF = float("inf")
 
-    def __init__(self, v):
-        self.v = v
+
+class _Level:
+    """One level field, reused from record to record: MicroPython's json writes an object by its repr."""
+
+    def __init__(self):
+        self.v = 0.0
 
     def __repr__(self):
         text = "%.2f" % self.v
         return "0.00" if text == "-0.00" else text
 
 
-def level(v):
-    """A level (dB, a float or None) ready to send: a Level, or None for None and non-finite values."""
-    if v is None or v != v or v in (float("inf"), float("-inf")):
-        return None
-    r = round(v, 2)
-    return Level(r if r != 0 else 0.0)
+class Levels:
+    """Level fields for records, at 0.01 dB. MicroPython's json writes a float by a 16-digit repr (86.6 goes out as
+    86.59999999999999), so there ``put`` returns one reused object per field name whose repr is '86.60' (no
+    allocation per record); CPython's json writes round(v, 2) as 86.6. A record must be encoded before the same
+    field name is put again (records are sent as soon as they are built)."""
+
+    def __init__(self):
+        self.slots = {}
+
+    def put(self, key, v):
+        """What to put in a record for level ``v`` (dB, a float or None): None for None and non-finite values."""
+        if v is None or v != v or v == _INF or v == -_INF:
+            return None
+        if not _MICROPYTHON:
+            r = round(v, 2)
+            return r if r != 0 else 0.0
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = _Level()
+        slot.v = v
+        return slot
 
 
 def decode(line):
