@@ -129,12 +129,8 @@ class Console:
             self.lines += 1
             answered += 1
             self.credit -= self.handler.handle(line)
-        else:
-            if not self.eof and self._ready():
-                self.throttled += 1  # answered all this turn may: the rest waits
-            return
-        if self.budget <= 0 and not self.eof and self._ready():
-            self.throttled += 1
+        if not self.eof and self._ready():
+            self.throttled += 1  # the turn's budget is spent and input is waiting: it waits for the next turn
 
     def counts(self):
         return {"lines": self.lines, "overlong": self.overlong, "throttled": self.throttled}
