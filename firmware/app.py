@@ -92,8 +92,7 @@ class Console:
             self.budget -= 1
             b = self.byte[0]
             if b == 3:
-                self.n = 0
-                self.discarding = False
+                self.drop_line()
                 raise KeyboardInterrupt
             if b == 10:
                 n = self.n
@@ -109,6 +108,11 @@ class Console:
             else:
                 self.discarding = True
         return 0
+
+    def drop_line(self):
+        """Forget a partly received line (after Ctrl-C: what follows is a new line)."""
+        self.n = 0
+        self.discarding = False
 
     def serve(self, samples):
         """One loop turn's share of commands, after ``samples`` samples were measured."""
@@ -366,7 +370,8 @@ def run(hw, out, stdin, poller):
             if not turn(app, console):
                 break
             errors_in_a_row = 0
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # byte 3 read by the Console, or (on a board) raised by the USB/UART driver
+            console.drop_line()
             if _host_follows(out, poller):
                 raise
             app.interrupts += 1
