@@ -27,6 +27,7 @@ def encode(obj):
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 _INF = float("inf")
+_NINF = float("-inf")
 
 
 class _Level:
@@ -51,7 +52,7 @@ class Levels:
 
     def put(self, key, v):
         """What to put in a record for level ``v`` (dB, a float or None): None for None and non-finite values."""
-        if v is None or v != v or v == _INF or v == -_INF:
+        if v is None or v != v or v == _INF or v == _NINF:
             return None
         if not _MICROPYTHON:
             r = round(v, 2)
