@@ -21,7 +21,6 @@ import json
 import os
 
 import protocol
-from config_store import iso_time
 
 HISTORY_FILE = "calibration.json"
 TEMP_FILE = "calibration.tmp"
@@ -58,7 +57,7 @@ def _text(v, what, limit, nullable=True):
 
 def _iso_time(v):
     _text(v, "time", MAX_TEXT["time"], False)
-    return iso_time(v)
+    return protocol.iso_time(v)
 
 
 def _reference(v):
@@ -127,6 +126,7 @@ class CalibrationStore:
         self.count = 0
         self.last_n = 0
         self.fault = None
+        self.unclean = False  # the file holds text that is not UTF-8 (stored unchecked by older firmware)
 
     def load(self, expected=False):
         """Scan the file; returns its fault: None, 'calibration_corrupt' (unreadable: the history counts as empty),
@@ -134,6 +134,7 @@ class CalibrationStore:
         self.count = 0
         self.last_n = 0
         self.fault = None
+        self.unclean = False
         count = 0
         try:
             f = open(self.path)
@@ -147,6 +148,9 @@ class CalibrationStore:
                     if text is None:
                         self.fault = "calibration_corrupt"
                         continue
+                    if not protocol.text_ok(text):
+                        self.unclean = True  # from now on lines are read with '?' for the bad bytes
+                        text = protocol.clean_text(text)
                     try:
                         rec = json.loads(text)
                     except ValueError:
@@ -181,7 +185,8 @@ class CalibrationStore:
             line = line.strip()
             if not line:
                 continue
-            line = protocol.clean_text(line)  # older firmware stored text unchecked: the host must be able to read it
+            if self.unclean:
+                line = protocol.clean_text(line)
             if closed:
                 raise ValueError("text after the end of the history")
             if first:
@@ -262,3 +267,4 @@ class CalibrationStore:
             except OSError:
                 pass
         os.rename(self.temp, self.path)
+        self.unclean = False

@@ -54,7 +54,7 @@ def check(key, value):
         if not isinstance(value, str) or len(value) > hi or not protocol.text_ok(value):
             raise ValueError("bad_value: %s must be text of at most %d characters" % (key, hi))
         if kind == "time":
-            iso_time(value)
+            protocol.iso_time(value)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("bad_value: %s must be a number" % key)
@@ -71,66 +71,6 @@ def check(key, value):
             raise ValueError("bad_value: %s must be a multiple of 0.1" % key)
         return tenths / 10
     return value if kind == "int" else float(value)
-
-
-_TIME_FORMAT = "bad_value: time must be an ISO 8601 date and time (YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM|-HH:MM])"
-_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def _number(v, i, n, lo, hi):
-    """The n-digit number at v[i:i+n]; ValueError unless it is there and between lo and hi."""
-    part = v[i:i + n]
-    if len(part) != n or not _ascii_digits(part) or not lo <= int(part) <= hi:
-        raise ValueError(_TIME_FORMAT)
-    return int(part)
-
-
-def _ascii_digits(part):
-    for ch in part:
-        if not "0" <= ch <= "9":
-            return False
-    return True
-
-
-def _expect(v, i, chars):
-    if v[i:i + 1] == "" or v[i:i + 1] not in chars:
-        raise ValueError(_TIME_FORMAT)
-
-
-def iso_time(v):
-    """``v`` if it is a real ISO 8601 date and time, else ValueError('bad_value: ...'): YYYY-MM-DDTHH:MM, then
-    optionally :SS and a fraction, then optionally Z or +HH:MM / -HH:MM (what `slm calibrate` sends)."""
-    if not isinstance(v, str):
-        raise ValueError(_TIME_FORMAT)
-    year = _number(v, 0, 4, 1, 9999)
-    _expect(v, 4, "-")
-    month = _number(v, 5, 2, 1, 12)
-    _expect(v, 7, "-")
-    leap = month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    _number(v, 8, 2, 1, 29 if leap else _MONTH_DAYS[month - 1])
-    _expect(v, 10, "T")
-    _number(v, 11, 2, 0, 23)
-    _expect(v, 13, ":")
-    _number(v, 14, 2, 0, 59)
-    i = 16
-    if v[i:i + 1] == ":":
-        _number(v, i + 1, 2, 0, 60)  # 60: a leap second
-        i += 3
-        if v[i:i + 1] == ".":
-            j = i + 1
-            while _ascii_digits(v[j:j + 1]) and j < len(v) and j - i <= 9:
-                j += 1
-            _number(v, i + 1, max(1, j - i - 1), 0, 999999999)
-            i = j
-    if v[i:] in ("", "Z"):
-        return v
-    _expect(v, i, "+-")
-    _number(v, i + 1, 2, 0, 23)
-    _expect(v, i + 3, ":")
-    _number(v, i + 4, 2, 0, 59)
-    if len(v) != i + 6:
-        raise ValueError(_TIME_FORMAT)
-    return v
 
 
 def load(path=CONFIG_FILE):
