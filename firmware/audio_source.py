@@ -25,14 +25,17 @@ class StreamAudio:
             left -= r
 
     def readinto(self, buf):
-        mv = memoryview(buf)
-        got = 0
+        got = self.f.readinto(buf)  # MicroPython reads until full or the end: no view needed, nothing allocated
+        if not got:
+            return 0
         n = len(buf)
-        while got < n:
-            r = self.f.readinto(mv[got:])
-            if not r:
-                break
-            got += r
+        if got < n:  # a short read (CPython on a FIFO, or the end of the stream): the rest through a view
+            mv = memoryview(buf)
+            while got < n:
+                r = self.f.readinto(mv[got:])
+                if not r:
+                    break
+                got += r
         return got
 
 

@@ -20,6 +20,8 @@ rare (a calibration), so plain allocation is fine here; nothing in this module r
 import json
 import os
 
+import protocol
+
 HISTORY_FILE = "calibration.json"
 TEMP_FILE = "calibration.tmp"
 BAD_FILE = "calibration.bad"
@@ -48,16 +50,14 @@ def _numbers(v, what, lo=-1000.0, hi=1000.0, min_len=0):
 def _text(v, what, limit, nullable=True):
     if v is None and nullable:
         return None
-    if not isinstance(v, str) or len(v) > limit:
+    if not isinstance(v, str) or len(v) > limit or not protocol.text_ok(v):
         raise ValueError("bad_value: %s must be text of at most %d characters" % (what, limit))
     return v
 
 
 def _iso_time(v):
     _text(v, "time", MAX_TEXT["time"], False)
-    if len(v) < 16 or v[4] != "-" or v[7] != "-" or v[10] != "T" or v[13] != ":" or not v[:4].isdigit():
-        raise ValueError("bad_value: time must be an ISO 8601 date and time (YYYY-MM-DDTHH:MM...)")
-    return v
+    return protocol.iso_time(v)
 
 
 def _reference(v):
@@ -65,14 +65,14 @@ def _reference(v):
         raise ValueError("bad_value: reference must be an object of at most 8 fields")
     out = {}
     for k, x in v.items():
-        if not isinstance(k, str) or not 0 < len(k) <= 20:
+        if not isinstance(k, str) or not 0 < len(k) <= 20 or not protocol.text_ok(k):
             raise ValueError("bad_value: reference keys must be short text")
         if x is None or isinstance(x, str):
-            out[k] = _text(x, "reference." + k, 60)
+            out[k] = _text(x, "reference." + protocol.echo(k), 60)
         elif isinstance(x, list):
-            out[k] = _numbers(x, "reference." + k, 0.0, 200.0)
+            out[k] = _numbers(x, "reference." + protocol.echo(k), 0.0, 200.0)
         else:
-            out[k] = _number(x, "reference." + k)
+            out[k] = _number(x, "reference." + protocol.echo(k))
     return out
 
 
@@ -88,7 +88,7 @@ def check_record(rec):
     for k in rec:
         if k not in ("method", "offset_db", "reference", "readings", "residuals", "uncertainty_db", "time",
                      "operator", "note", "slope", "drift_db", "window_s"):
-            raise ValueError("bad_key: record.%s" % (k,))
+            raise ValueError("bad_key: record.%s" % protocol.echo(k))
     method = rec.get("method")
     if method not in METHODS:
         raise ValueError("bad_value: method must be one of %s" % ", ".join(METHODS))
@@ -126,6 +126,7 @@ class CalibrationStore:
         self.count = 0
         self.last_n = 0
         self.fault = None
+        self.unclean = False  # the file holds text that is not UTF-8 (stored unchecked by older firmware)
 
     def load(self, expected=False):
         """Scan the file; returns its fault: None, 'calibration_corrupt' (unreadable: the history counts as empty),
@@ -133,6 +134,7 @@ class CalibrationStore:
         self.count = 0
         self.last_n = 0
         self.fault = None
+        self.unclean = False
         count = 0
         try:
             f = open(self.path)
@@ -146,6 +148,9 @@ class CalibrationStore:
                     if text is None:
                         self.fault = "calibration_corrupt"
                         continue
+                    if not protocol.text_ok(text):
+                        self.unclean = True  # from now on lines are read with '?' for the bad bytes
+                        text = protocol.clean_text(text)
                     try:
                         rec = json.loads(text)
                     except ValueError:
@@ -180,6 +185,8 @@ class CalibrationStore:
             line = line.strip()
             if not line:
                 continue
+            if self.unclean:
+                line = protocol.clean_text(line)
             if closed:
                 raise ValueError("text after the end of the history")
             if first:
@@ -260,3 +267,4 @@ class CalibrationStore:
             except OSError:
                 pass
         os.rename(self.temp, self.path)
+        self.unclean = False

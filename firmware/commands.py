@@ -9,44 +9,70 @@ import config_store
 import protocol
 
 
+MAX_CMD_CHARS = 20  # longer names are unknown without a look-up (MicroPython cannot intern names of 252+ chars)
+ID_LIMIT = 1 << 31  # an id is echoed in the reply, so it must be short: a 32-bit integer
+CODES = ("bad_line", "bad_checksum", "unknown_cmd", "bad_key", "bad_value", "io_error", "internal")
+
+# errno values a board's filesystem gives, named for the io_error message ("28" alone tells a technician nothing)
+_OS_ERRORS = {2: "no such file", 5: "input/output error", 12: "out of memory", 13: "permission denied",
+              17: "file exists", 22: "invalid argument", 27: "file too large", 28: "no space left on device",
+              30: "read-only filesystem"}
+
+
+def os_error_text(e):
+    """A readable message for an OSError: 'no space left on device (errno 28)', or the error's own text."""
+    code = e.args[0] if e.args else None
+    if isinstance(code, int):
+        return "%s (errno %d)" % (_OS_ERRORS.get(code, "filesystem error"), code)
+    return str(e) or "filesystem error"
+
+
 class CommandHandler:
     def __init__(self, app):
         self.app = app
 
     def handle(self, line):
-        """Handle one received line (bytes, or None for a line that was too long)."""
+        """Handle one received line (bytes, or None for a line that was too long): exactly one reply, whatever the
+        line holds. Returns the reply's length in bytes."""
         cmd = None
         cid = None
         try:
             if line is None:
                 raise ValueError("bad_line")
             msg = protocol.decode(line)
-            cmd = msg.get("cmd")
             cid = msg.get("id")
             if not isinstance(cid, int) or isinstance(cid, bool):
                 cid = None
-            if not isinstance(cmd, str):
+            elif not -ID_LIMIT <= cid < ID_LIMIT:
+                cid = None
+                raise ValueError("bad_value: id must be an integer of at most 32 bits")
+            protocol.check_text(msg)
+            name = msg.get("cmd")
+            if not isinstance(name, str):
                 raise ValueError("bad_line")
+            if len(name) > MAX_CMD_CHARS:
+                raise ValueError("unknown_cmd: %s" % protocol.echo(name))
+            cmd = name
             method = getattr(self, "cmd_" + cmd, None) if cmd.replace("_", "").isalpha() else None
             if method is None:
                 raise ValueError("unknown_cmd")
             result = method(msg)
+            n = self.app.writer.send("ack", {"id": cid, "cmd": cmd, "result": result})
         except ValueError as e:
-            self._error(cid, cmd, str(e))
-            return
+            return self._error(cid, cmd, str(e))
         except OSError as e:
-            self._error(cid, cmd, "io_error: %s" % e)
-            return
-        self.app.writer.send("ack", {"id": cid, "cmd": cmd, "result": result})
+            return self._error(cid, cmd, "io_error: " + os_error_text(e))
+        except Exception as e:  # a firmware fault or MemoryError: still one reply, and the meter keeps running
+            return self._error(cid, cmd, "internal: %s" % type(e).__name__)
         if cmd == "reboot":
             self.app.hw.reboot()
+        return n
 
     def _error(self, cid, cmd, text):
         code, _, message = text.partition(": ")
-        if code not in ("bad_line", "bad_checksum", "unknown_cmd", "bad_key", "bad_value", "io_error"):
+        if code not in CODES:
             code, message = "bad_value", text
-        self.app.writer.send("error", {"id": cid, "cmd": cmd if isinstance(cmd, str) else None, "code": code,
-                                       "message": message or code})
+        return self.app.writer.send("error", {"id": cid, "cmd": cmd, "code": code, "message": message or code})
 
     def cmd_info(self, msg):
         return self.app.hello()
@@ -64,7 +90,7 @@ class CommandHandler:
             elif isinstance(k, str) and k in self.app.config:
                 out[k] = self.app.config[k]
             else:
-                raise ValueError("bad_key: %s" % (k,))
+                raise ValueError("bad_key: %s" % protocol.echo(k))
         return out
 
     def cmd_set(self, msg):
@@ -75,11 +101,13 @@ class CommandHandler:
         for k, v in values.items():
             if k in config_store.READ_ONLY:
                 raise ValueError("bad_key: %s is set by calibrate" % k)
+            if k not in config_store.RULES:
+                raise ValueError("bad_key: %s" % protocol.echo(k))
             try:
                 checked[k] = config_store.check(k, v)
             except ValueError as e:
                 text = str(e)
-                raise ValueError(text if ":" in text else "%s: %s" % (text, k))
+                raise ValueError(text if ":" in text else "%s: %s" % (text, protocol.echo(k)))
         if "calibration_db" not in checked:
             self.app.apply_config(checked)
             return checked

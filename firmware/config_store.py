@@ -7,6 +7,8 @@ defaults and a fault name, never an exception. Keys and ranges are in docs/proto
 import json
 import os
 
+import protocol
+
 CONFIG_FILE = "config.json"
 TEMP_FILE = "config.tmp"
 
@@ -32,7 +34,7 @@ RULES = {
     "calibration_db": ("number", -20.0, 20.0, False),
     "underrange_db": ("number", 0.0, 120.0, True),
     "calibration_method": ("text", 0, 20, True),  # of the calibration in force: calibrator, reference, manual
-    "calibration_time": ("text", 0, 40, True),  # its host time (ISO 8601), as in calibration.json
+    "calibration_time": ("time", 0, 40, True),  # its host time (ISO 8601), as in calibration.json
 }
 
 # Written by `calibrate` (and `set` of calibration_db) only, never by `set` itself.
@@ -48,9 +50,11 @@ def check(key, value):
         if nullable:
             return None
         raise ValueError("bad_value: %s may not be null" % key)
-    if kind == "text":
-        if not isinstance(value, str) or len(value) > hi:
+    if kind == "text" or kind == "time":
+        if not isinstance(value, str) or len(value) > hi or not protocol.text_ok(value):
             raise ValueError("bad_value: %s must be text of at most %d characters" % (key, hi))
+        if kind == "time":
+            protocol.iso_time(value)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("bad_value: %s must be a number" % key)
@@ -84,6 +88,9 @@ def load(path=CONFIG_FILE):
         return config, "config_corrupt"
     try:
         for key, value in saved.items():
+            if key == "calibration_time" and isinstance(value, str) and len(value) <= RULES[key][2]:
+                config[key] = protocol.clean_text(value)  # older firmware stored it unchecked: kept, made readable
+                continue
             config[key] = check(key, value)
     except ValueError:
         return dict(DEFAULTS), "config_corrupt"

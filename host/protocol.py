@@ -12,6 +12,7 @@ One line is a JSON object, ``*``, the CRC-32 (zlib) of the JSON bytes as 8 lower
 - a line that looks like a record (starts with ``{`` and contains ``*``) but is not one — wrong checksum, bad
   JSON, not an object, a checksum that is not 8 lowercase hex digits — or any line over ``MAX_LINE`` bytes:
   raises ``BadLine``. The caller counts these (``bad_lines``). A line whose checksum is wrong is never accepted.
+  A line whose checksum is right but whose text is not UTF-8 is accepted with U+FFFD for the bad bytes.
 
 ``BadLine`` is the only exception ``parse_line`` raises for ``bytes`` input. No I/O, no state: a few µs a line.
 """
@@ -58,8 +59,11 @@ def _verify(line: bytes) -> dict[str, Any]:
     if zlib.crc32(text) != int(crc, 16):
         raise BadLine("checksum mismatch", line)
     try:
-        obj = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        # Bytes that are not UTF-8 under a matching checksum are what the device sent: older firmware stored text
+        # unchecked (a lone surrogate as ED BF BF) and repeats it in every hello. Refusing the line would lock the
+        # board out of every host tool, so the bad bytes become U+FFFD and the rest of the record is kept.
+        obj = json.loads(text.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
         raise BadLine("checksum matches but the text is not JSON", line) from None
     if not isinstance(obj, dict):
         raise BadLine("checksum matches but the JSON is not an object", line)

@@ -538,7 +538,7 @@ def test_device_validates_records_and_changes_nothing_on_error(tmp_path):
 
 
 def test_device_history_is_bounded_and_numbers_records_for_life(tmp_path):
-    d = _device(tmp_path)
+    d = _device(tmp_path, seconds=4.0)  # 57 replies at the device's console pace (docs/protocol.md, Console)
     checks = [{"cmd": "calibrate", "id": i, "record": dict(RECORD, method="check", offset_db=None, note=f"#{i}")}
               for i in range(55)]
     _, replies = _run(d, *checks, {"cmd": "cal_history", "id": 100, "index": 0},
@@ -621,7 +621,8 @@ def test_device_history_survives_power_cuts_during_writes(tmp_path):
 
     d = tmp_path / "flash"
     d.mkdir()
-    shutil.copy(firmware_dir() / "calibration_store.py", d)
+    for name in ("calibration_store.py", "protocol.py"):
+        shutil.copy(firmware_dir() / name, d)
     writer = ("import calibration_store as c\ns = c.CalibrationStore()\ns.load()\nprint('ready')\n"
               "while True:\n    n = s.last_n + 1\n"
               "    s.append('{\"n\":%d,\"method\":\"check\",\"note\":\"%s\"}' % (n, 'x' * (n % 97)), n)\n"

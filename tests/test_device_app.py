@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slm.boards import load_board
+from slm.protocol import parse_line
 from slm.cpython_shim import firmware_dir, import_firmware
 from slm.firmware_engine import micropython_binary
 from slm.sim import signals
@@ -139,7 +140,8 @@ def test_power_cut_during_configuration_writes_always_leaves_a_valid_file(tmp_pa
     it starts with loads without a fault, holding one of the written configurations."""
     d = tmp_path / "flash"
     d.mkdir()
-    shutil.copy(firmware_dir() / "config_store.py", d)
+    for name in ("config_store.py", "protocol.py"):
+        shutil.copy(firmware_dir() / name, d)
     writer = ("import config_store\nc = dict(config_store.DEFAULTS)\nconfig_store.save(c)\nprint('ready')\ni = 0\n"
               "while True:\n    i += 1\n    c['status_s'] = 1 + i % 3000\n    c['limit_db'] = 40 + i % 90\n"
               "    config_store.save(c)\n")
@@ -184,19 +186,32 @@ def _handler_under_cpython(tmp_path):
     return app, commands.CommandHandler(app), d
 
 
+_CAL = {"method": "calibrator", "offset_db": 0.5, "reference": {"level_db": 94.0}, "readings": [94.0],
+        "time": "2026-07-04T10:12:33+08:00"}
+_ODD_TEXT = ["\udfff", "\ud83d\ude00", "2026-01-01T00:00\udfff", "x" * 300, "é", "2026-02-30T00:00", ""]
+
+
 def _mutations():
     valid = [line({"cmd": c, "id": i, **extra}) for i, (c, extra) in enumerate([
         ("info", {}), ("get", {"keys": ["interval_s"]}), ("set", {"values": {"stream_hz": 3}}),
-        ("set", {"values": {"limit_db": None}}), ("stream", {"hz": 5}), ("reset", {})])]
+        ("set", {"values": {"limit_db": None}}), ("stream", {"hz": 5}), ("reset", {}),
+        ("calibrate", {"record": _CAL}), ("calibrate", {"record": dict(_CAL, method="check", note="n")}),
+        ("cal_history", {"index": 0}), ("set", {"values": {"calibration_db": 0.25}})])]
     raw = st.binary(max_size=300)
     mutated = st.tuples(st.sampled_from(valid), st.integers(0, 200), st.binary(min_size=1, max_size=3)).map(
         lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + len(t[2]):])
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                               lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    text = st.text(max_size=5) | st.sampled_from(_ODD_TEXT)
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | text,
+                               lambda c: st.lists(c, max_size=3) | st.dictionaries(text, c, max_size=3),
                                max_leaves=8)
+    record = st.fixed_dictionaries({}, optional={k: json_values | st.just(v) for k, v in _CAL.items()}) | st.dictionaries(
+        st.sampled_from(["method", "time", "note", "operator", "reference", "readings", "offset_db", "z" * 300]),
+        json_values, max_size=4)
     crafted = st.builds(lambda cmd, extra: line({"cmd": cmd, **extra}),
-                        st.sampled_from(["info", "get", "set", "stream", "reset", "nope", "", "Set"]),
-                        st.dictionaries(st.sampled_from(["id", "keys", "values", "hz"]), json_values, max_size=3))
+                        st.sampled_from(["info", "get", "set", "stream", "reset", "nope", "", "Set", "calibrate",
+                                         "cal_history", "x" * 300, "\udfff"]),
+                        st.dictionaries(st.sampled_from(["id", "keys", "values", "hz", "index"]), json_values,
+                                        max_size=3) | st.builds(lambda r: {"record": r}, record))
     return st.one_of(raw, mutated, crafted)
 
 
@@ -210,15 +225,19 @@ def _fuzz(tmp_path, examples):
         def one(data):
             before = dict(app.config)
             saved_before = (d / "config.json").read_text() if (d / "config.json").exists() else None
+            history_before = (d / "calibration.json").read_bytes() if (d / "calibration.json").exists() else None
             app.writer.out.lines.clear()
             text = data.split(b"\n")[0]
             handler.handle(text)
             replies = [json.loads(x.rsplit("*", 1)[0]) for x in app.writer.out.lines]
             assert len(replies) == 1 and replies[0]["t"] in ("ack", "error")
+            assert all(len(x.encode()) <= 1025 for x in app.writer.out.lines)
             if replies[0]["t"] == "error":
                 assert app.config == before
                 now = (d / "config.json").read_text() if (d / "config.json").exists() else None
                 assert now == saved_before
+                history = (d / "calibration.json").read_bytes() if (d / "calibration.json").exists() else None
+                assert history == history_before
 
         one()
     finally:
@@ -232,3 +251,94 @@ def test_command_handler_takes_random_and_mutated_input(tmp_path):
 @pytest.mark.slow
 def test_command_handler_takes_100000_random_and_mutated_inputs(tmp_path):
     _fuzz(tmp_path, 100_000)
+
+
+# The same fuzz on the MicroPython unix port (what a board runs): cases go to one process in batches, which answers
+# each with the firmware's handler and reports its replies and whether the configuration or the history changed.
+
+_MP_FUZZ = r"""
+import app, commands, hardware
+
+
+class Out:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, s):
+        self.lines.append(s)
+
+
+def snapshot(name):
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+board, fault = app.load_board()
+a = app.MeterApp(hardware.UnixPlatform(), board, Out())
+h = commands.CommandHandler(a)
+cases = open("cases.bin", "rb")
+res = open("results.bin", "wb")
+while True:
+    head = cases.read(4)
+    if len(head) < 4:
+        break
+    data = cases.read(int.from_bytes(head, "little"))
+    before = dict(a.config)
+    config, history = snapshot("config.json"), snapshot("calibration.json")
+    a.writer.out.lines = []
+    h.handle(data)
+    flags = (a.config != before, snapshot("config.json") != config, snapshot("calibration.json") != history)
+    res.write(b"%d %d %d %d\n" % ((len(a.writer.out.lines),) + tuple(int(f) for f in flags)))
+    for reply in a.writer.out.lines:
+        res.write(reply.encode() if isinstance(reply, str) else reply)
+res.close()
+"""
+
+MP_BATCH = 100
+
+
+def _check_mp_batch(d, batch: list[bytes]) -> None:
+    cases = b"".join(len(x).to_bytes(4, "little") + x for x in (c.split(b"\n")[0] for c in batch))
+    (d / "cases.bin").write_bytes(cases)
+    r = subprocess.run([micropython_binary(), "fuzz.py"], cwd=d, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = (d / "results.bin").read_bytes().split(b"\n")
+    i = 0
+    for case in batch:
+        n, config_changed, config_file_changed, history_changed = map(int, out[i].split())
+        replies = out[i + 1:i + 1 + n]
+        i += 1 + n
+        assert n == 1, (case, replies)
+        assert len(replies[0]) <= 1024, case
+        rec = parse_line(replies[0])  # the host's parser, with strict UTF-8 on top
+        replies[0].decode("utf-8")
+        assert rec is not None and rec["t"] in ("ack", "error"), (case, replies)
+        if rec["t"] == "error":
+            assert not (config_changed or config_file_changed or history_changed), (case, rec)
+
+
+def _fuzz_micropython(tmp_path, cases):
+    d = device_dir(tmp_path, seconds=0.1)
+    (d / "fuzz.py").write_text(_MP_FUZZ)
+
+    @settings(max_examples=max(1, cases // MP_BATCH), deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)
+    @given(batch=st.lists(_mutations(), min_size=MP_BATCH, max_size=MP_BATCH))
+    def one(batch):
+        _check_mp_batch(d, batch)
+
+    one()
+
+
+@pytest.mark.micropython
+def test_command_handler_on_micropython_takes_random_and_mutated_input(tmp_path):
+    _fuzz_micropython(tmp_path, 3000)
+
+
+@pytest.mark.micropython
+@pytest.mark.slow
+def test_command_handler_on_micropython_takes_100000_random_and_mutated_inputs(tmp_path):
+    _fuzz_micropython(tmp_path, 100_000)

@@ -250,11 +250,39 @@ def _with_crc(text: bytes, crc: int | None = None) -> bytes:
     (b'{"t":"level","seq":1,"ms":2}*', "hex"),
     (_with_crc(b'{"t":"level","seq":1,'), "not JSON"),
     (_with_crc(b'{"t":"level"}garbage'), "not JSON"),
-    (_with_crc(b'{"t":"\xff\xfe"}'), "not JSON"),
 ])
 def test_lines_that_look_like_records_but_fail_are_bad(line, reason):
     with pytest.raises(BadLine, match=reason):
         parse_line(line)
+
+
+def test_text_that_is_not_utf8_under_a_right_checksum_is_read_with_replacement():
+    """A device whose files hold invalid UTF-8 (older firmware stored a calibration time with a lone surrogate, ED BF
+    BF) repeats it in every hello: the host reads the record, bad bytes as U+FFFD, instead of locking the board out."""
+    text = b'{"t":"hello","seq":0,"ms":0,"proto":1,"cal":{"time":"2026-01-01T00:00\xed\xbf\xbf"}}'
+    rec = parse_line(_with_crc(text))
+    assert rec is not None and rec["proto"] == 1
+    assert rec["cal"]["time"].startswith("2026-01-01T00:00") and "\ufffd" in rec["cal"]["time"]
+    assert parse_line(_with_crc(b'{"t":"\xff\xfe"}')) == {"t": "\ufffd\ufffd"}
+    with pytest.raises(BadLine, match="checksum mismatch"):  # a wrong checksum is still never accepted
+        parse_line(_with_crc(text, zlib.crc32(text) ^ 1))
+
+
+def test_link_talks_to_a_device_that_holds_invalid_utf8(peer, link_factory):
+    bad_time = "2026-01-01T00:00\udfff"  # sent by the peer as the bytes ED BF BF, as MicroPython stores it
+    hello = dict(HELLO, cal=dict(HELLO["cal"], time="@@TIME@@"))
+    raw = json.dumps({"t": "ack", "seq": 0, "ms": 0, "id": None, "cmd": "info", "result": hello},
+                     separators=(",", ":")).encode().replace(b"@@TIME@@", bad_time.encode("utf-8", "surrogatepass"))
+
+    def info(cmd):
+        body = raw.replace(b'"id":null', b'"id":%d' % cmd["id"])
+        peer.write(_with_crc(body) + b"\n")
+        return None
+
+    peer.handlers["info"] = info
+    link = link_factory(peer.path)
+    assert link.hello is not None and link.hello["serial"] == HELLO["serial"]
+    assert link.hello["cal"]["time"].startswith("2026-01-01T00:00") and link.bad_lines == 0
 
 
 def test_one_flipped_bit_is_never_accepted():

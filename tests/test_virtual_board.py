@@ -249,7 +249,7 @@ def test_ctrl_c_stops_the_application_and_gives_the_repl(board_factory, consoles
     vb = board_factory()
     con = consoles(vb.port)
     con.expect(is_("hello"))
-    con.ser.write(b"\x03")
+    con.ser.write(b"\x03\r")  # Ctrl-C and a key: a host takes the REPL (a lone Ctrl-C: the meter goes on)
     con.expect_bytes(b">>> ")
     con.ser.write(b"print(6 * 7)\r")
     con.expect_bytes(b"42")
