@@ -249,7 +249,7 @@ def firmware_sources() -> dict[str, Path]:
     spec = importlib.util.find_spec("slm.firmware")
     dirs = list(spec.submodule_search_locations or []) if spec is not None else []
     if not dirs:
-        from slm.cpython_shim import firmware_dir
+        from slm.resources import firmware_dir
 
         dirs = [str(firmware_dir())]
     folder = Path(dirs[0])

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from slm.cpython_shim import firmware_dir
+from slm.resources import firmware_dir
 from slm.errors import InputError, OperationError
 from slm.firmware.weighting_coeffs import RATES as _RATES
 

@@ -26,5 +26,8 @@ def boards_dir() -> Path:
 
 
 def scenarios_dir() -> Path:
-    """The built-in scenarios of the simulator (sim/scenarios/*.toml)."""
-    return _package_dir("slm.sim") / "scenarios"
+    """The built-in scenarios of the simulator (sim/scenarios/*.toml): the simulator's own SCENARIO_DIR (sim/
+    depends on nothing in host/, so it finds them itself, beside its modules, in a checkout and a wheel alike)."""
+    from slm.sim.scenario import SCENARIO_DIR
+
+    return SCENARIO_DIR

@@ -616,7 +616,7 @@ def test_device_history_survives_power_cuts_during_writes(tmp_path):
 
     Each cut comes after the writer has reported 3 to 5 more appends done (then a random 0-30 ms more), so the
     count of records written does not depend on how fast a loaded machine runs the writer."""
-    from slm.cpython_shim import firmware_dir
+    from slm.resources import firmware_dir
     from slm.firmware_engine import micropython_binary
 
     d = tmp_path / "flash"

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from slm.boards import load_board
 from slm.protocol import parse_line
-from slm.cpython_shim import firmware_dir, import_firmware
+from slm.cpython_shim import import_firmware
+from slm.resources import firmware_dir
 from slm.firmware_engine import micropython_binary
 from slm.sim import signals
 from tests.conftest import words_of

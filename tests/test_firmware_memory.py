@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from slm.cpython_shim import firmware_dir
+from slm.resources import firmware_dir
 from slm.firmware_engine import micropython_binary
 
 SCRIPT = r"""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slm.cpython_shim import firmware_dir
+from slm.resources import firmware_dir
 
 FIRMWARE = sorted(p for p in firmware_dir().glob("*.py") if p.name != "__init__.py")
 ARCHS = ["xtensawin", "rv32imc"]  # ESP32 / S2 / S3, and C3 / C6

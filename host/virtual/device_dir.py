@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from slm.cpython_shim import firmware_dir
+from slm.resources import firmware_dir
 from slm.virtual.errors import VirtualBoardError
 
 FIFO_NAME = "audio.fifo"
