@@ -11,6 +11,18 @@ The parts, each usable alone:
   queue into the states and the log, and calls ``on_frame`` (the CLI renders there); ``summary`` gives the
   ``--json`` object.
 
+What the log holds: every record the links deliver, and the replies to the monitor's own ``info`` (the
+handshake), put in ``seq`` order, so that the ``seq`` of the logged records jumps only where the link counted a gap
+(or the device restarted). One exception the monitor cannot see: after a reconnect the link itself asks ``info``
+and consumes the reply, so the log's ``seq`` jumps by one there without a gap being counted.
+
+Records the device sent while no host listened (a virtual board keeps what it wrote while its port was closed)
+arrive together when the port is (re)opened, all at about one host time. Among the first records after a
+(re)connection, one whose device time lies more than ``BUFFERED_MARGIN_S`` before the connection (counted back
+from the newest of them: host time of arrival − (its ``ms`` − the record's ``ms``) / 1000) is ``buffered``: it
+is logged with that derived host time and marked (``buffered`` true). The derivation assumes the device clock runs
+at real time, as a board's does (a virtual board at ``--speed`` 5 runs 5 times faster: there it is approximate).
+
 Cost: the link readers do the parsing; the monitor thread touches each record once (a few µs: state update and a
 log line) and renders 4 frames a second (``bench/bench_monitor.py`` measures both).
 """
@@ -24,26 +36,47 @@ import time
 from typing import Any, Callable, Sequence
 
 from slm import discovery
-from slm.link import CLOSED, CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkError
+from slm.link import CLOSED, CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkError, LinkTimeout
 from slm.monitor_state import SILENT, MonitorState, WindowLeq, energy_mean_db
-from slm.monitor_view import level_bar, render_table
+from slm.monitor_view import level_bar, render_summary, render_table
 from slm.record_log import CSV_COLUMNS, RecordLog
 
 __all__ = ["CSV_COLUMNS", "FRAME_S", "SILENT", "Monitor", "MonitorState", "RecordLog", "WindowLeq", "energy_mean_db",
-           "level_bar", "render_table", "LinkError", "CLOSED", "CONNECTED", "LOST", "RECONNECTING", "REFUSED"]
+           "level_bar", "render_summary", "render_table", "LinkError", "CLOSED", "CONNECTED", "LOST", "RECONNECTING", "REFUSED"]
 
 FRAME_S = 0.25
 """Seconds between frames: the live view refreshes 4 times a second."""
+HANDSHAKE_TIMEOUT_S = 5.0
+"""How long ``open()`` waits for each device's reply to ``info`` (asking again every ``HANDSHAKE_RETRY_S``: a
+board that is still starting may not read the first question)."""
+HANDSHAKE_RETRY_S = 1.5
+BUFFERED_MARGIN_S = 0.5
+"""A record counts as buffered when its device time puts it this long before the port was (re)opened."""
 
 
 class Board:
     """One monitored board: its link and its state."""
 
-    __slots__ = ("index", "link", "state", "hello_seen")
+    __slots__ = ("index", "link", "state", "hello_seen", "replies", "connected_wall")
 
     def __init__(self, index: int, link: DeviceLink, state: MonitorState):
         self.index, self.link, self.state = index, link, state
         self.hello_seen: dict[str, Any] | None = None
+        self.replies: list[tuple[int, dict[str, Any], None, float, float]] = []  # the handshake's, to log in order
+        self.connected_wall: float | None = None  # host time of the (re)connection whose first records are awaited
+
+
+def _merge_replies(batch: list, b: Board) -> list:
+    """``batch`` with board ``b``'s handshake replies put before its first record with a higher ``seq``."""
+    replies, b.replies = b.replies, []
+    out = []
+    for item in batch:
+        if replies and item[0] == b.index and item[1] is not None:
+            seq = item[1].get("seq")
+            while replies and type(seq) is int and replies[0][1]["seq"] < seq:
+                out.append(replies.pop(0))
+        out.append(item)
+    return out + replies
 
 
 def _port_name(port: str | discovery.PortInfo) -> str:
@@ -61,13 +94,14 @@ class Monitor:
     """
 
     def __init__(self, ports: Sequence[str | os.PathLike[str] | discovery.PortInfo], *, limit_db: float | None = None,
-                 log: RecordLog | None = None, handshake_timeout: float = 3.0, reconnect_interval: float = 0.5,
+                 log: RecordLog | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT_S, reconnect_interval: float = 0.5,
                  handshake: bool = True, link_factory: Callable[..., DeviceLink] = DeviceLink):
         if not ports:
             raise ValueError("no ports to monitor")
         self.log = log
         self.limit_db = limit_db
         self.handshake = handshake
+        self.handshake_timeout = handshake_timeout
         self.queue: queue.SimpleQueue[tuple[int, dict[str, Any] | None, str | None, float, float]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self.boards: list[Board] = []
@@ -101,15 +135,35 @@ class Monitor:
         return on_state
 
     def open(self) -> "Monitor":
-        """Open every link (with the ``info`` handshake). On a failure, close the opened ones and raise LinkError."""
+        """Open every link and ask each device ``info`` (unless ``handshake=False``). On a failure (a port that does
+        not open, a device that does not answer within ``handshake_timeout``, another protocol version), close the
+        opened ones and raise LinkError."""
         try:
             for b in self.boards:
-                b.link.open(handshake=self.handshake)
+                b.link.open(handshake=False)
+                if self.handshake:
+                    self._handshake(b)
         except BaseException:
             self._close_links()
             raise
         self.started_mono = time.monotonic()
         return self  # what came meanwhile waits in the queue for the first refresh (and a log set after open)
+
+    def _handshake(self, b: Board) -> None:
+        """Ask ``info`` until a reply or ``handshake_timeout``; keep the reply to log it in ``seq`` order (the
+        link hands a reply to the command waiting for it, not to ``on_record``)."""
+        link = b.link
+        deadline = time.monotonic() + self.handshake_timeout
+        while True:
+            wait = min(HANDSHAKE_RETRY_S, deadline - time.monotonic())
+            try:
+                reply = link.send("info", timeout=max(wait, 0.01))
+                break
+            except LinkTimeout:
+                if time.monotonic() >= deadline:
+                    raise LinkTimeout("%s: no reply to info within %g s" % (link.path, self.handshake_timeout)) \
+                        from None
+        b.replies.append((b.index, reply, None, time.monotonic(), time.time()))
 
     def stop(self) -> None:
         """Ask ``run`` to return (safe from a signal handler or another thread)."""
@@ -121,27 +175,63 @@ class Monitor:
 
     def drain(self) -> int:
         """Move everything queued into the states and the log; returns how many items."""
-        q, boards, log = self.queue, self.boards, self.log
-        n = 0
+        q = self.queue
+        batch = []
         while True:
             try:
-                i, rec, state, mono, wall = q.get_nowait()
+                batch.append(q.get_nowait())
             except queue.Empty:
                 break
-            n += 1
-            b = boards[i]
+        for b in self.boards:
+            if b.replies:
+                batch = _merge_replies(batch, b)
+        anchors = self._catch_up_anchors(batch)
+        for i, rec, state, mono, wall in batch:
+            b = self.boards[i]
             if rec is not None:
-                b.state.feed(rec, mono, wall)
-                if log is not None:
-                    log.write(rec, b.state.port, b.link.serial, wall)
+                self._take_record(b, rec, mono, wall, anchors.get(i))
             elif state is not None:
-                reason = b.link.state_reason if state in (LOST, RECONNECTING, REFUSED) else None
-                if state == REFUSED:
-                    reason = b.link.error or reason
-                b.state.set_link_state(state, mono, wall, reason)
-                if log is not None:
-                    log.write_state(b.state.port, state, reason, b.link.serial, wall)
-        return n
+                self._take_state(b, state, mono, wall)
+        for i in anchors:
+            self.boards[i].connected_wall = None  # the records after the (re)connection have come: live from now
+        return len(batch)
+
+    def _catch_up_anchors(self, batch: list) -> dict[int, tuple[int, float, float]]:
+        """For each board whose link (re)connected and whose first records after that are in this batch: the
+        newest of those records' ``ms``, its arrival time, and the connection's host time."""
+        anchors: dict[int, tuple[int, float, float]] = {}
+        connected: dict[int, float | None] = {b.index: b.connected_wall for b in self.boards}
+        for i, rec, state, mono, wall in batch:
+            if state == CONNECTED:
+                connected[i] = wall
+            elif rec is not None and connected.get(i) is not None and type(rec.get("ms")) is int:
+                anchors[i] = (rec["ms"], wall, connected[i])
+        return anchors
+
+    def _take_record(self, b: Board, rec: dict[str, Any], mono: float, wall: float,
+                     anchor: tuple[int, float, float] | None) -> None:
+        buffered = False
+        ms = rec.get("ms")
+        if anchor is not None and type(ms) is int and ms <= anchor[0]:
+            # Sent before the port was opened and held by the device (or the virtual board) until a host read:
+            # it arrived late; its host time is the newest record's arrival less the device time between them.
+            sent = anchor[1] - (anchor[0] - ms) / 1000
+            if sent < anchor[2] - BUFFERED_MARGIN_S:
+                buffered, wall = True, sent
+                b.state.buffered_records += 1
+        b.state.feed(rec, mono, wall)
+        if self.log is not None:
+            self.log.write(rec, b.state.port, b.link.serial, wall, buffered=buffered)
+
+    def _take_state(self, b: Board, state: str, mono: float, wall: float) -> None:
+        if state == CONNECTED:
+            b.connected_wall = wall
+        reason = b.link.state_reason if state in (LOST, RECONNECTING, REFUSED) else None
+        if state == REFUSED:
+            reason = b.link.error or reason
+        b.state.set_link_state(state, mono, wall, reason)
+        if self.log is not None:
+            self.log.write_state(b.state.port, state, reason, b.link.serial, wall)
 
     def refresh(self) -> None:
         """Drain the queue, then copy each link's counts and hello into its state (once a frame)."""

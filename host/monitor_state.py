@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import time
 from typing import Any, Iterable
 
@@ -55,6 +56,11 @@ def energy_mean_db(levels: Iterable[float], weights: Iterable[float] | None = No
     if not levels or total <= 0:
         return None
     return 10 * math.log10(sum(wi * 10 ** (li / 10) for li, wi in zip(levels, w)) / total)
+
+
+def short_port(port: str) -> str:
+    """``/dev/ttyACM0`` -> ``ttyACM0``, ``/dev/pts/3`` -> ``pts/3``; other paths: the file name."""
+    return port[5:] if port.startswith("/dev/") else (os.path.basename(port) or port)
 
 
 def _num(x: Any) -> float | None:
@@ -135,6 +141,16 @@ class MonitorState:
         self.silent = False  # connected, but no records for longer than silent_after_s
         self.end_state: str | None = None  # the state when the monitor stopped (before it closed the link)
         self.records_seen = 0
+        self.faults_seen: dict[str, None] = {}  # every fault the device reported, in order (a dict as ordered set)
+        self.buffered_records = 0  # records sent while no host listened (their host times derived: see slm.monitor)
+        # the whole run (kept across device restarts)
+        self.opened_mono: float | None = None  # the first link state: the board is watched from then
+        self.closed_mono: float | None = None  # the link closed: the watch ended
+        self._connected_s = 0.0  # closed stretches of time in `connected` (the current one: connected_s())
+        self._run_energy = 0.0  # sum of 10^(LAeq/10) · interval ms over every interval seen
+        self._run_covered_ms = 0
+        self.over_count = 0  # intervals whose LAeq rose above the limit (the one before was not above it)
+        self._last_interval_over = False
         self.types_seen: collections.Counter[str] = collections.Counter()
         self.device_restarts_seen = 0
         # windows of the current device run
@@ -164,6 +180,7 @@ class MonitorState:
             self._take_interval(rec, wall)
         elif t == "status":
             self.status = rec
+            self._note_faults(rec)
             if rec.get("overload") is True:
                 self._latch_overload(wall)
         elif t == "event":
@@ -179,6 +196,7 @@ class MonitorState:
         if self.serial is not None and serial is not None and str(serial) != self.serial:
             self._device_restarted(start_ms=None)  # another device on this port: another time base
         self.hello = hello
+        self._note_faults(hello)
         if serial is not None:
             self.serial = str(serial)
         if hello.get("board") is not None:
@@ -189,6 +207,13 @@ class MonitorState:
                        reason: str | None = None) -> None:
         if state == self.link_state:
             return
+        if mono is not None:
+            if self.opened_mono is None:
+                self.opened_mono = mono
+            if self.link_state == CONNECTED and self.state_since is not None:
+                self._connected_s += max(0.0, mono - self.state_since)
+            if state == CLOSED:
+                self.closed_mono = mono
         self.link_state = state
         self.link_reason = reason
         self.state_since = mono
@@ -290,8 +315,15 @@ class MonitorState:
                 while iv and iv[0][1] <= end - WINDOW_1MIN_MS:
                     iv.popleft()
                 limit = self.limit_db
-                if leq is not None and limit is not None and leq > limit:
+                over = leq is not None and limit is not None and leq > limit
+                if over:
                     self.over_s += (end - start) / 1000
+                    if not self._last_interval_over:
+                        self.over_count += 1
+                self._last_interval_over = over
+                if leq is not None:
+                    self._run_energy += (end - start) * 10 ** (leq / 10)
+                    self._run_covered_ms += end - start
         lafmax = _num(rec.get("LAFmax"))
         if lafmax is not None and (self.lafmax is None or lafmax > self.lafmax):
             self.lafmax, self.lafmax_ms, self.lafmax_wall = lafmax, end, wall
@@ -311,6 +343,36 @@ class MonitorState:
             self.device_over = False
 
     # ------------------------------------------------------------------------------------------------ views
+
+    @property
+    def display_name(self) -> str:
+        """What the board is called: its ``name`` from hello if it has one, else its ``serial`` (the device's id),
+        else (before the device said who it is) its port."""
+        name = (self.hello or {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+        return self.serial or short_port(self.port)
+
+    @property
+    def laeq_run(self) -> WindowLeq:
+        """LAeq over every interval seen since the monitor started (``coverage_s``: their total duration)."""
+        covered = self._run_covered_ms / 1000
+        db = 10 * math.log10(self._run_energy / self._run_covered_ms) if self._run_covered_ms > 0 else None
+        return WindowLeq(db, covered, covered, "interval")
+
+    def watched_s(self, now_mono: float) -> float:
+        """How long the board has been watched: from its link's first state to its close (or now)."""
+        if self.opened_mono is None:
+            return 0.0
+        end = self.closed_mono if self.closed_mono is not None else now_mono
+        return max(0.0, end - self.opened_mono)
+
+    def connected_s(self, now_mono: float) -> float:
+        """How long the link was connected (the current stretch up to now)."""
+        s = self._connected_s
+        if self.link_state == CONNECTED and self.state_since is not None:
+            s += max(0.0, now_mono - self.state_since)
+        return s
 
     @property
     def device_limit_db(self) -> float | None:
@@ -408,9 +470,16 @@ class MonitorState:
         return None if self.last_record_mono is None else max(0.0, now_mono - self.last_record_mono)
 
     def device_faults(self) -> list[str]:
+        """The device's faults now (its last status, else its hello)."""
         src = self.status if self.status is not None else self.hello
         faults = (src or {}).get("faults")
         return [str(f) for f in faults] if isinstance(faults, list) else []
+
+    def _note_faults(self, src: dict[str, Any]) -> None:
+        faults = src.get("faults")
+        if isinstance(faults, list):
+            for f in faults:
+                self.faults_seen[str(f)] = None
 
     def summary(self, now_mono: float | None = None) -> dict[str, Any]:
         """The board's figures as plain JSON-able data (``slm monitor --json``)."""
@@ -423,7 +492,7 @@ class MonitorState:
 
         age = self.record_age(now_mono)
         return {
-            "name": self.name, "port": self.port, "serial": self.serial, "board": self.board,
+            "name": self.display_name, "port": self.port, "serial": self.serial, "board": self.board,
             "state": self.end_state or self.view_state,
             "state_history": [{"host_time": iso_time(w) if w else None, "state": s} for w, s in self.state_history],
             "LAF": r(self.laf), "LAeq_1s": self.laeq_1s.as_dict(), "LAeq_1min": self.laeq_1min.as_dict(),
@@ -432,7 +501,11 @@ class MonitorState:
             "LCpeak": r(self.lcpeak), "LCpeak_max": r(self.lcpeak_max), "LCpeak_max_ms": self.lcpeak_max_ms,
             "limit_db": self.limit_db, "over": self.over, "over_reasons": self.over_reasons,
             "over_s": round(self.over_s, 3), "exceeded_events": self.exceeded_events,
-            "overload": self.overload,
+            "over_count": self.over_count, "overload": self.overload,
+            "watched_s": round(self.watched_s(now_mono), 3), "connected_s": round(self.connected_s(now_mono), 3),
+            "LAeq_run": self.laeq_run.as_dict(),
+            "LCpeak_max_host_time": iso_time(self.lcpeak_max_wall) if self.lcpeak_max_wall else None,
+            "buffered_records": self.buffered_records, "faults_seen": list(self.faults_seen),
             "records": st.get("records", self.records_seen), "gaps": st.get("gaps", 0),
             "lost_records": st.get("lost_records", 0), "bad_lines": st.get("bad_lines", 0),
             "reconnects": st.get("reconnects", 0), "restarts": st.get("restarts", 0),

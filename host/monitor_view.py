@@ -1,13 +1,14 @@
-"""The monitor's table (``render_table``): one row per board, as a ``rich`` table, for the live view and the end."""
+"""The monitor's screens as ``rich`` renderables: the live table (``render_table``, fitted to the terminal's
+width) and the end-of-run summary (``render_summary``)."""
 
 from __future__ import annotations
 
-import os
+import datetime
 import time
 from typing import Sequence
 
 from slm.link import CONNECTED, LOST, RECONNECTING, REFUSED
-from slm.monitor_state import SILENT, MonitorState, WindowLeq
+from slm.monitor_state import SILENT, MonitorState, WindowLeq, short_port
 
 BAR_RANGE_DB = (30.0, 110.0)
 BAR_WIDTH = 12
@@ -36,11 +37,6 @@ def _fmt_age(s: float | None) -> str:
     if s < 7200:
         return "%d min" % (s // 60)
     return "%d h" % (s // 3600)
-
-
-def _short_port(port: str) -> str:
-    """``/dev/ttyACM0`` -> ``ttyACM0``, ``/dev/pts/3`` -> ``pts/3``; other paths: the file name."""
-    return port[5:] if port.startswith("/dev/") else (os.path.basename(port) or port)
 
 
 def level_bar(value: float | None, limit: float | None, width: int = BAR_WIDTH,
@@ -128,29 +124,33 @@ def _device_cell(st: MonitorState):
     return text
 
 
-def _leq_cell(w: WindowLeq, limit: float | None):
+def _leq_cell(w: WindowLeq, limit: float | None, stacked: bool = False):
+    """A window's LAeq; the seconds covered while partial (on a second line when ``stacked``), ``~`` when it comes
+    from level records."""
     from rich.text import Text
 
     style = "bold red" if (w.db is not None and limit is not None and w.db > limit) else ""
     text = Text(_fmt_db(w.db), style=style)
-    if w.partial:
-        text.append(" (%ds)" % w.coverage_s if w.coverage_s >= 1 else " (%.1fs)" % w.coverage_s, style="dim")
     if w.db is not None and w.source == "level":
         text.append("~", style="dim")
+    if w.partial:
+        text.append("\n" if stacked else " ")
+        text.append("(%ds)" % w.coverage_s if w.coverage_s >= 1 else "(%.1fs)" % w.coverage_s, style="dim")
     return text
 
 
-def _limit_cell(st: MonitorState):
+def _limit_cell(st: MonitorState, stacked: bool = False):
     from rich.text import Text
 
     limit = st.limit_db
+    sep = "\n" if stacked else " "
     text = Text()
     if limit is None:
         text.append("none", style="dim")
         if st.device_over:
-            text.append(" OVER", style="bold white on red")
+            text.append(sep + "OVER", style="bold white on red")
         return text
-    text.append("%g " % limit)
+    text.append("%g" % limit + sep)
     reasons = st.over_reasons
     if reasons:
         text.append("OVER", style="bold white on red")
@@ -162,21 +162,28 @@ def _limit_cell(st: MonitorState):
     return text
 
 
-def render_table(states: Sequence[MonitorState], now_mono: float | None = None, title: str | None = None,
-                 caption: str | None = None, bar: bool = True):
-    """A ``rich.table.Table``, one row per board: name, bar meter and LAF, LAeq 1 s, LAeq 1 min (with the seconds
-    covered while partial, ``~`` when from level records), LAFmax @ device time, LCpeak (max), limit and OVER,
-    link (state; gaps, bad lines, reconnects, restarts), device (overload, faults; dropped, late, heap).
-    Fits 140 columns; ``bar=False`` leaves the bar out (the summary)."""
+def _name_cell(st: MonitorState):
+    """The board's name (its id from hello), and its port as the detail below."""
+    from rich.text import Text
+
+    name = Text(st.display_name, style="bold")
+    port = short_port(st.port)
+    if port != st.display_name:
+        name.append("\n" + port, style="dim")
+    return name
+
+
+def _wide_table(states: Sequence[MonitorState], now_mono: float, title: str | None, caption: str | None):
+    """One line of columns per board (two with the details): name, bar meter and LAF, LAeq 1 s, LAeq 1 min, LAFmax
+    @ device time, LCpeak (max), limit, link, device."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    now_mono = time.monotonic() if now_mono is None else now_mono
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
                   collapse_padding=True)
-    table.add_column("Board", no_wrap=True, max_width=16)
-    table.add_column("LAF" if not bar else "LAF (30–110 dB)", no_wrap=True, justify="right" if not bar else "left")
+    table.add_column("Board", no_wrap=True)
+    table.add_column("LAF (30–110 dB)", no_wrap=True)
     table.add_column("LAeq 1s", justify="right", no_wrap=True)
     table.add_column("LAeq 1min", justify="right", no_wrap=True)
     table.add_column("LAFmax @time", justify="right", no_wrap=True)
@@ -185,22 +192,184 @@ def render_table(states: Sequence[MonitorState], now_mono: float | None = None, 
     table.add_column("Link", no_wrap=True)
     table.add_column("Device", no_wrap=True)
     for st in states:
-        name = Text(_short_port(st.port), style="bold")
-        if st.serial:
-            name.append("\n" + st.serial, style="dim")
         stale = st.view_state != CONNECTED
-        laf = st.laf
-        one_s = st.laeq_1s
-        level = Text()
-        if bar:
-            level.append_text(level_bar(laf if laf is not None else one_s.db, st.limit_db, dim=stale))
-            level.append(" ")
-        level.append("%5s" % _fmt_db(laf), style="grey50" if stale else "bold")
+        level = level_bar(st.laf if st.laf is not None else st.laeq_1s.db, st.limit_db, dim=stale)
+        level.append(" %5s" % _fmt_db(st.laf), style="grey50" if stale else "bold")
         lafmax = Text(_fmt_db(st.lafmax))
         if st.lafmax is not None:
             lafmax.append(" @" + _fmt_device_time(st.lafmax_ms), style="dim")
         peak = Text(_fmt_db(st.lcpeak))
         peak.append(" (%s)" % _fmt_db(st.lcpeak_max), style="dim")
-        table.add_row(name, level, _leq_cell(one_s, st.limit_db), _leq_cell(st.laeq_1min, st.limit_db), lafmax, peak,
-                      _limit_cell(st), _link_cell(st, now_mono), _device_cell(st))
+        table.add_row(_name_cell(st), level, _leq_cell(st.laeq_1s, st.limit_db), _leq_cell(st.laeq_1min, st.limit_db),
+                      lafmax, peak, _limit_cell(st), _link_cell(st, now_mono), _device_cell(st))
+    return table
+
+
+NARROW_BAR_WIDTH = 8
+
+
+def _narrow_tables(states: Sequence[MonitorState], now_mono: float, title: str | None, caption: str | None):
+    """For a narrow terminal (80 columns): the levels with their details stacked below them (LAF over its bar,
+    the seconds covered under LAeq, the device time under LAFmax, the max under LCpeak), then the link and device
+    health of each board in a second table."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    levels = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
+    levels.add_column("Board", no_wrap=True)
+    levels.add_column("LAF", no_wrap=True)
+    levels.add_column("LAeq 1s", justify="right", no_wrap=True)
+    levels.add_column("LAeq 1min", justify="right", no_wrap=True)
+    levels.add_column("LAFmax", justify="right", no_wrap=True)
+    levels.add_column("LCpeak", justify="right", no_wrap=True)
+    levels.add_column("Limit", no_wrap=True)
+    health = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True, caption=caption)
+    health.add_column("Board", no_wrap=True)
+    health.add_column("Link", no_wrap=True)
+    health.add_column("Device", no_wrap=True)
+    for st in states:
+        stale = st.view_state != CONNECTED
+        level = Text("%5s\n" % _fmt_db(st.laf), style="grey50" if stale else "bold")
+        level.append_text(level_bar(st.laf if st.laf is not None else st.laeq_1s.db, st.limit_db,
+                                    width=NARROW_BAR_WIDTH, dim=stale))
+        lafmax = Text(_fmt_db(st.lafmax))
+        if st.lafmax is not None:
+            lafmax.append("\n@" + _fmt_device_time(st.lafmax_ms), style="dim")
+        peak = Text(_fmt_db(st.lcpeak))
+        if st.lcpeak_max is not None:
+            peak.append("\nmax %s" % _fmt_db(st.lcpeak_max), style="dim")
+        levels.add_row(_name_cell(st), level, _leq_cell(st.laeq_1s, st.limit_db, stacked=True),
+                       _leq_cell(st.laeq_1min, st.limit_db, stacked=True), lafmax, peak,
+                       _limit_cell(st, stacked=True))
+        health.add_row(Text(st.display_name, style="bold"), _link_cell(st, now_mono), _device_cell(st))
+    return Group(levels, health)
+
+
+class MonitorTable:
+    """The live view as a ``rich`` renderable that fits the width it is given: the whole table on one line per
+    board where it fits (about 140 columns), else the narrow layout (see ``_narrow_tables``)."""
+
+    def __init__(self, states: Sequence[MonitorState], now_mono: float, title: str | None, caption: str | None):
+        self.states, self.now_mono, self.title, self.caption = states, now_mono, title, caption
+
+    def __rich_console__(self, console, options):
+        from rich.measure import Measurement
+
+        wide = _wide_table(self.states, self.now_mono, self.title, self.caption)
+        natural = Measurement.get(console, options.update(max_width=10_000), wide).maximum
+        if natural <= options.max_width:
+            yield wide
+        else:
+            yield _narrow_tables(self.states, self.now_mono, self.title, self.caption)
+
+
+def render_table(states: Sequence[MonitorState], now_mono: float | None = None, title: str | None = None,
+                 caption: str | None = None) -> MonitorTable:
+    """The live view, one row per board: name (the device's id, with the port below it), bar meter and LAF, LAeq 1 s,
+    LAeq 1 min (with the seconds covered while partial, ``~`` when from level records), LAFmax @ device time, LCpeak
+    (max), limit and OVER, link (state; gaps, bad lines, reconnects, restarts), device (overload, faults; dropped,
+    late, heap). Fits the console: at 80 columns the details stack and the health goes to a second table."""
+    return MonitorTable(states, time.monotonic() if now_mono is None else now_mono, title, caption)
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+
+def _fmt_duration(s: float) -> str:
+    """Seconds as h:mm:ss."""
+    s = int(round(s))
+    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
+
+
+def _fmt_clock(wall: float | None) -> str:
+    """Host time as local hh:mm:ss."""
+    return "–" if wall is None else datetime.datetime.fromtimestamp(wall).strftime("%H:%M:%S")
+
+
+def _count(n: int, word: str) -> str:
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+
+
+def _summary_column(st: MonitorState, now_mono: float) -> list:
+    from rich.text import Text
+
+    s = st.link_stats
+    rows: list = []
+    ident = Text(short_port(st.port))
+    if st.board:
+        ident.append("\n" + st.board, style="dim")
+    rows.append(ident)
+    watched = Text(_fmt_duration(st.watched_s(now_mono)))
+    watched.append("\nconnected %s" % _fmt_duration(st.connected_s(now_mono)), style="dim")
+    rows.append(watched)
+    run = st.laeq_run
+    leq = Text(_fmt_db(run.db), style="bold")
+    if run.db is not None:
+        leq.append(" dB\nover %s" % _fmt_duration(run.coverage_s), style="dim")
+    rows.append(leq)
+    for value, ms, wall in ((st.lafmax, st.lafmax_ms, st.lafmax_wall),
+                            (st.lcpeak_max, st.lcpeak_max_ms, st.lcpeak_max_wall)):
+        cell = Text(_fmt_db(value), style="bold")
+        if value is not None:
+            cell.append(" dB at %s\n(device %s)" % (_fmt_clock(wall), _fmt_device_time(ms)), style="dim")
+        rows.append(cell)
+    limit = st.limit_db
+    over = Text()
+    if limit is None:
+        over.append("no limit", style="dim")
+    else:
+        over.append("%g dB: " % limit)
+        over.append("%s" % _fmt_duration(st.over_s), style="bold red" if st.over_s else "green")
+        over.append("\n%s over" % _count(st.over_count, "time"), style="red" if st.over_count else "dim")
+    if st.exceeded_events:
+        over.append("\ndevice: %d limit_exceeded" % st.exceeded_events, style="red")
+    rows.append(over)
+    gaps = Text("%s, %d lost" % (_count(s.get("gaps", 0), "gap"), s.get("lost_records", 0)),
+                style="yellow" if s.get("gaps") else "")
+    if s.get("bad_lines"):
+        gaps.append("\n" + _count(s["bad_lines"], "bad line"), style="yellow")
+    rows.append(gaps)
+    rows.append(Text("%s, %s" % (_count(s.get("restarts", 0), "restart"), _count(s.get("reconnects", 0), "reconnect")),
+                     style="yellow" if s.get("restarts") or s.get("reconnects") else ""))
+    device = Text(", ".join(st.faults_seen) if st.faults_seen else "none",
+                  style="yellow" if st.faults_seen else "green")
+    if st.overload:
+        device.append("\nOVERLOAD", style="bold red")
+    status = st.status or {}
+    counts = ["%s %d" % (k, status[k]) for k in ("dropped", "late") if isinstance(status.get(k), int) and status[k]]
+    if counts:
+        device.append("\n" + " ".join(counts), style="yellow")
+    rows.append(device)
+    end = Text(st.end_state or st.view_state)
+    if st.buffered_records:
+        end.append("\n%s buffered" % _count(st.buffered_records, "record"), style="dim")
+    rows.append(end)
+    return rows
+
+
+SUMMARY_ROWS = ("port", "watched", "LAeq", "LAFmax", "LCpeak max", "over limit", "gaps", "restarts", "faults",
+                "at the end")
+
+
+def render_summary(states: Sequence[MonitorState], now_mono: float | None = None, title: str | None = None,
+                   caption: str | None = None):
+    """The end-of-run summary: one column per board (headed by its name), one row per figure: how long it was
+    watched (and connected), LAeq over every interval seen, LAFmax and LCpeak max with their host and device times,
+    the time and the number of times over the limit (and the device's limit events), gaps and lost records, device
+    restarts and reconnects, faults (and overload, dropped and late blocks), the link state at the end."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                  collapse_padding=True, show_lines=False)
+    table.add_column("", style="bold", no_wrap=True)
+    columns = []
+    for st in states:
+        table.add_column(st.display_name, no_wrap=True)
+        columns.append(_summary_column(st, now_mono))
+    for k, label in enumerate(SUMMARY_ROWS):
+        table.add_row(Text(label), *[col[k] for col in columns])
     return table

@@ -1,7 +1,9 @@
 """The monitor's record log (``RecordLog``): every record with the host time it arrived, to CSV or JSON lines.
 
 ``FILE.jsonl``: one JSON object a line, the record plus ``host_time`` and ``port``. ``FILE.csv``: a fixed set of
-columns, ``CSV_COLUMNS``. Link state changes are logged too, as rows with ``t`` = ``"link"`` and a ``state`` (they
+columns, ``CSV_COLUMNS``. ``host_time`` is when the record arrived, except for records marked ``buffered``: the
+device sent them while no host listened (before the port was opened) and they arrived together when it was; their
+``host_time`` is derived from the device time (``slm.monitor`` says how). Link state changes are logged too, as rows with ``t`` = ``"link"`` and a ``state`` (they
 have no ``seq``/``ms``: the host made them, not the device). The file is appended to, written a whole line per
 ``write`` call, flushed about once a second, and flushed and closed on exit, also on Ctrl-C: it always ends with a
 whole line.
@@ -36,6 +38,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "kind", "quantity", "level", "limit", "interval_end_ms",
     # host-made rows (t = "link")
     "state", "reason",
+    # a record the device sent while no host listened: host_time derived from its device time
+    "buffered",
 )
 """The CSV log's columns, in order: one row per record; a field a record does not have is empty."""
 
@@ -103,17 +107,24 @@ class RecordLog:
     def closed(self) -> bool:
         return self._closed
 
-    def write(self, rec: dict[str, Any], port: str, serial: str | None = None, wall: float | None = None) -> None:
-        """One record (as received) and the host time it arrived (``time.time()``; now if omitted)."""
+    def write(self, rec: dict[str, Any], port: str, serial: str | None = None, wall: float | None = None,
+              buffered: bool = False) -> None:
+        """One record (as received) and its host time (``time.time()`` when it arrived; now if omitted).
+
+        ``buffered``: the device sent it while no host listened, and ``wall`` is derived from its device time;
+        the line then has ``buffered`` true (JSONL: only then; CSV: ``true`` or empty)."""
         host_time = iso_time(time.time() if wall is None else wall)
         if self._csv is not None:
             row = {k: _csv_value(v) for k, v in rec.items()}
             row["host_time"], row["port"] = host_time, port
+            row["buffered"] = "true" if buffered else ""
             if serial is not None or "serial" not in row:
                 row["serial"] = _csv_value(serial)
             self._csv.writerow(row)  # one write() of the whole line
         else:
             line = {"host_time": host_time, "port": port}
+            if buffered:
+                line["buffered"] = True
             line.update(rec)
             self._file.write(json.dumps(line, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n")
         self.lines += 1
