@@ -175,22 +175,19 @@ def _name_cell(st: MonitorState):
 
 def _wide_table(states: Sequence[MonitorState], now_mono: float, title: str | None, caption: str | None):
     """One line of columns per board (two with the details): name, bar meter and LAF, LAeq 1 s, LAeq 1 min, LAFmax
-    @ device time, LCpeak (max), limit, link, device."""
+    @ device time, LCpeak (max), limit, link, device. Returns the table and the width it needs whole."""
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
                   collapse_padding=True)
-    table.add_column("Board", no_wrap=True)
-    table.add_column("LAF (30–110 dB)", no_wrap=True)
-    table.add_column("LAeq 1s", justify="right", no_wrap=True)
-    table.add_column("LAeq 1min", justify="right", no_wrap=True)
-    table.add_column("LAFmax @time", justify="right", no_wrap=True)
-    table.add_column("LCpeak (max)", justify="right", no_wrap=True)
-    table.add_column("Limit", no_wrap=True)
-    table.add_column("Link", no_wrap=True)
-    table.add_column("Device", no_wrap=True)
+    headers = ("Board", "LAF (30–110 dB)", "LAeq 1s", "LAeq 1min", "LAFmax @time", "LCpeak (max)", "Limit", "Link",
+               "Device")
+    for k, header in enumerate(headers):
+        table.add_column(header, justify="right" if 2 <= k <= 5 else "left", no_wrap=True)
+    widths = [len(h) for h in headers]
     for st in states:
         stale = st.view_state != CONNECTED
         level = level_bar(st.laf if st.laf is not None else st.laeq_1s.db, st.limit_db, dim=stale)
@@ -200,9 +197,11 @@ def _wide_table(states: Sequence[MonitorState], now_mono: float, title: str | No
             lafmax.append(" @" + _fmt_device_time(st.lafmax_ms), style="dim")
         peak = Text(_fmt_db(st.lcpeak))
         peak.append(" (%s)" % _fmt_db(st.lcpeak_max), style="dim")
-        table.add_row(_name_cell(st), level, _leq_cell(st.laeq_1s, st.limit_db), _leq_cell(st.laeq_1min, st.limit_db),
-                      lafmax, peak, _limit_cell(st), _link_cell(st, now_mono), _device_cell(st))
-    return table
+        cells = (_name_cell(st), level, _leq_cell(st.laeq_1s, st.limit_db), _leq_cell(st.laeq_1min, st.limit_db),
+                 lafmax, peak, _limit_cell(st), _link_cell(st, now_mono), _device_cell(st))
+        table.add_row(*cells)
+        widths = [max(w, max(cell_len(line) for line in cell.plain.split("\n"))) for w, cell in zip(widths, cells)]
+    return table, sum(widths) + 2 * len(widths)  # the table and the width it needs (each column has 2 of padding)
 
 
 NARROW_BAR_WIDTH = 8
@@ -255,11 +254,8 @@ class MonitorTable:
         self.states, self.now_mono, self.title, self.caption = states, now_mono, title, caption
 
     def __rich_console__(self, console, options):
-        from rich.measure import Measurement
-
-        wide = _wide_table(self.states, self.now_mono, self.title, self.caption)
-        natural = Measurement.get(console, options.update(max_width=10_000), wide).maximum
-        if natural <= options.max_width:
+        wide, needs = _wide_table(self.states, self.now_mono, self.title, self.caption)
+        if needs <= options.max_width:
             yield wide
         else:
             yield _narrow_tables(self.states, self.now_mono, self.title, self.caption)

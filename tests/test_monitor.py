@@ -375,6 +375,21 @@ def test_table_is_the_one_line_per_board_layout_where_it_fits():
     assert "80.5 @0:00:13" in row and "connected 0.3 s" in row and "┃" in row and "…" not in text
 
 
+def test_the_wide_layout_is_taken_exactly_when_it_fits_whole():
+    from rich.measure import Measurement
+
+    from slm.monitor_view import _wide_table
+
+    states, now = two_boards()
+    console = Console(file=io.StringIO(), width=80)
+    wide = _wide_table(states, now, None, None)[0]
+    needs = Measurement.get(console, console.options.update(max_width=10_000), wide).maximum  # rich's own figure
+    fits = render(states, now_mono=now, width=needs)
+    assert "LAF (30–110 dB)" in fits and "…" not in fits
+    narrow = render(states, now_mono=now, width=needs - 1)
+    assert "LAF (30–110 dB)" not in narrow and "…" not in narrow and "80.5" in narrow
+
+
 def test_rows_are_named_by_the_device_id_with_the_port_below():
     st = MonitorState("/dev/pts/3")
     st.set_link_state("connected", 0.0, 1.0)
