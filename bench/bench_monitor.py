@@ -75,7 +75,8 @@ def measure(boards: int, load: str, rate: float, seconds: float) -> dict:
             screen.print(render_table(m.states, caption="Ctrl-C to stop"))
 
     start = time.monotonic() + 0.5
-    child = mp.get_context("fork").Process(target=_devices, args=([m for m, _, _ in ptys], rate, seconds, start, _timed_record))
+    child = mp.get_context("fork").Process(target=_devices,
+                                           args=([m for m, _, _ in ptys], rate, seconds, start, _timed_record))
     child.start()
     while time.monotonic() < start:
         time.sleep(0.01)

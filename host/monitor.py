@@ -36,13 +36,13 @@ import time
 from typing import Any, Callable, Sequence
 
 from slm import discovery
-from slm.link import CLOSED, CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkError, LinkTimeout
+from slm.link import CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkTimeout
 from slm.monitor_state import SILENT, MonitorState, WindowLeq, energy_mean_db
 from slm.monitor_view import level_bar, render_summary, render_table
 from slm.record_log import CSV_COLUMNS, RecordLog
 
 __all__ = ["CSV_COLUMNS", "FRAME_S", "SILENT", "Monitor", "MonitorState", "RecordLog", "WindowLeq", "energy_mean_db",
-           "level_bar", "render_summary", "render_table", "LinkError", "CLOSED", "CONNECTED", "LOST", "RECONNECTING", "REFUSED"]
+           "level_bar", "render_summary", "render_table"]
 
 FRAME_S = 0.25
 """Seconds between frames: the live view refreshes 4 times a second."""
@@ -87,15 +87,16 @@ class Monitor:
     """Watches several boards at once: one ``DeviceLink`` per port, one queue, one thread doing the rest.
 
     ``open()`` opens every port and asks each device for ``info`` (all must answer, else LinkError and nothing
-    stays open; ``handshake=False`` skips the question, for benchmarks); after that, a lost board is only shown (its link reconnects by itself). ``run()`` drains the
-    queue into the states and the log once a frame until ``duration_s`` has passed, ``stop()`` is called (from a
-    signal handler, say) or KeyboardInterrupt; ``close()`` closes the links, takes what they still delivered and
-    closes the log. ``with Monitor(ports) as m: m.run(5)``.
+    stays open; ``handshake=False`` skips the question, for benchmarks); after that, a lost board is only shown
+    (its link reconnects by itself). ``run()`` drains the queue into the states and the log once a frame until
+    ``duration_s`` has passed, ``stop()`` is called (from a signal handler, say) or KeyboardInterrupt; ``close()``
+    closes the links, takes what they still delivered and closes the log. ``with Monitor(ports) as m: m.run(5)``.
     """
 
     def __init__(self, ports: Sequence[str | os.PathLike[str] | discovery.PortInfo], *, limit_db: float | None = None,
-                 log: RecordLog | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT_S, reconnect_interval: float = 0.5,
-                 handshake: bool = True, link_factory: Callable[..., DeviceLink] = DeviceLink):
+                 log: RecordLog | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+                 reconnect_interval: float = 0.5, handshake: bool = True,
+                 link_factory: Callable[..., DeviceLink] = DeviceLink):
         if not ports:
             raise ValueError("no ports to monitor")
         self.log = log
@@ -186,14 +187,18 @@ class Monitor:
             if b.replies:
                 batch = _merge_replies(batch, b)
         anchors = self._catch_up_anchors(batch)
+        awaiting = {b.index: b.connected_wall for b in self.boards}  # a (re)connection's host time, until records
+        came = {b.index: False for b in self.boards}  # records came after it
         for i, rec, state, mono, wall in batch:
             b = self.boards[i]
             if rec is not None:
-                self._take_record(b, rec, mono, wall, anchors.get(i))
+                self._take_record(b, rec, mono, wall, None if awaiting[i] is None else anchors.get(i))
+                came[i] = True
             elif state is not None:
+                awaiting[i], came[i] = (wall if state == CONNECTED else None), False
                 self._take_state(b, state, mono, wall)
-        for i in anchors:
-            self.boards[i].connected_wall = None  # the records after the (re)connection have come: live from now
+        for b in self.boards:  # once the first records after a (re)connection have come, the rest are live
+            b.connected_wall = None if came[b.index] else awaiting[b.index]
         return len(batch)
 
     def _catch_up_anchors(self, batch: list) -> dict[int, tuple[int, float, float]]:
@@ -202,8 +207,8 @@ class Monitor:
         anchors: dict[int, tuple[int, float, float]] = {}
         connected: dict[int, float | None] = {b.index: b.connected_wall for b in self.boards}
         for i, rec, state, mono, wall in batch:
-            if state == CONNECTED:
-                connected[i] = wall
+            if state is not None:
+                connected[i] = wall if state == CONNECTED else None
             elif rec is not None and connected.get(i) is not None and type(rec.get("ms")) is int:
                 anchors[i] = (rec["ms"], wall, connected[i])
         return anchors
@@ -224,8 +229,6 @@ class Monitor:
             self.log.write(rec, b.state.port, b.link.serial, wall, buffered=buffered)
 
     def _take_state(self, b: Board, state: str, mono: float, wall: float) -> None:
-        if state == CONNECTED:
-            b.connected_wall = wall
         reason = b.link.state_reason if state in (LOST, RECONNECTING, REFUSED) else None
         if state == REFUSED:
             reason = b.link.error or reason

@@ -3,10 +3,10 @@
 ``FILE.jsonl``: one JSON object a line, the record plus ``host_time`` and ``port``. ``FILE.csv``: a fixed set of
 columns, ``CSV_COLUMNS``. ``host_time`` is when the record arrived, except for records marked ``buffered``: the
 device sent them while no host listened (before the port was opened) and they arrived together when it was; their
-``host_time`` is derived from the device time (``slm.monitor`` says how). Link state changes are logged too, as rows with ``t`` = ``"link"`` and a ``state`` (they
-have no ``seq``/``ms``: the host made them, not the device). The file is appended to, written a whole line per
-``write`` call, flushed about once a second, and flushed and closed on exit, also on Ctrl-C: it always ends with a
-whole line.
+``host_time`` is derived from the device time (``slm.monitor`` says how). Link state changes are logged too, as
+rows with ``t`` = ``"link"`` and a ``state`` (they have no ``seq``/``ms``: the host made them, not the device).
+The file is appended to, written a whole line per ``write`` call, flushed about once a second, and flushed and
+closed on exit, also on Ctrl-C: it always ends with a whole line.
 """
 
 from __future__ import annotations
