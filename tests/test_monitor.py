@@ -949,8 +949,10 @@ def test_virtual_board_calibrator_end_to_end(tmp_path):
     intervals = [r for r in recs if r["t"] == "interval"]
     assert len(intervals) >= 10
     # the calibrator's 94 dB tone reaches the board's microphone 1.3 dB low, from 2 s to 35 s of device time
-    tone = [r["LAeq"] for r in intervals if r["start_ms"] >= 3000 and r["end_ms"] <= 34000]
-    assert tone and all(abs(la - 92.78) < 0.3 for la in tone)
+    tone = [r for r in intervals if r["start_ms"] >= 3000 and r["end_ms"] <= 34000]
+    off = [(r["start_ms"], r["LAeq"], r["LAFmax"]) for r in tone if abs(r["LAeq"] - 92.78) >= 0.3]
+    assert tone and not off, (off, "virtual board: clock slips %g s, audio lost %g s" % (vb.clock_slips_s,
+                                                                                       vb.audio_lost_s))
     assert b["LAeq_1s"]["db"] == intervals[-1]["LAeq"]
     last_min = [r for r in intervals if r["end_ms"] > intervals[-1]["end_ms"] - 60000]
     assert b["LAeq_1min"]["db"] == pytest.approx(energy_mean_db([r["LAeq"] for r in last_min]), abs=0.01)
