@@ -299,7 +299,8 @@ def render(states: list[MonitorState], now_mono: float, width: int = 140, **kw: 
 
 
 def two_boards() -> tuple[list[MonitorState], float]:
-    """A board over its limit with gaps, and a virtual board (a long id) that was lost."""
+    """A board over its limit with gaps, and a virtual board (a long id, 10 h of device time, over its limit by
+    1 s and 1 min: the widest cells) that was lost."""
     st, f = state_with(hello_with(limit_db=65.0))
     for k in range(20):
         f.interval(k * 1000, (k + 1) * 1000, 60.0, LAFmax=80.5 if k == 12 else 70.0, LCpeak=101.2 if k == 3 else 90)
@@ -308,9 +309,13 @@ def two_boards() -> tuple[list[MonitorState], float]:
     f.rec("status", 22000, uptime_s=22, heap_free=81234, blocks=1375, dropped=3, late=0, faults=[], overload=False,
           lmax=80.5, lmax_ms=None)
     st.set_link_stats({"gaps": 2, "lost_records": 7, "bad_lines": 1, "reconnects": 0, "restarts": 0})
-    lost = MonitorState("/dev/pts/12")
+    lost = MonitorState("/dev/pts/12", limit_db=60.0)
     lost.set_link_state("connected", 90.0, 1.7e9 - 10)
     lost.set_hello(dict(HELLO, serial="virtual-0123456789ab"))
+    g = Feeder(lost)
+    for k in range(36000, 36070):
+        g.interval(k * 1000, (k + 1) * 1000, 88.7, LAFmax=101.3 if k == 36042 else 91.9, LCpeak=113.1)
+    g.level(36070500, 88.24, 88.2)
     lost.set_link_state("lost", 95.0, 1.7e9 - 5, "unplugged")
     lost.set_link_state("reconnecting", 95.0, 1.7e9 - 5)
     lost.set_link_stats({"reconnects": 2, "restarts": 1})
@@ -357,15 +362,18 @@ def test_table_at_80_columns_shows_every_figure_whole():
     assert all(len(line) <= 80 for line in lines) and "…" not in text, text
     words = text.split()
     for figure in ("a1b2c3", "ttyACM0", "virtual-0123456789ab", "pts/12", "67.3", "68.4", "61.1", "(21s)", "80.5",
-                   "@0:00:13", "93.3", "101.2", "65", "OVER", "1s", "none", "connected", "LOST", "reconnecting",
-                   "heap", "79k", "restarts", "evening.csv"):
+                   "@0:00:13", "93.3", "101.2", "65", "OVER", "1s", "connected", "LOST", "reconnecting",
+                   "heap", "79k", "restarts", "evening.csv", "88.2", "88.7", "101.3", "@10:00:43", "113.1", "60",
+                   "1min"):
         assert figure in words, (figure, text)
     for phrase in ("gaps 2 (7 lost) bad 1", "dropped 3 heap 79k", "reconn 2 restarts 1", "LOST 5.3 s reconnecting",
-                   "connected 0.3 s", "LAeq 1min"):
+                   "connected 0.3 s", "max 101.2", "max 113.1", "1s 1min"):
         assert phrase in text, (phrase, text)
     # each board's levels are on its own line, in the order of the columns
     row = next(line for line in lines if line.lstrip().startswith("a1b2c3")).split()
     assert row == ["a1b2c3", "67.3", "68.4", "61.1", "80.5", "93.3", "65"], text
+    row = next(line for line in lines if line.lstrip().startswith("virtual-")).split()
+    assert row == ["virtual-0123456789ab", "88.2", "88.7", "88.7", "101.3", "113.1", "60"], text
 
 
 def test_table_is_the_one_line_per_board_layout_where_it_fits():
@@ -446,8 +454,8 @@ def test_summary_gives_the_whole_run_per_board():
 def test_summary_of_a_lost_board_and_of_one_without_limit():
     states, now = two_boards()
     text = summary_text(states, now)
-    assert "virtual-0123456789ab" in text and "reconnecting" in text and "no limit" in text
-    assert "2 reconnects" in text and "…" not in text
+    assert "virtual-0123456789ab" in text and "reconnecting" in text and "2 reconnects" in text
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_level_bar_marks_the_limit_and_fills_to_the_level():
