@@ -2,11 +2,13 @@
 
 A child process plays the devices through ptys (its work is not counted): 10 records a second per board (9 level
 records and 1 interval record; every 10 s a status record in place of a level record). This process runs a Monitor
-over the pty slaves, with one of three loads, and counts its own CPU time (``time.process_time``: link reader threads, the monitor thread, rendering) while the records arrive:
+over the pty slaves, with one of four loads, and counts its own CPU time (``time.process_time``: link reader threads,
+the monitor thread, rendering) while the records arrive:
 
 - ``links``: the monitor drains the queue into the states, no log, no table;
 - ``log``: the same, and every record to a JSONL file;
-- ``table``: the same, and the rich table rendered 4 times a second (to a 140-column terminal kept in memory).
+- ``table``: the same, and the rich table rendered 4 times a second (to a 140-column terminal kept in memory);
+- ``table80``: the same on an 80-column terminal (the narrow layout: levels and health in two tables).
 
     .venv/bin/python bench/bench_monitor.py                  # 1 and 16 boards, 10 s each, writes docs/performance.md
     .venv/bin/python bench/bench_monitor.py --boards 16 --seconds 30 --no-write
@@ -62,17 +64,19 @@ def measure(boards: int, load: str, rate: float, seconds: float) -> dict:
         tty.setraw(s)
         ptys.append((m, s, os.ttyname(s)))
     tmp = tempfile.mkdtemp(prefix="bench-monitor-")
-    log = RecordLog(Path(tmp) / "log.jsonl") if load in ("log", "table") else None
+    log = RecordLog(Path(tmp) / "log.jsonl") if load != "links" else None
     mon = Monitor([p for _, _, p in ptys], log=log, handshake=False).open()
-    screen = Console(file=io.StringIO(), width=140, force_terminal=True, color_system="truecolor")
+    screen = Console(file=io.StringIO(), width=80 if load == "table80" else 140, force_terminal=True,
+                     color_system="truecolor")
 
     def frame(m: Monitor) -> None:
-        if load == "table":
+        if load.startswith("table"):
             screen.file = io.StringIO()
             screen.print(render_table(m.states, caption="Ctrl-C to stop"))
 
     start = time.monotonic() + 0.5
-    child = mp.get_context("fork").Process(target=_devices, args=([m for m, _, _ in ptys], rate, seconds, start, _timed_record))
+    child = mp.get_context("fork").Process(target=_devices,
+                                           args=([m for m, _, _ in ptys], rate, seconds, start, _timed_record))
     child.start()
     while time.monotonic() < start:
         time.sleep(0.01)
@@ -101,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in args.boards:
-        for load in ("links", "log", "table"):
+        for load in ("links", "log", "table", "table80"):
             r = measure(n, load, args.rate, args.seconds)
             rows.append(r)
             print("%2d board(s) x %g records/s, %-5s: %d/%d records, %d gaps/bad, %d frames; CPU %.2f s in %.1f s = "
@@ -116,9 +120,11 @@ def main() -> None:
             "threads, queue, states, log, table), `%s` on %s, %d cores, Python %s." % (
                 args.rate, cmd, platform.processor() or platform.machine(), os.cpu_count() or 0,
                 platform.python_version()),
-            "Rendering dominates: building and printing the 16-row table takes about 10 ms of rich's time per frame.",
+            "Rendering dominates: building and printing the 16-row table takes 10-25 ms of rich's time per frame "
+            "(more when other jobs share the cores), the 80-column layout about a quarter more.",
             "", "| boards | load | records | CPU % of one core |", "|---:|---|---:|---:|"]
-    desc = {"links": "links + states", "log": "+ JSONL log", "table": "+ log + table at 4 frames/s"}
+    desc = {"links": "links + states", "log": "+ JSONL log", "table": "+ log + table at 4 frames/s",
+            "table80": "+ log + table at 4 frames/s, 80 columns"}
     for r in rows:
         text.append("| %d | %s | %d/%d | %.2f |" % (r["boards"], desc[r["load"]], r["records"], r["expected"],
                                                   r["core_pct"]))

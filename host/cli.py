@@ -125,10 +125,18 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
     seen), LAFmax since the start with its device time, LCpeak (last interval and max), OVER when LAeq 1 s or 1 min
     is above the limit or the device reports limit_exceeded, the link (connected / SILENT / LOST, reconnecting;
     gaps, lost records, bad lines, reconnects, restarts) and the device (faults, dropped and late blocks, heap,
-    overload). At the end (--duration, Ctrl-C or SIGTERM) it prints a summary per board and exits 0, with the log
-    complete. Every port must open and answer at the start (else exit 1); a board lost later is shown and re-found.
+    overload). Boards are named by the device's id (its serial; the port below it). On a narrow terminal (80
+    columns) the details stack under the levels and the link and device health form a second table. At the end
+    (--duration, Ctrl-C or SIGTERM) it prints a summary per board (time watched, LAeq over the whole run, LAFmax and
+    LCpeak max with their times, time and times over the limit, gaps, lost records, restarts, faults) and exits 0,
+    with the log complete. Every port must open and answer at the start (else exit 1); a board lost later is shown
+    and re-found.
     The log (appended to) has a line per record: in JSONL the record plus host_time and port, in CSV fixed
     columns; link state changes are lines with t "link" and a state (lost, reconnecting, silent, connected...).
+    The replies to the monitor's own info are logged too, so seq jumps only where records were lost (or after a
+    reconnect, by one: the link's own info). host_time is when the record arrived, except for records the device
+    sent while no host listened, which arrive together when the port opens: those are marked buffered (JSONL
+    "buffered": true, CSV column buffered) and their host_time is derived from their device time (ms).
 
     \b
     Examples:
@@ -158,7 +166,7 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
     from rich.live import Live
 
     from slm.link import LinkError
-    from slm.monitor import Monitor, RecordLog, render_table
+    from slm.monitor import Monitor, RecordLog, render_summary, render_table
 
     debug = bool((click.get_current_context().obj or {}).get("debug"))
     if log_file:
@@ -204,8 +212,7 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
     else:
         summary = mon.summary()
         title = f"{title}: {summary['duration_s']:.0f} s"
-        console.print(render_table(mon.states, title=title, bar=False,
-                                   caption=f"log {log_file}" if log_file else None))
+        console.print(render_summary(mon.states, title=title, caption=f"log {log_file}" if log_file else None))
 
 
 @cli.command()
