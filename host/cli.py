@@ -147,7 +147,7 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
     from slm import discovery
 
     if ports:
-        targets = [discovery.select_board(p) for p in ports]
+        targets = [discovery.resolve_port(p) for p in ports]
     else:
         try:
             targets = discovery.find_boards()

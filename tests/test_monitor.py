@@ -845,9 +845,18 @@ def test_command_without_a_board_exits_2(monkeypatch):
     assert r.exit_code == 2 and r.output.strip() == "slm: error: no board found: plug one in or give --port"
 
 
-def test_command_with_a_port_that_cannot_open_exits_1(tmp_path):
+def test_command_with_a_port_that_does_not_exist_exits_2(tmp_path):
+    """A missing port is bad input, exit 2, as in deploy, flash and calibrate."""
     r = CliRunner().invoke(cli, ["monitor", "--port", str(tmp_path / "nothing"), "--duration", "1"])
-    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and "could not open" in r.output
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "does not exist" in r.output
+
+
+def test_command_with_a_port_that_cannot_open_exits_1(tmp_path):
+    """A port that exists but is not a serial device: the operation fails, exit 1."""
+    not_a_tty = tmp_path / "not-a-tty"
+    not_a_tty.write_text("")
+    r = CliRunner().invoke(cli, ["monitor", "--port", str(not_a_tty), "--duration", "1"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
 
 
 def test_command_with_a_bad_log_name_exits_2(board):
