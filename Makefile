@@ -22,8 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slm demo $(if $(DURATION),--duration $(DURATION))
 
+# Two workers, one test file each at a time (a file's fixtures stay in one process): 4 min instead of 7.5 here.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Long soak and fuzz runs, not part of `make test`.
 soak: $(STAMP)

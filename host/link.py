@@ -53,6 +53,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from slm import discovery
+from slm.errors import OperationError
 from slm.protocol import MAX_LINE, PROTOCOL_VERSION, BadLine, command, parse_line
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ CLOSED = "closed"
 DEFAULT_BAUDRATE = 115200
 
 
-class LinkError(Exception):
+class LinkError(OperationError):
     """A link problem; the message is one line for the user."""
 
 
