@@ -154,7 +154,7 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
         except Exception as e:  # the OS's port listing failed
             raise OSError(f"could not list serial ports: {e}") from None
         if not targets:
-            _fail(str(discovery.NoBoardError()), 2)
+            raise discovery.NoBoardError()
     _watch(targets, log_file, limit_db, duration_s, as_json)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import runpy
 
 import numpy as np
 
@@ -200,4 +199,6 @@ class IntegerMeterModel:
 @functools.lru_cache(maxsize=1)
 def firmware_coefficients() -> dict:
     """The generated firmware/weighting_coeffs.py, read as data (the coefficients the firmware really uses)."""
-    return runpy.run_path(str(wd.firmware_coeffs_path()))
+    from slm.firmware import weighting_coeffs
+
+    return vars(weighting_coeffs)

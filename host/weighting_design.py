@@ -347,10 +347,9 @@ def design_from_coeffs(fs: int, entry: dict) -> RateDesign:
 
 def committed_designs() -> dict[int, RateDesign]:
     """The designs in the committed firmware/weighting_coeffs.py, per rate."""
-    import runpy
+    from slm.firmware.weighting_coeffs import RATES
 
-    rates = runpy.run_path(str(firmware_coeffs_path()))["RATES"]
-    return {fs: design_from_coeffs(fs, entry) for fs, entry in rates.items()}
+    return {fs: design_from_coeffs(fs, entry) for fs, entry in RATES.items()}
 
 
 def chain_gain_db(d: RateDesign) -> dict[str, float]:
