@@ -7,6 +7,7 @@ position and a microphone. See docs/simulator.md for the format and sim/scenario
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import sys
@@ -22,6 +23,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 GROUNDS = ("hard", "soft", "none")
 OUTSIDE_MARGIN_M = 300.0  # sources and meters may stand this far outside the square (roads, façades)
+DEFAULT_START = dt.datetime(2026, 7, 15, 20, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # a summer evening, Beijing time
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a name (a meter's is its WAV's name), never a path
 
 
@@ -69,6 +71,7 @@ class Scenario:
     size_m: tuple[float, float]
     sources: tuple[Source, ...]
     meters: tuple[Meter, ...]
+    start: dt.datetime = DEFAULT_START  # local clock time (with its UTC offset) at scene time 0; a virtual board's clock starts here
 
     def meter(self, meter_id: str) -> Meter:
         for m in self.meters:
@@ -214,7 +217,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         interval_s=scene.get("interval_s", float, default=1.0, lo=0.1, hi=3600.0),
         temperature_c=scene.get("temperature_c", float, default=20.0, lo=-20.0, hi=50.0),
         humidity_pct=scene.get("humidity_pct", float, default=70.0, lo=10.0, hi=100.0),
-        ground=ground, seed=scene.get("seed", int, default=1, lo=0, hi=2**32 - 1), size_m=size_t)
+        ground=ground, seed=scene.get("seed", int, default=1, lo=0, hi=2**32 - 1), size_m=size_t,
+        start=scene.get("start", dt.datetime, default=DEFAULT_START))
+    if common["start"].tzinfo is None:
+        raise scene.fail("start", "must carry its UTC offset, e.g. 2026-07-15T21:30:00+08:00")
     scene.done()
 
     sources = []

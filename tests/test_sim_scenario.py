@@ -56,6 +56,12 @@ def test_square_evening_matches_the_brief():
 def test_good_minimal_scenario(tmp_path):
     sc = load_scenario(write(tmp_path, GOOD))
     assert sc.sources[0].active == ((0.0, 10.0),) and sc.meters[0].microphone == "INMP441"
+    assert sc.start.isoformat() == "2026-07-15T20:00:00+08:00"  # the default clock start
+
+
+def test_start_is_a_local_time_with_its_offset(tmp_path):
+    sc = load_scenario(write(tmp_path, GOOD.replace("duration_s = 10.0", "duration_s = 10.0\nstart = 2026-08-01T21:50:00+08:00")))
+    assert sc.start.isoformat() == "2026-08-01T21:50:00+08:00" and sc.start.utcoffset().total_seconds() == 8 * 3600
 
 
 @pytest.mark.parametrize("change,fragment", [
@@ -77,6 +83,8 @@ def test_good_minimal_scenario(tmp_path):
     (("id = \"m1\"", "id = \"..\""), "meter[0].id: '..' is not a name"),
     (("id = \"m1\"", "id = \"\""), "meter[0].id: '' is not a name"),
     (("id = \"band\"", "id = \"a/b\""), "source[0].id: 'a/b' is not a name"),
+    (("duration_s = 10.0", "duration_s = 10.0\nstart = 2026-08-01T21:50:00"), "scene.start: must carry its UTC offset"),
+    (("duration_s = 10.0", "duration_s = 10.0\nstart = '21:50'"), "scene.start: must be datetime"),
 ])
 def test_mistakes_are_named(tmp_path, change, fragment):
     old, new = change
