@@ -1,14 +1,17 @@
 """The meter application: audio in, levels out, commands in, and keep running (docs/protocol.md).
 
 One loop: read a chunk of I2S words (at most 20 blocks, never past an interval's end) -> ``Meter.process`` ->
-interval, level, status and event records -> poll the console for command bytes -> feed the watchdog. The audio
+interval, level, status, minute and event records -> poll the console for command bytes -> feed the watchdog.
+An interval never spans a UTC minute boundary: the interval in progress ends there, and the minute's levels are
+the meter's totals over the intervals of that minute (judged by judge.py against the limit schedule). The audio
 source paces the loop (a real microphone, or a virtual board's FIFO). Commands are read and answered within a budget
 per turn (``Console``), so measuring keeps its pace whatever arrives. Ctrl-C (byte 3) on the console stops the
 application; if more input follows within ``CTRL_C_WAIT_MS`` (mpremote, `slm deploy`, a person at the REPL) the
 board goes to the REPL, so mpremote can always take it back; if not (a stray byte), the meter goes on by itself.
 
 Files on the device: board.json (written by `slm deploy` from the board profile; read only), config.json (the
-configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store).
+configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store),
+and the record ring of minutes and events (record_ring, when the firmware has it).
 """
 
 import gc
@@ -16,9 +19,16 @@ import json
 import sys
 
 import calibration_store
+import clock
 import config_store
+import judge
 import protocol
 from meter import LEVEL_KEYS, Meter
+
+try:
+    import record_ring
+except ImportError:  # firmware without the device record: minutes and events are only sent
+    record_ring = None
 
 FIRMWARE_VERSION = "0.1.0"
 CHUNK_BLOCKS = 20
@@ -28,6 +38,9 @@ REPLIES_PER_TURN = 2  # lines answered per loop turn at most
 REPLY_BYTES_PER_S = 4000  # reply bytes per device second on average (a third of a 115200-baud UART)
 REPLY_BURST = 1200  # ... and at most this many at once (one `info` reply)
 CTRL_C_WAIT_MS = 2000  # after Ctrl-C: console input within this time hands the board to the REPL
+STEP_EVENT_S = 1.0  # a `time` command that moves the clock by more than this is a clock step (an event)
+EPISODE_SCAN_MINUTES = 1440  # at boot, an episode left open is summed over at most this many stored minutes
+WIRE_FIELDS = judge.LEVEL_FIELDS + ("s", "duration_s", "step_s", "limit")  # sent at 0.01 (protocol.Levels)
 
 
 def load_board(path=BOARD_FILE):
@@ -163,9 +176,24 @@ class MeterApp:
         self.sec = 0  # device time from the audio clock: seconds, milliseconds, remainder of samples·1000 / rate
         self.msec = 0
         self.ms_rem = 0
-        self.writer = protocol.RecordWriter(out, self.device_ms)
+        self.clock = clock.Clock()
+        self.writer = protocol.RecordWriter(out, self.device_ms, self.utc_now)
         self.levels = protocol.Levels()
         self.audio = hw.open_audio(board)
+        rtc = hw.rtc()  # after the audio is open: device time 0 is its first word
+        if rtc is None:
+            self.faults.append("clock_unset")
+        else:
+            self.clock.set(rtc[0], rtc[1], 0, 0, rtc[2])
+        self.judge = judge.Judge(self.config)
+        self.last_minute = None  # the last minute record (dict), for the display
+        self.episode = None  # the open exceedance episode (dict), for the display
+        self.ring = None
+        if record_ring is not None:
+            try:
+                self.ring = record_ring.RecordRing()
+            except Exception as e:
+                self.faults.append("ring:%s" % type(e).__name__)
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
         self.wall_msec = 0
@@ -174,10 +202,14 @@ class MeterApp:
         self.late = 0
         self.interrupts = 0  # Ctrl-C bytes after which no host took the REPL
         self.console = None  # the Console, for its counts in status
-        self.limit_on = False
         self.overload_total = False
+        self.minute_start = None  # UTC (day, ms) of the minute in progress (second 00), None when unset
+        self.minute_left = 0  # blocks from the interval's start to the minute's end
+        self.meter = None
         self._new_meter()
         block = self.meter.block
+        self.minute_blocks = 60 * self.rate // block  # a whole number of blocks at every supported rate
+        self._start_minute()
         self.buf = bytearray(4 * block * CHUNK_BLOCKS)
         mv = memoryview(self.buf)
         self.views = [mv[:4 * block * k] for k in range(CHUNK_BLOCKS + 1)]  # the buffer for k blocks
@@ -185,10 +217,14 @@ class MeterApp:
     # -- measuring ---------------------------------------------------------------------------------------------
     def _new_meter(self):
         b = self.board
+        if self.meter is not None:  # the interval in progress is dropped: the minute goes on from here
+            self.minute_left -= self.meter.interval_blocks()
         self.meter = Meter(rate=self.rate, sensitivity_dbfs=b.get("sensitivity_dbfs", -26.0),
                            calibration_db=self.config["calibration_db"], eq=b.get("eq"),
                            input_shift=b.get("input_shift", 10), underrange_db=self.config["underrange_db"])
         self.interval_blocks = int(round(self.config["interval_s"] * self.rate / self.meter.block))
+        self.interval_target = min(self.interval_blocks, self.minute_left) if self.minute_left > 0 else \
+            self.interval_blocks
         self._schedule()
         self.since_level = 0
         self.since_status = 0
@@ -205,12 +241,16 @@ class MeterApp:
     def device_ms(self):
         return self.sec * 1000 + self.msec
 
+    def utc_now(self):
+        """UTC now (ISO 8601 text), None when the clock is unset."""
+        return self.clock.iso(self.sec, self.msec)
+
     def step(self):
         """One chunk of audio and what follows from it. Returns the samples measured (0 if none), or -1 when the
         audio stream has ended."""
         block = self.meter.block
         todo = CHUNK_BLOCKS
-        left = self.interval_blocks - self.meter.interval_blocks()
+        left = self.interval_target - self.meter.interval_blocks()
         if left < todo:
             todo = left
         t0 = self.hw.ticks_ms()
@@ -243,7 +283,7 @@ class MeterApp:
         if self.level_every and self.since_level >= self.level_every:
             self.since_level = 0
             self._send_level()
-        if self.meter.interval_blocks() >= self.interval_blocks:
+        if self.meter.interval_blocks() >= self.interval_target:
             self._close_interval()
         self.since_status += samples
         if self.since_status >= self.status_every:
@@ -251,8 +291,11 @@ class MeterApp:
             self.writer.send("status", self.status())
         return samples
 
-    def _close_interval(self):
+    def _close_interval(self, early=False):
+        """Close the interval in progress (at its end or the minute's end) and, when the minute ends with it, the
+        minute; ``early``: now, at a clock step (the caller closes the minute)."""
         end = self.device_ms()
+        self.minute_left -= self.meter.interval_blocks()
         res = self.meter.close_interval()
         self.overload_total = self.overload_total or res["overload"]
         rec = {"start_ms": self.interval_start, "end_ms": end}
@@ -266,22 +309,140 @@ class MeterApp:
             self.lmax = fmax
             self.lmax_ms = end
         self.writer.send("interval", rec)
-        self._check_limit(res["LAeq"], end)
+        if early:
+            return
+        if self.minute_left <= 0:
+            self._close_minute(True)
+        self.interval_target = min(self.interval_blocks, self.minute_left)
 
-    def _check_limit(self, laeq, end_ms):
-        limit = self.config["limit_db"]
-        if limit is None or laeq is None:
-            return
-        if not self.limit_on and laeq > limit:
-            self.limit_on = True
-            kind = "limit_exceeded"
-        elif self.limit_on and laeq < limit - self.config["limit_hysteresis_db"]:
-            self.limit_on = False
-            kind = "limit_cleared"
+    # -- minutes, judging and the clock --------------------------------------------------------------------------
+    def _blocks_for_ms(self, ms):
+        """Whole blocks that reach ``ms`` milliseconds of audio (at least one)."""
+        per = 1000 * self.meter.block
+        return max(1, (ms * self.rate + per - 1) // per)
+
+    def _start_minute(self):
+        """Start a minute now (at an interval's start): aligned to the UTC minute, or 60 s of audio when unset."""
+        if self.clock.at(self.sec, self.msec):
+            day, ms = self.clock.day, self.clock.ms
+            start = ms - ms % clock.MINUTE_MS
+            self.minute_start = (day, start)
+            self.minute_left = self._blocks_for_ms(start + clock.MINUTE_MS - ms)
         else:
+            self.minute_start = None
+            self.minute_left = self.minute_blocks
+        self.interval_target = min(self.interval_blocks, self.minute_left)
+
+    def _close_minute(self, natural):
+        """Send the minute's records (the meter's totals since the minute began) and start the next minute:
+        ``natural`` when it reached its end, else it ends early (a clock step)."""
+        m = self.meter
+        seconds = m.totals_blocks() * m.block / self.rate
+        res = m.totals()
+        m.clear_totals()
+        start = self.minute_start
+        end = None
+        if start is not None:
+            end = clock.normalise(start[0], start[1] + clock.MINUTE_MS) if natural else \
+                ((self.clock.day, self.clock.ms) if self.clock.at(self.sec, self.msec) else None)
+        records = self.judge.close_minute(res, seconds, start, end)
+        self.last_minute = records[0][1]
+        self.episode = self.judge.episode
+        for kind, fields in records:
+            self._emit(kind, fields)
+        if natural and start is not None:
+            self.minute_start = end
+            self.minute_left = self.minute_blocks
+        elif natural:
+            self.minute_left = self.minute_blocks
+        else:
+            self._start_minute()
+
+    def _emit(self, kind, fields):
+        """Send a minute or event record and keep it in the device's record (the ring)."""
+        wire = dict(fields)
+        for k in WIRE_FIELDS:
+            if k in wire and isinstance(wire[k], float):
+                wire[k] = self.levels.put(k, wire[k])
+        self.writer.send(kind, wire)
+        if self.ring is not None:
+            rec = dict(fields)
+            rec["t"] = kind
+            rec["utc"] = self.utc_now()
+            try:
+                self.ring.add(rec)
+            except Exception as e:
+                self._ring_fault(e)
+
+    def _ring_fault(self, e):
+        name = "ring:%s" % type(e).__name__
+        if name not in self.faults:
+            self.faults.append(name)
+            del self.faults[:-8]
+
+    def set_clock(self, day, ms, source):
+        """Set the clock to UTC (day, ms) now (the `time` command). Returns the step in seconds (None when the
+        clock was unset). A step of more than STEP_EVENT_S (or the first setting) closes the interval and minute in
+        progress and is a ``clock_step`` event; a smaller one moves the end of the minute in progress."""
+        sec, msec = self.sec, self.msec
+        step = self.clock.step_s(day, ms, sec, msec)
+        before = self.clock.iso(sec, msec)
+        big = step is None or step > STEP_EVENT_S or step < -STEP_EVENT_S
+        if big:
+            if self.meter.interval_blocks() > 0:
+                self._close_interval(True)
+            if self.meter.totals_blocks() > 0:
+                self._close_minute(False)
+        self.clock.set(day, ms, sec, msec, source)
+        self.hw.set_rtc(day, ms)
+        if "clock_unset" in self.faults:
+            self.faults.remove("clock_unset")
+        if big:
+            self._start_minute()
+            self._emit("event", {"kind": "clock_step", "from": before, "to": self.utc_now(),
+                                 "step_s": None if step is None else round(step, 3)})
+        elif self.minute_start is not None:
+            self.clock.at(sec, msec)
+            left_ms = (self.minute_start[0] - self.clock.day) * clock.DAY_MS + self.minute_start[1] + \
+                clock.MINUTE_MS - self.clock.ms
+            if left_ms <= 0:
+                if self.meter.interval_blocks() > 0:
+                    self._close_interval(True)
+                self._close_minute(False)
+            else:
+                self.minute_left = self.meter.interval_blocks() + self._blocks_for_ms(left_ms)
+                self.interval_target = min(self.interval_blocks, self.minute_left)
+        return None if step is None else round(step, 3)
+
+    def close_interrupted_episode(self):
+        """At boot: an episode the ring holds open (the device restarted during it) is closed once, as
+        interrupted, from the minutes stored since its start."""
+        if self.ring is None:
             return
-        self.writer.send("event", {"kind": kind, "quantity": "LAeq", "level": self.levels.put("level", laeq), "limit": limit,
-                                   "interval_end_ms": end_ms})
+        try:
+            start = self.ring.open_episode()
+            if not start:
+                return
+            fields = judge.interrupted_end(start, self._stored_minutes())
+        except Exception as e:
+            self._ring_fault(e)
+            return
+        self._emit("event", fields)
+
+    def _stored_minutes(self):
+        """The ring's last EPISODE_SCAN_MINUTES minute records, oldest first, read a few at a time."""
+        info = self.ring.info().get("minute") or {}
+        first, last = info.get("first"), info.get("last")
+        if first is None or last is None:
+            return
+        n = max(first, last - EPISODE_SCAN_MINUTES + 1)
+        while n <= last:
+            batch = self.ring.read("minute", n, 20)
+            if not batch:
+                return
+            for rec in batch:
+                yield rec
+            n = batch[-1].get("n", n + len(batch) - 1) + 1
 
     def _send_level(self):
         c = self.meter.current()
@@ -293,11 +454,13 @@ class MeterApp:
     # -- reporting ---------------------------------------------------------------------------------------------
     def hello(self):
         b = self.board
+        config = {k: v for k, v in self.config.items() if k not in config_store.ONLY_BY_NAME}
         return {"proto": protocol.PROTOCOL_VERSION, "fw": FIRMWARE_VERSION, "board": b.get("board"),
                 "mic": b.get("mic"), "rate": self.rate, "serial": self.hw.unique_id(),
                 "cal": {"offset_db": self.config["calibration_db"], "sensitivity_dbfs": b.get("sensitivity_dbfs"),
                         "method": self.config.get("calibration_method"), "time": self.config.get("calibration_time")},
-                "config": dict(self.config), "faults": list(self.faults)}
+                "config": config, "tz_min": self.config["tz_min"], "clock": self.clock.source,
+                "faults": list(self.faults)}
 
     def status(self):
         gc.collect()  # heap_free then tells a leak from garbage not yet collected
@@ -324,10 +487,10 @@ class MeterApp:
             self._new_meter()
         else:
             self._schedule()
+        self.judge.configure(new)
 
     def reset_statistics(self):
         self.overload_total = False
-        self.limit_on = False
         self._new_meter()
 
 
@@ -362,6 +525,7 @@ def run(hw, out, stdin, poller):
         return
     app = MeterApp(hw, board, out)
     app.writer.send("hello", app.hello())
+    app.close_interrupted_episode()
     console = Console(stdin, poller, commands.CommandHandler(app), app.rate)
     app.console = console
     errors_in_a_row = 0

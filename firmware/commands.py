@@ -5,6 +5,7 @@ Every command is checked completely before anything changes: a malformed, unknow
 """
 
 import calibration_store
+import clock
 import config_store
 import protocol
 
@@ -80,7 +81,7 @@ class CommandHandler:
     def cmd_get(self, msg):
         keys = msg.get("keys")
         if keys is None:
-            keys = list(config_store.DEFAULTS) + ["status"]
+            keys = [k for k in config_store.DEFAULTS if k not in config_store.ONLY_BY_NAME] + ["status"]
         if not isinstance(keys, list):
             raise ValueError("bad_value: keys must be a list")
         out = {}
@@ -108,6 +109,9 @@ class CommandHandler:
             except ValueError as e:
                 text = str(e)
                 raise ValueError(text if ":" in text else "%s: %s" % (text, protocol.echo(k)))
+        merged = dict(self.app.config)
+        merged.update(checked)
+        config_store.check_together(merged)
         if "calibration_db" not in checked:
             self.app.apply_config(checked)
             return checked
@@ -143,6 +147,17 @@ class CommandHandler:
 
     def cmd_stream(self, msg):
         return self.cmd_set({"values": {"stream_hz": msg.get("hz")}})
+
+    def cmd_time(self, msg):
+        """Set the clock: {"utc": "2026-07-15T13:50:00.250Z"} (an offset such as +08:00 is converted to UTC)."""
+        utc = msg.get("utc")
+        if not isinstance(utc, str):
+            raise ValueError("bad_value: utc must be an ISO 8601 time, e.g. 2026-07-15T13:50:00.250Z")
+        day, ms = clock.parse_iso(utc)
+        if not clock.days_from_civil(2000, 1, 1) <= day < clock.days_from_civil(2100, 1, 1):
+            raise ValueError("bad_value: utc must be between 2000 and 2099")
+        step = self.app.set_clock(day, ms, "host")
+        return {"utc": self.app.utc_now(), "step_s": step}
 
     def cmd_reset(self, msg):
         self.app.reset_statistics()

@@ -7,6 +7,7 @@ defaults and a fault name, never an exception. Keys and ranges are in docs/proto
 import json
 import os
 
+import limits
 import protocol
 
 CONFIG_FILE = "config.json"
@@ -16,8 +17,14 @@ DEFAULTS = {
     "interval_s": 1.0,
     "stream_hz": 2,
     "status_s": 10,
-    "limit_db": None,
+    "zone": None,
+    "day_start": "06:00",
+    "night_start": "22:00",
+    "bands": [],
     "limit_hysteresis_db": 1.0,
+    "episode_min_minutes": 1,
+    "tz_min": 480,
+    "display_on": True,
     "calibration_db": 0.0,
     "underrange_db": None,
     "calibration_method": None,
@@ -29,8 +36,14 @@ RULES = {
     "interval_s": ("tenths", 0.1, 3600.0, False),
     "stream_hz": ("int", 0, 10, False),
     "status_s": ("number", 1.0, 3600.0, False),
-    "limit_db": ("number", 20.0, 140.0, True),
+    "zone": ("zone", 0, 0, True),  # GB 3096-2008 class: limits.ZONES
+    "day_start": ("hhmm", 0, 0, False),
+    "night_start": ("hhmm", 0, 0, False),
+    "bands": ("bands", 0, 0, False),
     "limit_hysteresis_db": ("number", 0.0, 20.0, False),
+    "episode_min_minutes": ("int", 1, 60, False),
+    "tz_min": ("int", -720, 840, False),  # local time = UTC + tz_min minutes (no daylight saving)
+    "display_on": ("bool", 0, 0, False),
     "calibration_db": ("number", -20.0, 20.0, False),
     "underrange_db": ("number", 0.0, 120.0, True),
     "calibration_method": ("text", 0, 20, True),  # of the calibration in force: calibrator, reference, manual
@@ -39,6 +52,11 @@ RULES = {
 
 # Written by `calibrate` (and `set` of calibration_db) only, never by `set` itself.
 READ_ONLY = ("calibration_method", "calibration_time")
+# Keys of older firmware, dropped when a saved configuration is loaded (the limit schedule replaced limit_db).
+REMOVED = ("limit_db",)
+# Left out of hello and of a `get` without keys (a list of 8 bands would not fit in a line with the rest): ask by name.
+ONLY_BY_NAME = ("bands",)
+MAX_BANDS_JSON = 600  # bytes of the bands list in JSON, so that a `get`/`set` of it fits in a line
 
 
 def check(key, value):
@@ -50,6 +68,33 @@ def check(key, value):
         if nullable:
             return None
         raise ValueError("bad_value: %s may not be null" % key)
+    if kind == "zone":
+        if not isinstance(value, str) or value not in limits.ZONES:
+            raise ValueError("bad_value: zone must be null or one of %s (GB 3096-2008 classes)"
+                             % ", ".join(sorted(limits.ZONES)))
+        return value
+    if kind == "hhmm":
+        try:
+            limits.parse_hhmm(value)
+        except ValueError as e:
+            raise ValueError("bad_value: %s %s" % (key, e))
+        return value
+    if kind == "bands":
+        try:
+            bands = limits.check_bands(value)
+        except ValueError as e:
+            raise ValueError("bad_value: bands: %s" % e)
+        for b in bands:
+            if not protocol.text_ok(b["name"]):
+                raise ValueError("bad_value: bands: a name must be valid Unicode")
+        n = len(json.dumps(bands).encode())
+        if n > MAX_BANDS_JSON:
+            raise ValueError("bad_value: bands: %d bytes in JSON, at most %d: use shorter names" % (n, MAX_BANDS_JSON))
+        return bands
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("bad_value: %s must be true or false" % key)
+        return value
     if kind == "text" or kind == "time":
         if not isinstance(value, str) or len(value) > hi or not protocol.text_ok(value):
             raise ValueError("bad_value: %s must be text of at most %d characters" % (key, hi))
@@ -73,6 +118,13 @@ def check(key, value):
     return value if kind == "int" else float(value)
 
 
+def check_together(config):
+    """ValueError('bad_value: ...') when values that are each allowed do not go together (``set`` checks the
+    configuration it would save, so nothing changes when this fails)."""
+    if config["day_start"] == config["night_start"]:
+        raise ValueError("bad_value: day_start and night_start must differ")
+
+
 def load(path=CONFIG_FILE):
     """(config, fault): the saved configuration over the defaults; fault is None, 'config_missing' or
     'config_corrupt' (then the defaults are used)."""
@@ -88,10 +140,13 @@ def load(path=CONFIG_FILE):
         return config, "config_corrupt"
     try:
         for key, value in saved.items():
+            if key in REMOVED:
+                continue
             if key == "calibration_time" and isinstance(value, str) and len(value) <= RULES[key][2]:
                 config[key] = protocol.clean_text(value)  # older firmware stored it unchecked: kept, made readable
                 continue
             config[key] = check(key, value)
+        check_together(config)
     except ValueError:
         return dict(DEFAULTS), "config_corrupt"
     return config, None

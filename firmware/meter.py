@@ -112,13 +112,25 @@ class Meter:
 
     def reset(self):
         """Start from rest: filters, time weightings, interval and totals."""
-        for arr in (self.st, self.sums, self.acc, self.total_hist):
+        for arr in (self.st, self.sums, self.acc):
             for i in range(len(arr)):
                 arr[i] = 0
         self.acc[K.HIST_PHASE] = HIST_SAMPLE_BLOCKS
+        self.clear_totals()
+
+    def clear_totals(self):
+        """Start the totals again while the filters, time weightings and the interval go on (the device app's
+        minute is the totals of the intervals closed since its start)."""
+        h = self.total_hist
+        for i in range(len(h)):
+            h[i] = 0
         self.totals_raw = {  # type: dict
             "leq": [0, 0, 0], "blocks": 0, "fmax": None, "fmin": None, "smax": None, "smin": None,
             "peak_c": 0, "peak_z": 0, "overload": False, "underrange": False, "hist": 0}
+
+    def totals_blocks(self):
+        """Blocks in the totals (closed intervals since the last reset or clear_totals)."""
+        return self.totals_raw["blocks"]
 
     def process(self, words, nblocks):
         """Measure ``nblocks`` blocks (``nblocks * self.block`` 32-bit I2S words from the start of ``words``)."""

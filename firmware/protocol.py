@@ -11,7 +11,7 @@ import sys
 from binascii import crc32
 
 MAX_LINE = 1024
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ECHO_CHARS = 40  # received text quoted back in an error message is cut to this many characters
 
 
@@ -249,15 +249,17 @@ def echo(x):
 class RecordWriter:
     """Numbers and timestamps records and writes them as lines to ``out`` (a stream with write())."""
 
-    def __init__(self, out, clock_ms):
+    def __init__(self, out, clock_ms, clock_utc=None):
         self.out = out
         self.clock_ms = clock_ms  # function: device time in ms (from the audio clock)
+        self.clock_utc = clock_utc  # function: UTC now as ISO 8601 text, or None when the clock is unset
         self.seq = 0
 
     def send(self, kind, fields):
         """Write one record; returns its length in characters. ValueError (nothing sent, seq unchanged) when the
         record would be longer than a line."""
-        rec = {"t": kind, "seq": self.seq, "ms": self.clock_ms()}
+        rec = {"t": kind, "seq": self.seq, "ms": self.clock_ms(),
+               "utc": self.clock_utc() if self.clock_utc is not None else None}
         rec.update(fields)
         line = encode(rec)
         self.seq += 1

@@ -45,6 +45,7 @@ Counts (plain ints, read them any time)
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import errno
 import logging
 import os
@@ -65,6 +66,7 @@ REFUSED = "refused"
 CLOSED = "closed"
 
 DEFAULT_BAUDRATE = 115200
+CLOCK_TOLERANCE_S = 1.0  # sync_clock sets the device's clock when it is further than this from the host's
 
 
 class LinkError(OperationError):
@@ -94,6 +96,44 @@ class DeviceError(LinkError):
     @classmethod
     def from_record(cls, rec: dict[str, Any], cmd: str | None = None) -> "DeviceError":
         return cls(rec.get("cmd") or cmd, str(rec.get("code") or "error"), str(rec.get("message") or ""))
+
+
+def utc_text(t: dt.datetime) -> str:
+    """A UTC time as the device writes it: 2026-07-15T13:50:00.250Z."""
+    t = t.astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def parse_utc(text: Any) -> dt.datetime | None:
+    """A record's ``utc`` (ISO 8601) as an aware datetime, None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def sync_clock(link: "DeviceLink", info_reply: dict[str, Any] | None = None,
+               now: Callable[[], dt.datetime] | None = None,
+               tolerance_s: float = CLOCK_TOLERANCE_S) -> dict[str, Any] | None:
+    """Set the device's clock to the host's UTC when it differs by more than ``tolerance_s`` (or is unset), except
+    on a device whose ``clock`` is "scenario" (a virtual board keeps its simulated time). Every host command that
+    connects to a device calls this once after the handshake. ``info_reply``: the ``ack`` of an ``info`` just sent
+    (else one is sent). Returns the ``ack`` of the ``time`` command (its result: {utc, step_s}), None when the clock
+    was left as it is."""
+    clock_now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+    reply = info_reply if info_reply is not None else link.send("info")
+    result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
+    if result.get("clock") == "scenario":
+        return None
+    device = parse_utc(reply.get("utc"))
+    if device is not None and abs((device - clock_now()).total_seconds()) <= tolerance_s:
+        return None
+    ack = link.send("time", utc=utc_text(clock_now()))
+    log.info("%s: device clock set (step %s s)", link.path, (ack.get("result") or {}).get("step_s"))
+    return ack
 
 
 class _Pending:
@@ -325,6 +365,10 @@ class DeviceLink:
     def reset(self) -> dict[str, Any]:
         """Restart the statistics (current interval, overload, lmax)."""
         return self._result(self.send("reset"))
+
+    def set_time(self, utc: dt.datetime) -> dict[str, Any]:
+        """Set the device's clock (the ``time`` command); returns {utc, step_s}."""
+        return self._result(self.send("time", utc=utc_text(utc)))
 
     def reboot(self) -> dict[str, Any]:
         """Restart the device after its ``ack``; the link sees a restart (and, on native USB, an unplug)."""

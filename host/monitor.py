@@ -29,6 +29,7 @@ log line) and renders 4 frames a second (``bench/bench_monitor.py`` measures bot
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -36,13 +37,15 @@ import time
 from typing import Any, Callable, Sequence
 
 from slm import discovery
-from slm.link import CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkTimeout
+from slm.link import CONNECTED, LOST, RECONNECTING, REFUSED, DeviceLink, LinkError, LinkTimeout, sync_clock
 from slm.monitor_state import SILENT, MonitorState, WindowLeq, energy_mean_db
 from slm.monitor_view import level_bar, render_summary, render_table
 from slm.record_log import CSV_COLUMNS, RecordLog
 
 __all__ = ["CSV_COLUMNS", "FRAME_S", "SILENT", "Monitor", "MonitorState", "RecordLog", "WindowLeq", "energy_mean_db",
            "level_bar", "render_summary", "render_table"]
+
+log = logging.getLogger(__name__)
 
 FRAME_S = 0.25
 """Seconds between frames: the live view refreshes 4 times a second."""
@@ -165,6 +168,12 @@ class Monitor:
                     raise LinkTimeout("%s: no reply to info within %g s" % (link.path, self.handshake_timeout)) \
                         from None
         b.replies.append((b.index, reply, None, time.monotonic(), time.time()))
+        try:
+            ack = sync_clock(link, reply)
+            if ack is not None:
+                b.replies.append((b.index, ack, None, time.monotonic(), time.time()))
+        except LinkError as e:  # the meter goes on with its own clock; watching it matters more
+            log.warning("%s: could not set the clock: %s", link.path, e)
 
     def stop(self) -> None:
         """Ask ``run`` to return (safe from a signal handler or another thread)."""

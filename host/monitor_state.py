@@ -21,9 +21,9 @@ How the levels are made (docs/protocol.md records):
   windows start again then; LAFmax, LCpeak max and the overload latch are kept (they are the monitor's).
 - LAFmax and LCpeak max: the largest interval ``LAFmax`` / ``LCpeak`` seen, with the device time (``end_ms``)
   and host time of that interval.
-- Exceedance (``over``): LAeq 1 s or LAeq 1 min above the limit, or the device's own ``limit_exceeded`` event
-  not yet followed by ``limit_cleared``. The limit is ``--limit`` or else the device's ``limit_db`` (its
-  ``hello`` configuration). ``over_s`` counts the interval seconds whose LAeq was above the limit.
+- Exceedance (``over``): LAeq 1 s or LAeq 1 min above the limit, or the device's own ``exceedance_start`` event
+  not yet followed by ``exceedance_end``. The limit is ``--limit`` or else the device's limit in force (the
+  ``limit`` of its last ``minute`` record). ``over_s`` counts the interval seconds whose LAeq was above the limit.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ class MonitorState:
         self.overload = False  # latched: any record said overload
         self.overload_wall: float | None = None
         # limit
-        self.device_over = False  # a limit_exceeded event not yet cleared
+        self.device_over = False  # an exceedance_start event not yet followed by exceedance_end
+        self.device_minute_limit: float | None = None  # the limit in force in the device's last minute record
         self.exceeded_events = 0
         self.over_s = 0.0  # interval seconds with LAeq above the limit
         self.last_event: dict[str, Any] | None = None
@@ -185,6 +186,9 @@ class MonitorState:
                 self._latch_overload(wall)
         elif t == "event":
             self._take_event(rec)
+        elif t == "minute":
+            self.device_minute_limit = _num(rec.get("limit"))
+            self._cache.clear()
         elif t == "hello":
             self.set_hello({k: v for k, v in rec.items() if k not in ("t", "seq", "ms")})
 
@@ -336,10 +340,10 @@ class MonitorState:
 
     def _take_event(self, rec: dict[str, Any]) -> None:
         self.last_event = rec
-        if rec.get("kind") == "limit_exceeded":
+        if rec.get("kind") == "exceedance_start":
             self.device_over = True
             self.exceeded_events += 1
-        elif rec.get("kind") == "limit_cleared":
+        elif rec.get("kind") == "exceedance_end":
             self.device_over = False
 
     # ------------------------------------------------------------------------------------------------ views
@@ -376,12 +380,12 @@ class MonitorState:
 
     @property
     def device_limit_db(self) -> float | None:
-        config = (self.hello or {}).get("config")
-        return _num(config.get("limit_db")) if isinstance(config, dict) else None
+        """The limit in force on the device (its last ``minute`` record), None before one or without a limit."""
+        return self.device_minute_limit
 
     @property
     def limit_db(self) -> float | None:
-        """``--limit`` if given, else the device's ``limit_db``; None: no limit."""
+        """``--limit`` if given, else the device's limit in force; None: no limit."""
         return self.cli_limit_db if self.cli_limit_db is not None else self.device_limit_db
 
     @property
@@ -451,7 +455,7 @@ class MonitorState:
     @property
     def over_reasons(self) -> list[str]:
         """Why the limit counts as exceeded now: any of ``"1s"``, ``"1min"`` (LAeq above ``limit_db``),
-        ``"device"`` (the device's limit_exceeded event). Empty: not exceeded (or no limit)."""
+        ``"device"`` (the device's exceedance_start event). Empty: not exceeded (or no limit)."""
         reasons = []
         limit = self.limit_db
         if limit is not None:

@@ -319,7 +319,7 @@ def _summary_column(st: MonitorState, now_mono: float) -> list:
         over.append("%s" % _fmt_duration(st.over_s), style="bold red" if st.over_s else "green")
         over.append("\n%s over" % _count(st.over_count, "time"), style="red" if st.over_count else "dim")
     if st.exceeded_events:
-        over.append("\ndevice: %d limit_exceeded" % st.exceeded_events, style="red")
+        over.append("\ndevice: %d exceedance episodes" % st.exceeded_events, style="red")
     rows.append(over)
     gaps = Text("%s, %d lost" % (_count(s.get("gaps", 0), "gap"), s.get("lost_records", 0)),
                 style="yellow" if s.get("gaps") else "")

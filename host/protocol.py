@@ -23,7 +23,8 @@ import json
 import zlib
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""The protocol version this host speaks (docs/protocol.md); 2: the limit schedule, minutes, episodes, the clock."""
 MAX_LINE = 1024
 """Longest line in bytes, without its ``\\n`` (and the ``\\r`` before it): JSON, ``*`` and the 8 checksum digits."""
 

@@ -137,14 +137,15 @@ def test_a_full_disk_is_an_io_error_with_a_readable_message(tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.fail("this test needs /dev/full (Linux) to stand for a full flash")
     d = device_dir(tmp_path, seconds=0.5)
-    (d / "config.json").write_text('{"limit_db": 80.0}')
+    (d / "config.json").write_text('{"limit_hysteresis_db": 2.0}')
     os.symlink("/dev/full", d / "config.tmp")  # every write of the configuration meets ENOSPC
-    _, recs = run_raw(d, line({"cmd": "set", "id": 1, "values": {"limit_db": 90}}) + line({"cmd": "get", "id": 2}))
+    _, recs = run_raw(d, line({"cmd": "set", "id": 1, "values": {"limit_hysteresis_db": 3}}) +
+                      line({"cmd": "get", "id": 2}))
     got = {r["id"]: r for r in replies(recs)}
     assert got[1]["t"] == "error" and got[1]["code"] == "io_error"
     assert got[1]["message"] == "no space left on device (errno 28)"
-    assert got[2]["result"]["limit_db"] == 80.0  # nothing changed
-    assert json.loads((d / "config.json").read_text()) == {"limit_db": 80.0}
+    assert got[2]["result"]["limit_hysteresis_db"] == 2.0  # nothing changed
+    assert json.loads((d / "config.json").read_text()) == {"limit_hysteresis_db": 2.0}
 
 
 # -- what records carry --------------------------------------------------------------------------------------------

@@ -155,8 +155,8 @@ def run_app(tmp_path) -> dict:
     d = device_dir(tmp_path, seconds=30.0, level_db=74.0)
     cmds = []
     for i in range(20):
-        cmds += [line({"cmd": "get", "id": i, "keys": ["interval_s", "limit_db"]}), line({"cmd": "info", "id": i}),
-                 line({"cmd": "set", "id": i, "values": {"limit_db": 60 + i}}), line({"cmd": "nope", "id": i}),
+        cmds += [line({"cmd": "get", "id": i, "keys": ["interval_s", "zone"]}), line({"cmd": "info", "id": i}),
+                 line({"cmd": "set", "id": i, "values": {"episode_min_minutes": 1 + i}}), line({"cmd": "nope", "id": i}),
                  b"not a protocol line\n"]
     (d / "commands.bin").write_bytes(b"".join(cmds))
     r = subprocess.run([micropython_binary(), "-c", APP_SCRIPT % {"commands": len(cmds)}], cwd=d,

@@ -32,7 +32,7 @@ from slm.link import (CLOSED, CONNECTED, LOST, RECONNECTING, REFUSED, DeviceErro
                       LinkTimeout, ProtocolVersionError)
 from slm.protocol import MAX_LINE, PROTOCOL_VERSION, BadLine, command, encode_line, parse_line
 
-HELLO = {"proto": 1, "fw": "0.1.0", "board": "test-board", "mic": "INMP441", "rate": 48000, "serial": "a1b2c3",
+HELLO = {"proto": 2, "fw": "0.1.0", "board": "test-board", "mic": "INMP441", "rate": 48000, "serial": "a1b2c3",
          "cal": {"offset_db": 0.0, "sensitivity_dbfs": -26.0, "method": "datasheet", "time": None},
          "config": {"interval_s": 1.0, "stream_hz": 2}, "faults": []}
 
@@ -207,8 +207,8 @@ def test_encode_line_format_is_compact_json_star_crc32_newline():
     {"t": "hello", "seq": 0, "ms": 0, **HELLO},
     {"t": "interval", "seq": 7, "ms": 1000, "LAeq": 55.21, "LA90": None, "overload": False},
     {"t": "error", "seq": 3, "ms": 5, "id": None, "cmd": None, "code": "bad_line", "message": "a * b {x}"},
-    {"cmd": "set", "id": 7, "values": {"stream_hz": 10, "limit_db": None}},
-    {"t": "event", "seq": 1, "ms": 2, "kind": "limit_exceeded", "note": "Platz – 70 dB(A) · µPa"},
+    {"cmd": "set", "id": 7, "values": {"stream_hz": 10, "zone": None}},
+    {"t": "event", "seq": 1, "ms": 2, "kind": "exceedance_start", "band": "Platz – 70 dB(A) · µPa"},
 ])
 def test_round_trip(obj):
     line = encode_line(obj)
@@ -222,7 +222,7 @@ def test_command_lines():
     assert parse_line(command("set", 7, values={"stream_hz": 10})) == {"cmd": "set", "id": 7,
                                                                         "values": {"stream_hz": 10}}
     assert command("get", id=3, keys=["status"]).startswith(b'{"cmd":"get","id":3,"keys":["status"]}*')
-    assert PROTOCOL_VERSION == 1
+    assert PROTOCOL_VERSION == 2
 
 
 def test_encode_refuses_what_is_not_a_line():
@@ -409,7 +409,7 @@ def test_parser_never_accepts_a_wrong_checksum_soak(case):
 def test_records_flow_and_hello_is_remembered(peer, link_factory):
     link = link_factory(peer.path)
     assert link.state == CONNECTED
-    assert link.serial == "a1b2c3" and link.hello["proto"] == 1
+    assert link.serial == "a1b2c3" and link.hello["proto"] == 2
     assert peer.commands[0]["cmd"] == "info" and isinstance(peer.commands[0]["id"], int)
     sent = [peer.record("level", LAF=60.0 + i) for i in range(5)]
     assert collect(link, 5) == sent  # the info ack was consumed by info(), not queued
@@ -508,7 +508,7 @@ def test_commands_get_their_replies_by_id(peer, link_factory):
     assert wait_until(lambda: any(c["cmd"] == "get" for c in peer.commands))
     get_cmd = peer.commands[-1]
     peer.record("level")  # records between a command and its reply still flow
-    assert link.set(limit_db=70.0) == {"limit_db": 70.0}  # answered while the get is still waiting
+    assert link.set(zone="1") == {"zone": "1"}  # answered while the get is still waiting
     assert link.stream(10) == {"stream_hz": 10}
     peer.record("ack", id=get_cmd["id"] + 1000, cmd="get", result={"wrong": "id"})  # nobody's: delivered
     peer.record("ack", id=get_cmd["id"], cmd="get", result={"interval_s": 1.0})
@@ -567,9 +567,9 @@ def test_silent_device_fails_the_handshake(peer):
 
 
 def test_unknown_protocol_version_is_refused_with_a_clear_message(link_factory):
-    p = Peer(hello={**HELLO, "proto": 2})
+    p = Peer(hello={**HELLO, "proto": 1})
     try:
-        with pytest.raises(ProtocolVersionError, match="protocol version 2; this slm speaks version 1"):
+        with pytest.raises(ProtocolVersionError, match="protocol version 1; this slm speaks version 2"):
             link_factory(p.path)
     finally:
         p.close()

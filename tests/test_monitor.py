@@ -33,6 +33,7 @@ from rich.console import Console
 
 from slm import discovery
 from slm.cli import cli
+from slm.link import utc_text
 from slm.monitor import (CSV_COLUMNS, SILENT, Monitor, MonitorState, RecordLog, energy_mean_db, level_bar,
                          render_summary, render_table)
 from slm.protocol import BadLine, encode_line, parse_line
@@ -40,9 +41,10 @@ from slm.virtual_board import VirtualBoard
 
 SLM = str(Path(sys.executable).with_name("slm"))
 
-HELLO = {"proto": 1, "fw": "0.1.0", "board": "test-board", "mic": "INMP441", "rate": 48000, "serial": "a1b2c3",
+HELLO = {"proto": 2, "fw": "0.1.0", "board": "test-board", "mic": "INMP441", "rate": 48000, "serial": "a1b2c3",
          "cal": {"offset_db": 0.0, "sensitivity_dbfs": -26.0, "method": "datasheet", "time": None},
-         "config": {"interval_s": 1.0, "stream_hz": 2, "status_s": 10, "limit_db": None}, "faults": []}
+         "config": {"interval_s": 1.0, "stream_hz": 2, "status_s": 10, "zone": None}, "tz_min": 480, "clock": "rtc",
+         "faults": []}
 
 
 def hello_with(**config: Any) -> dict:
@@ -75,11 +77,17 @@ class Feeder:
         return self.rec("level", ms, LAF=laf, LAS=laf, LAeq=laeq_so_far, LCpeak=laf + 20, overload=False, **fields)
 
 
-def state_with(hello: dict | None = None, limit_db: float | None = None) -> tuple[MonitorState, Feeder]:
+def state_with(hello: dict | None = None, limit_db: float | None = None,
+               device_limit: float | None = None) -> tuple[MonitorState, Feeder]:
+    """A connected state; ``device_limit``: the device's limit in force, told by a first ``minute`` record."""
     st = MonitorState("/dev/ttyACM0", limit_db=limit_db)
     st.set_link_state("connected", 100.0, 1.7e9)
     st.set_hello(hello or HELLO)
-    return st, Feeder(st)
+    f = Feeder(st)
+    if device_limit is not None:
+        f.rec("minute", 0, start="2026-07-15T12:00:00.000Z", local="20:00", s=60.0, LAeq=None, LAFmax=None, LA10=None,
+              LA50=None, LA90=None, LCpeak=None, overload=False, band="day", limit=device_limit, over=False)
+    return st, f
 
 
 # ------------------------------------------------------------------------------------------------ LAeq windows
@@ -212,8 +220,8 @@ def test_null_levels_are_skipped_not_counted_as_silence():
 
 # ------------------------------------------------------------------------------------------------ limit and health
 
-def test_limit_from_the_device_configuration_and_over_it_by_1s_then_1min():
-    st, f = state_with(hello_with(limit_db=65.0))
+def test_limit_in_force_from_the_device_minute_record_and_over_it_by_1s_then_1min():
+    st, f = state_with(device_limit=65.0)
     assert st.limit_db == 65.0 and not st.over
     for k in range(50):
         f.interval(k * 1000, (k + 1) * 1000, 60.0)
@@ -228,25 +236,26 @@ def test_limit_from_the_device_configuration_and_over_it_by_1s_then_1min():
 
 
 def test_cli_limit_overrides_the_device_limit():
-    st, f = state_with(hello_with(limit_db=80.0), limit_db=55.0)
+    st, f = state_with(device_limit=80.0, limit_db=55.0)
     f.interval(0, 1000, 60.0)
     assert st.limit_db == 55.0 and st.over_reasons == ["1s", "1min"]
-    st2, f2 = state_with(hello_with(limit_db=None))
+    st2, f2 = state_with()
     f2.interval(0, 1000, 120.0)
     assert st2.limit_db is None and not st2.over
 
 
 def test_device_limit_events_mark_until_cleared_or_restart():
-    st, f = state_with(hello_with(limit_db=65.0))
+    st, f = state_with(device_limit=65.0)
     f.interval(0, 1000, 64.0)
-    f.rec("event", 1000, kind="limit_exceeded", quantity="LAeq", level=66.0, limit=65.0, interval_end_ms=1000)
+    f.rec("event", 1000, kind="exceedance_start", start="2026-07-15T12:00:00.000Z", limit=65.0, band="day", LAeq=66.0)
     assert st.over_reasons == ["device"] and st.exceeded_events == 1
-    f.rec("event", 2000, kind="limit_cleared", quantity="LAeq", level=63.0, limit=65.0, interval_end_ms=2000)
+    f.rec("event", 2000, kind="exceedance_end", start="2026-07-15T12:00:00.000Z", end="2026-07-15T12:01:00.000Z",
+          duration_s=60.0, LAeq=66.0, LAFmax=70.0, limit=65.0, band="day", minutes_over=1, interrupted=False)
     assert not st.over
-    f.rec("event", 3000, kind="limit_exceeded", quantity="LAeq", level=66.0, limit=65.0, interval_end_ms=3000)
+    f.rec("event", 3000, kind="exceedance_start", start="2026-07-15T12:02:00.000Z", limit=65.0, band="day", LAeq=66.0)
     assert st.device_over
     f.seq = 0
-    f.rec("hello", 0, **hello_with(limit_db=65.0))
+    f.rec("hello", 0, **HELLO)
     assert not st.device_over and st.exceeded_events == 2
 
 
@@ -301,7 +310,7 @@ def render(states: list[MonitorState], now_mono: float, width: int = 140, **kw: 
 def two_boards() -> tuple[list[MonitorState], float]:
     """A board over its limit with gaps, and a virtual board (a long id, 10 h of device time, over its limit by
     1 s and 1 min: the widest cells) that was lost."""
-    st, f = state_with(hello_with(limit_db=65.0))
+    st, f = state_with(device_limit=65.0)
     for k in range(20):
         f.interval(k * 1000, (k + 1) * 1000, 60.0, LAFmax=80.5 if k == 12 else 70.0, LCpeak=101.2 if k == 3 else 90)
     f.interval(20000, 21000, 68.44, LAFmax=71.0, LCpeak=93.3)
@@ -323,7 +332,7 @@ def two_boards() -> tuple[list[MonitorState], float]:
 
 
 def test_table_shows_levels_maxima_limit_and_link():
-    st, f = state_with(hello_with(limit_db=65.0))
+    st, f = state_with(device_limit=65.0)
     for k in range(20):
         f.interval(k * 1000, (k + 1) * 1000, 60.0, LAFmax=80.5 if k == 12 else 70.0, LCpeak=101.2 if k == 3 else 90)
     f.interval(20000, 21000, 68.44, LAFmax=71.0, LCpeak=93.3)
@@ -348,7 +357,7 @@ def test_table_shows_lost_reconnecting_silent_refused_and_overload():
     silent.feed({"t": "level", "seq": 0, "ms": 0, "LAF": 50.0, "overload": True}, 0.5, 1.5)
     silent.tick(9.0)
     refused = MonitorState("/dev/ttyACM3")
-    refused.set_link_state("refused", 0.0, 1.0, "/dev/ttyACM3: the device speaks protocol version 2")
+    refused.set_link_state("refused", 0.0, 1.0, "/dev/ttyACM3: the device speaks protocol version 3")
     text = render([lost, silent, refused], now_mono=9.5)
     assert "LOST 8.5 s reconnecting" in text and "reconn 2 restarts 1" in text
     assert "SILENT 9.0 s" in text and "pts/7" in text and "OVERLOAD" in text
@@ -419,7 +428,7 @@ def summary_text(states: list[MonitorState], now_mono: float, width: int = 80) -
 
 
 def test_summary_gives_the_whole_run_per_board():
-    st, f = state_with(hello_with(limit_db=65.0))
+    st, f = state_with(device_limit=65.0)
     st.state_since = st.opened_mono = f.mono  # watched from here
     levels = [60.0 + (k % 5) for k in range(70)]  # below 65 dB ...
     levels[30:40] = [70.0] * 10  # ... but 10 s over it ...
@@ -431,7 +440,7 @@ def test_summary_gives_the_whole_run_per_board():
         f.interval(k * 1000, (k + 1) * 1000, la, LAFmax=88.8 if k == 33 else la + 3, LCpeak=104.4 if k == 20 else 90)
     f.mono += 45
     f.seq = 0
-    f.rec("hello", 0, **hello_with(limit_db=65.0))  # the device restarted: the run goes on
+    f.rec("hello", 0, **HELLO)  # the device restarted: the run goes on
     for k, la in enumerate(levels[45:]):
         f.interval(k * 1000, (k + 1) * 1000, la)
     st.set_link_stats({"records": 200, "gaps": 1, "lost_records": 3, "bad_lines": 0, "reconnects": 1,
@@ -595,7 +604,9 @@ class ScriptedBoard:
         self.unplug()
 
     def _write_locked(self, t: str, **fields: Any) -> None:
-        rec = {"t": t, "seq": self.seq, "ms": self.ms, **fields}
+        # a protocol 2 device whose clock is right: its records carry the host's UTC
+        rec = {"t": t, "seq": self.seq, "ms": self.ms, "utc": utc_text(datetime.datetime.now(datetime.timezone.utc)),
+               **fields}
         self.seq += 1
         if self._master is None:
             return

@@ -146,7 +146,8 @@ class VirtualBoard:
             stream = SceneStream(self.scenario, rate=self.rate, seed=self.seed, meter_ids=[self.meter_id],
                                  repeat=True)
             self._dir.prepare()
-            self._feeder = AudioFeeder(stream, self.meter_id, self.speed, self._dir.fifo_path)
+            self._feeder = AudioFeeder(stream, self.meter_id, self.speed, self._dir.fifo_path,
+                                       clock_start=self.scenario.start, rtc_path=self._dir.rtc_path)
             self._process = BoardProcess(binary, self._dir.path, self._bridge.from_device)
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)

@@ -2,7 +2,8 @@
 
 firmware/*.py (not __init__.py, stream_runner.py), board.json (the board profile's ``device_config()`` plus
 ``"audio_path": "audio.fifo"``), device_id.txt (the serial number: ``virtual-<hash of the directory>``, kept once
-written), config.json as the firmware saves it (``{}`` on a fresh board), and the FIFO audio.fifo. A given directory
+written), config.json as the firmware saves it (``{}`` on a fresh board), rtc.json (the board's clock, written by the
+feeder when it opens a FIFO; here only marked as following the audio), and the FIFO audio.fifo. A given directory
 keeps its files across runs (only the FIFO is removed); a temporary one is removed entirely.
 """
 
@@ -20,6 +21,7 @@ from slm.resources import firmware_dir
 from slm.virtual.errors import VirtualBoardError
 
 FIFO_NAME = "audio.fifo"
+RTC_NAME = "rtc.json"
 SKIP_FILES = ("__init__.py", "stream_runner.py")
 
 
@@ -36,6 +38,10 @@ class DeviceDirectory:
     @property
     def fifo_path(self) -> Path:
         return self.path / FIFO_NAME
+
+    @property
+    def rtc_path(self) -> Path:
+        return self.path / RTC_NAME
 
     def prepare(self) -> None:
         if self.given is None:
@@ -54,6 +60,7 @@ class DeviceDirectory:
         tmp = d / "board.tmp"
         tmp.write_text(json.dumps(board))
         os.replace(tmp, d / "board.json")
+        (d / RTC_NAME).write_text(json.dumps({"follows_audio": True}))  # the feeder writes the time
         config = d / "config.json"
         if not config.exists():  # a freshly set-up board runs on the defaults (a lost file is a fault, this is not)
             config.write_text("{}")

@@ -9,12 +9,19 @@ Paced or not, the scenario repeats after its duration: its schedule starts again
 and the microphone run on, so the wrap adds nothing to the sound (no second microphone start-up, no phase jump).
 Each process start gets a fresh FIFO (``DeviceDirectory.fresh_fifo``); the feeder reopens it and starts on a word
 boundary, so a new process never reads half a word. Memory is bounded (``MAX_PENDING_CHUNKS``).
+
+The board's clock: each time the feeder opens a fresh FIFO it writes ``rtc_path`` (rtc.json, firmware/hardware.py)
+with the scenario's clock time (``clock_start`` + scene time) of the first word it will write into it, before that
+word; the firmware waits for the file after opening the FIFO, so a virtual board's clock starts at the scene time it
+hears, at the first boot and after every reboot or power cut.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import errno
+import json
 import os
 import select
 import threading
@@ -33,8 +40,11 @@ class AudioFeeder:
     """``run(stopping)`` (the thread's body) feeds ``fifo_path`` from ``stream`` until ``stopping`` is set. The
     figures may be read any time."""
 
-    def __init__(self, stream, meter_id: str, speed: float, fifo_path: Path):
+    def __init__(self, stream, meter_id: str, speed: float, fifo_path: Path, clock_start: dt.datetime | None = None,
+                 rtc_path: Path | None = None):
         self.stream, self.meter_id, self.fifo_path = stream, meter_id, str(fifo_path)
+        self.clock_start = clock_start
+        self.rtc_path = rtc_path
         self.rate = stream.rate
         self.speed = speed
         self.paced = 0 < speed < float("inf")
@@ -91,6 +101,7 @@ class AudioFeeder:
                                 pending.popleft()
                             else:
                                 pending[0] = [b, o]
+                        self._write_rtc(rendered - sum((len(b) - o) // 4 for b, o in pending))
                         if clock0 is None:
                             clock0 = time.monotonic()
                             self.scene_clock0 = clock0
@@ -144,3 +155,14 @@ class AudioFeeder:
                     close_fd()
         finally:
             close_fd()
+
+    def _write_rtc(self, first_sample: int) -> None:
+        """rtc.json for the FIFO just opened: the scenario clock (UTC) at scene sample ``first_sample``."""
+        if self.rtc_path is None or self.clock_start is None:
+            return
+        utc = self.clock_start.astimezone(dt.timezone.utc) + dt.timedelta(seconds=first_sample / self.rate)
+        text = json.dumps({"utc": utc.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (utc.microsecond // 1000),
+                           "source": "scenario", "follows_audio": True})
+        tmp = Path(str(self.rtc_path) + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.rtc_path)
