@@ -87,7 +87,7 @@ def check(key, value):
         for b in bands:
             if not protocol.text_ok(b["name"]):
                 raise ValueError("bad_value: bands: a name must be valid Unicode")
-        n = len(json.dumps(bands).encode())
+        n = len(json.dumps(bands, separators=(",", ":")).encode())
         if n > MAX_BANDS_JSON:
             raise ValueError("bad_value: bands: %d bytes in JSON, at most %d: use shorter names" % (n, MAX_BANDS_JSON))
         return bands

@@ -13,7 +13,6 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,6 +52,7 @@ def device_dir(tmp_path: Path, seconds: float = 2.0, level_db: float = 94.0) -> 
     board["audio_path"] = "audio.bin"
     board["startup_discard_s"] = 0.0  # synthetic audio: no microphone start-up transient to drop
     (d / "board.json").write_text(json.dumps(board))
+    (d / "rtc.json").write_text(json.dumps({"utc": "2026-07-15T12:00:00.000Z", "source": "rtc"}))  # a set RTC
     words_of(signals.sine(1000.0, level_db, seconds, RATE)).astype("<i4").tofile(d / "audio.bin")
     return d
 

@@ -87,7 +87,7 @@ def test_deploy(port, board):
     assert report.verified and report.hello["board"] == board.name
     with DeviceLink(current_port(port), timeout=5.0) as link:
         info = link.info()
-    assert info["proto"] == 1 and info["board"] == board.name and info["mic"] == board.microphone.model
+    assert info["proto"] == 2 and info["board"] == board.name and info["mic"] == board.microphone.model
     assert info["rate"] == board.rate and not info["faults"], info
 
 

@@ -148,7 +148,7 @@ def test_hello_then_intervals_every_device_second_at_the_truth_minus_the_microph
     assert re.fullmatch(r"/dev/pts/\d+", vb.port) and os.path.realpath(vb.port) == vb.port
     con = consoles(vb.port)
     hello = con.expect(is_("hello"), what="hello")
-    assert hello["proto"] == 1 and hello["board"] == BOARD and hello["seq"] == 0 and hello["ms"] == 0
+    assert hello["proto"] == 2 and hello["board"] == BOARD and hello["seq"] == 0 and hello["ms"] == 0
     assert hello["serial"] == vb.serial and vb.serial.startswith("virtual-")
     at_34 = con.expect(lambda r: r.get("t") == "interval" and r["end_ms"] >= 34000, timeout=20, what="interval at 34 s")
     # one read of the pty may bring records after the 34 s interval too: stop at it
@@ -211,8 +211,9 @@ def test_reboot_restarts_the_process_with_the_saved_configuration_on_the_same_po
     hello = con.expect(is_("hello"), what="hello after reboot")
     assert hello["seq"] == 0 and hello["ms"] == 0 and hello["serial"] == first["serial"]
     assert hello["config"]["stream_hz"] == 5 and hello["config"]["interval_s"] == 0.5 and hello["faults"] == []
-    iv = con.expect(is_("interval"))
-    assert iv["end_ms"] - iv["start_ms"] == 500 and iv["seq"] > 0
+    ivs = [con.expect(is_("interval")) for _ in range(2)]
+    # an interval also ends at a UTC minute boundary: of two in a row at most one is cut short
+    assert any(iv["end_ms"] - iv["start_ms"] == 500 for iv in ivs) and ivs[0]["seq"] > 0
     assert vb.port == port and vb.boots == 2 and list(vb.exit_codes) == [75] and vb.running
     con.close()
 
@@ -257,7 +258,7 @@ def test_ctrl_c_stops_the_application_and_gives_the_repl(board_factory, consoles
     con.ser.write(b"\x01")  # raw REPL, as mpremote uses it
     con.expect_bytes(b"raw REPL; CTRL-B to exit\r\n>")
     con.ser.write(b"import os; print(sorted(os.listdir()))\x04")
-    con.expect_bytes(b"'board.json', 'calibration_store.py', 'commands.py', 'config.json', 'config_store.py', "
+    con.expect_bytes(b"'board.json', 'calibration_store.py', 'clock.py', 'commands.py', 'config.json', 'config_store.py', "
                      b"'device_id.txt'")
     con.ser.write(b"\x02")
     con.expect_bytes(b">>> ")
@@ -276,7 +277,7 @@ def test_speed_zero_runs_as_fast_as_the_firmware_reads(board_factory, consoles):
 def test_device_link_talks_to_a_virtual_board(board_factory):
     vb = board_factory()
     with DeviceLink(vb.port, timeout=5) as link:
-        assert link.serial == vb.serial and link.hello["proto"] == 1
+        assert link.serial == vb.serial and link.hello["proto"] == 2
         assert link.set(stream_hz=4) == {"stream_hz": 4}
         assert link.get(["stream_hz"]) == {"stream_hz": 4}
 
