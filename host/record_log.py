@@ -26,7 +26,7 @@ def iso_time(wall: float) -> str:
 
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "host_time", "port", "serial", "t", "seq", "ms",
+    "host_time", "port", "serial", "t", "seq", "ms", "utc",
     # level
     "LAF", "LAS", "LAeq", "LCpeak", "overload",
     # interval
@@ -34,8 +34,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "LA10", "LA50", "LA90", "underrange",
     # status
     "uptime_s", "heap_free", "blocks", "dropped", "late", "faults", "lmax", "lmax_ms",
-    # event
-    "kind", "quantity", "level", "limit", "interval_end_ms",
+    # minute (protocol 2)
+    "start", "local", "s", "band", "limit", "over",
+    # event: exceedance_start/_end, night_max, clock_step
+    "kind", "end", "duration_s", "minutes_over", "interrupted", "time", "from", "to", "step_s",
     # host-made rows (t = "link")
     "state", "reason",
     # a record the device sent while no host listened: host_time derived from its device time
