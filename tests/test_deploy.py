@@ -33,8 +33,10 @@ def sha(data: bytes) -> str:
 
 
 def snapshot(d: Path) -> dict[str, tuple[str, int]]:
-    """Every regular file in the device directory: (SHA-256, mtime in ns)."""
-    return {p.name: (sha(p.read_bytes()), p.stat().st_mtime_ns) for p in sorted(d.iterdir()) if p.is_file()}
+    """Every regular file in the device directory: (SHA-256, mtime in ns); not rtc.json, the virtual board's clock,
+    which its feeder rewrites at every start of the firmware (host/virtual/feeder.py)."""
+    return {p.name: (sha(p.read_bytes()), p.stat().st_mtime_ns) for p in sorted(d.iterdir())
+            if p.is_file() and p.name != "rtc.json"}
 
 
 def device_files(d: Path) -> set[str]:
