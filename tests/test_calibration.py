@@ -77,7 +77,7 @@ def truth_laeq(scenario: str, meter: str, start_s: float, end_s: float, shift_s:
     return cal.energy_mean([fine[k % len(fine)] for k in range(a, b)])
 
 
-def scene_shift(levels: dict[int, float], scenario: str, meter: str) -> float:
+def scene_shift(levels: dict[float, float], scenario: str, meter: str) -> float:
     """How far the scene runs ahead of the device's clock (s, a multiple of 0.1): the shift that lines the device's
     1 s LAeq (by device second) up with the truth best. It is the start-up audio the firmware discards before its
     clock starts (the board profile's startup_discard_s), plus any audio lost before these seconds."""
@@ -175,7 +175,10 @@ def test_calibrator_sets_the_offset_and_records_it(calibrated):
 def compare_with_truth(got: dict[int, dict], scenario: str, seconds, at_least_db: float = 0.0):
     """(LAeq - truth over the seconds whose truth is at least ``at_least_db``, the worst single second, the scene
     shift used, the number of seconds)."""
-    levels = {k: got[k]["LAeq"] for k in seconds}
+    # an interval also ends at a UTC minute boundary, so after the first minute the 1 s intervals may start at a
+    # fraction of a device second (docs/protocol.md): each is compared over its own second
+    lo, hi = 1000 * seconds[0], 1000 * (seconds[-1] + 1)
+    levels = {r["start_ms"] / 1000: r["LAeq"] for r in got.values() if lo <= r["start_ms"] and r["end_ms"] <= hi}
     shift = scene_shift(levels, scenario, "board")
     pairs = [(v, truth_laeq(scenario, "board", k, k + 1, shift)) for k, v in levels.items()]
     pairs = [(m, t) for m, t in pairs if t >= at_least_db]
