@@ -205,7 +205,6 @@ class MeterApp:
         self.overload_total = False
         self.minute_start = None  # UTC (day, ms) of the minute in progress (second 00), None when unset
         self.minute_left = 0  # blocks from the interval's start to the minute's end
-        self.meter = None
         self._new_meter()
         block = self.meter.block
         self.minute_blocks = 60 * self.rate // block  # a whole number of blocks at every supported rate
@@ -215,10 +214,14 @@ class MeterApp:
         self.views = [mv[:4 * block * k] for k in range(CHUNK_BLOCKS + 1)]  # the buffer for k blocks
 
     # -- measuring ---------------------------------------------------------------------------------------------
+    def _restart_meter(self):
+        """A new meter for a new configuration or a reset: the interval in progress is dropped, the minute goes on
+        (its levels start again from here)."""
+        self.minute_left -= self.meter.interval_blocks()
+        self._new_meter()
+
     def _new_meter(self):
         b = self.board
-        if self.meter is not None:  # the interval in progress is dropped: the minute goes on from here
-            self.minute_left -= self.meter.interval_blocks()
         self.meter = Meter(rate=self.rate, sensitivity_dbfs=b.get("sensitivity_dbfs", -26.0),
                            calibration_db=self.config["calibration_db"], eq=b.get("eq"),
                            input_shift=b.get("input_shift", 10), underrange_db=self.config["underrange_db"])
@@ -417,32 +420,19 @@ class MeterApp:
     def close_interrupted_episode(self):
         """At boot: an episode the ring holds open (the device restarted during it) is closed once, as
         interrupted, from the minutes stored since its start."""
-        if self.ring is None:
+        ring = self.ring
+        if ring is None:
             return
         try:
-            start = self.ring.open_episode()
+            start = ring.open_episode()
             if not start:
                 return
-            fields = judge.interrupted_end(start, self._stored_minutes())
+            fields = judge.interrupted_end(start, _stored_minutes(ring))
         except Exception as e:
             self._ring_fault(e)
             return
         self._emit("event", fields)
 
-    def _stored_minutes(self):
-        """The ring's last EPISODE_SCAN_MINUTES minute records, oldest first, read a few at a time."""
-        info = self.ring.info().get("minute") or {}
-        first, last = info.get("first"), info.get("last")
-        if first is None or last is None:
-            return
-        n = max(first, last - EPISODE_SCAN_MINUTES + 1)
-        while n <= last:
-            batch = self.ring.read("minute", n, 20)
-            if not batch:
-                return
-            for rec in batch:
-                yield rec
-            n = batch[-1].get("n", n + len(batch) - 1) + 1
 
     def _send_level(self):
         c = self.meter.current()
@@ -484,14 +474,30 @@ class MeterApp:
             if fault in self.faults:
                 self.faults.remove(fault)
         if any(k in values for k in ("interval_s", "calibration_db", "underrange_db")):
-            self._new_meter()
+            self._restart_meter()
         else:
             self._schedule()
         self.judge.configure(new)
 
     def reset_statistics(self):
         self.overload_total = False
-        self._new_meter()
+        self._restart_meter()
+
+
+def _stored_minutes(ring):
+    """The ring's last EPISODE_SCAN_MINUTES minute records, oldest first, read a few at a time."""
+    info = ring.info().get("minute") or {}
+    first, last = info.get("first"), info.get("last")
+    if first is None or last is None:
+        return
+    n = max(first, last - EPISODE_SCAN_MINUTES + 1)
+    while n <= last:
+        batch = ring.read("minute", n, 20)
+        if not batch:
+            return
+        for rec in batch:
+            yield rec
+        n = batch[-1].get("n", n + len(batch) - 1) + 1
 
 
 def turn(app, console):

@@ -13,7 +13,7 @@ import protocol
 CONFIG_FILE = "config.json"
 TEMP_FILE = "config.tmp"
 
-DEFAULTS = {
+DEFAULTS = {  # type: dict
     "interval_s": 1.0,
     "stream_hz": 2,
     "status_s": 10,

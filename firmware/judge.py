@@ -82,12 +82,12 @@ class Judge:
     def _episode(self, rec, laeq, fmax, seconds, limit, over, end_iso, out):
         run = self.run
         if self.episode is not None:
-            if limit is None or laeq is None or laeq <= limit - self.hysteresis:
-                out.append(("event", self._end(False)))
+            if run is None or limit is None or laeq is None or laeq <= limit - self.hysteresis:
+                out.append(("event", self._end(self.episode, run, False)))
                 run = None
             else:
                 self._add(run, laeq, fmax, seconds, over, end_iso)
-                self._update_episode()
+                self._update_episode(run)
                 return
         if not over:
             self.run = None
@@ -97,7 +97,7 @@ class Judge:
                               "energy": 0.0, "s": 0.0, "fmax": None, "over": 0, "end": None}
         self._add(run, laeq, fmax, seconds, over, end_iso)
         if run["over"] >= self.min_minutes:
-            self._update_episode()
+            self._update_episode(run)
             out.append(("event", {"kind": "exceedance_start", "start": run["start"], "limit": run["limit"],
                                   "band": run["band"], "LAeq": run["first"]}))
 
@@ -111,15 +111,13 @@ class Judge:
             run["over"] += 1
         run["end"] = end_iso
 
-    def _update_episode(self):
-        run = self.run
+    def _update_episode(self, run):
         self.episode = {"start": run["start"], "limit": run["limit"], "band": run["band"],
                         "LAeq": _r2(10 * math.log10(run["energy"] / run["s"])), "LAFmax": _r2(run["fmax"]),
                         "duration_s": round(run["s"], 3), "minutes_over": run["over"]}
 
-    def _end(self, interrupted):
-        ep = self.episode
-        fields = {"kind": "exceedance_end", "start": ep["start"], "end": self.run["end"],
+    def _end(self, ep, run, interrupted):
+        fields = {"kind": "exceedance_end", "start": ep["start"], "end": run["end"] if run else None,
                   "duration_s": ep["duration_s"], "LAeq": ep["LAeq"], "LAFmax": ep["LAFmax"], "limit": ep["limit"],
                   "band": ep["band"], "minutes_over": ep["minutes_over"], "interrupted": interrupted}
         self.episode = None
@@ -132,7 +130,7 @@ class Judge:
         if self.episode is None:
             self.run = None
             return None
-        return self._end(True)
+        return self._end(self.episode, self.run, True)
 
 
 def interrupted_end(start_rec, minutes):
