@@ -124,14 +124,6 @@ class Judge:
         self.run = None
         return fields
 
-    def close_open(self):
-        """The ``exceedance_end`` fields for the open episode (interrupted: the device stops judging it, e.g. the
-        schedule changed), or None when there is none."""
-        if self.episode is None:
-            self.run = None
-            return None
-        return self._end(self.episode, self.run, True)
-
 
 def interrupted_end(start_rec, minutes):
     """The ``exceedance_end`` fields for an episode found open at boot (its ``exceedance_start`` record), from the
