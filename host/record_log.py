@@ -26,16 +26,18 @@ def iso_time(wall: float) -> str:
 
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "host_time", "port", "serial", "t", "seq", "ms",
+    "host_time", "port", "serial", "t", "seq", "ms", "utc",
     # level
     "LAF", "LAS", "LAeq", "LCpeak", "overload",
     # interval
     "start_ms", "end_ms", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LZpeak", "LAE",
     "LA10", "LA50", "LA90", "underrange",
+    # minute (and the start of an episode)
+    "start", "local", "s", "band", "limit", "over",
     # status
     "uptime_s", "heap_free", "blocks", "dropped", "late", "faults", "lmax", "lmax_ms",
-    # event
-    "kind", "quantity", "level", "limit", "interval_end_ms",
+    # event: exceedance_start / exceedance_end / night_max / clock_step
+    "kind", "end", "duration_s", "minutes_over", "interrupted", "time", "from", "to", "step_s",
     # host-made rows (t = "link")
     "state", "reason",
     # a record the device sent while no host listened: host_time derived from its device time
