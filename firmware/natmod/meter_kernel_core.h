@@ -46,102 +46,98 @@ static uint32_t mk_udiv(uint32_t n, uint32_t d)
     return q;
 }
 
-/* One high-pass section, e = x - u; u += K e / 2**Q with u = h + l / 2**Q (see meter_kernel.py): returns e. */
-#define MK_HIGHPASS(x, h, l, K, S, M) do { \
-        int32_t e_ = (x) - (h); \
-        int32_t t_ = (e_ & 0xFFF) * (K) + (l); \
-        int32_t w_ = (e_ >> 12) * (K) + (t_ >> 12); \
-        (h) += w_ >> (S); \
-        (l) = MK_SHL(w_ & (M), 12) | (t_ & 0xFFF); \
-        (x) = e_; \
+#define MK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* (w & (2**S - 1)) << 12 for 0 < S <= 20, as two shifts */
+#define MK_LOW_SHL12(w, S) ((int32_t)(((uint32_t)(w) << (32 - (S))) >> (20 - (S))))
+
+#define MK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* (w & (2**S - 1)) << 12 for 0 < S <= 20, as two shifts */
+#define MK_LOW_SHL12(w, S) ((int32_t)(((uint32_t)(w) << (32 - (S))) >> (20 - (S))))
+
+/* One high-pass section on the sample v, state (h, l) at s[0], s[1], coefficient K, S = Q - 12:
+ * e = v - u; u += K·e / 2**Q with u = h + l / 2**Q exactly (see meter_kernel.py); v becomes e. The state stays in
+ * memory: the ESP32's windowed registers cannot hold the whole filter, and spills cost more than these loads. */
+#define MK_HIGHPASS(v, s, K, S) do { \
+        int32_t t_, w_; \
+        (v) = (v) - (s)[0]; \
+        t_ = ((v) & 0xFFF) * (K) + (s)[1]; \
+        w_ = ((v) >> 12) * (K) + (t_ >> 12); \
+        (s)[0] += w_ >> (S); \
+        (s)[1] = MK_LOW_SHL12(w_, S) | (t_ & 0xFFF); \
     } while (0)
 
+/* A biquad, direct form I with split products, on v: state x1 x2 y1 y2 at s[0..3], b0 b1 b2 a1 a2 at q[0..4],
+ * results in Q(BQ) rounded to nearest. */
+#define MK_BIQUAD(v, s, q, BQ) do { \
+        int32_t w_, t_; \
+        w_ = ((v) >> 12) * (q)[0] + ((s)[0] >> 12) * (q)[1] + ((s)[1] >> 12) * (q)[2] - ((s)[2] >> 12) * (q)[3] \
+             - ((s)[3] >> 12) * (q)[4]; \
+        t_ = ((v) & 0xFFF) * (q)[0] + ((s)[0] & 0xFFF) * (q)[1] + ((s)[1] & 0xFFF) * (q)[2] \
+             - ((s)[2] & 0xFFF) * (q)[3] - ((s)[3] & 0xFFF) * (q)[4]; \
+        (s)[1] = (s)[0]; \
+        (s)[0] = (v); \
+        (v) = ((MK_LOW_SHL12(w_, (BQ) - 12) + t_ + MK_SHL(1, (BQ) - 1)) >> (BQ)) + (w_ >> ((BQ) - 12)); \
+        (s)[3] = (s)[2]; \
+        (s)[2] = (v); \
+    } while (0)
+
+/* squares of v split (v >> 12, v & 0xFFF) added to the block sums b[0..2] */
+#define MK_SQUARES(v, b) do { \
+        int32_t h_ = (v) >> 12, l_ = (v) & 0xFFF; \
+        (b)[0] += h_ * h_; \
+        (b)[1] += h_ * l_; \
+        (b)[2] += l_ * l_; \
+    } while (0)
+
+/* The per-sample loop over p[0..n), for shifts given as constants (a specialised copy: immediate shifts) or as
+ * variables (the general copy). */
+#define MK_LOOP(SHIFT, BQ, SD, SC1, SC2, SA2, SA3) do { \
+        const int32_t *p_ = p, *end_ = p + n; \
+        while (p_ < end_) { \
+            int32_t v, t, z, cv; \
+            v = ((*p_++ >> (SHIFT)) & (MK_SHL(1, 32 - (SHIFT)) - 1)); \
+            v = (v ^ MK_SHL(1, 31 - (SHIFT))) - MK_SHL(1, 31 - (SHIFT)); \
+            t = v - s[18]; \
+            s[18] = v; \
+            if (MK_UNLIKELY((uint32_t)(v + ovl) >= (uint32_t)(2 * ovl))) /* v >= ovl or v < -ovl */ \
+                b[11] += 1; \
+            if (MK_UNLIKELY((uint32_t)(t + jmp) > (uint32_t)(2 * jmp))) /* t > jmp or t < -jmp */ \
+                b[11] += 1; \
+            if (MK_UNLIKELY(eq_on)) /* microphone equalisation biquad, before the DC blocker */ \
+                MK_BIQUAD(v, s + 14, c + MK_C_EQ, BQ); \
+            MK_HIGHPASS(v, s, c[4], SD); /* DC blocker */ \
+            z = v; \
+            MK_HIGHPASS(v, s + 2, c[6], SC1); /* C: two f1 high-passes and H4 */ \
+            MK_HIGHPASS(v, s + 4, c[8], SC2); \
+            MK_BIQUAD(v, s + 10, c + MK_C_H4, BQ); \
+            cv = v; \
+            MK_HIGHPASS(v, s + 6, c[10], SA2); /* A: f2 and f3 high-passes on C */ \
+            MK_HIGHPASS(v, s + 8, c[12], SA3); \
+            MK_SQUARES(v, b); \
+            MK_SQUARES(cv, b + 3); \
+            MK_SQUARES(z, b + 6); \
+            cv = cv < 0 ? 0 - cv : cv; \
+            if (MK_UNLIKELY(cv > b[9])) \
+                b[9] = cv; \
+            z = z < 0 ? 0 - z : z; \
+            if (MK_UNLIKELY(z > b[10])) \
+                b[10] = z; \
+        } \
+    } while (0)
+
+/* meter_kernel.filter_block: weight n samples of pw from index i; the filter state in s, block sums in b. */
 __attribute__((noinline)) void mk_filter_block(const int32_t *pw, int32_t i, int32_t n, int32_t *s,
                                                const int32_t *c, int32_t *b)
 {
-    const int32_t shift = c[MK_C_SHIFT], ovl = c[MK_C_OVERLOAD], eq_on = c[MK_C_EQ_ON], bq = c[MK_C_BQ];
-    const int32_t jmp = c[MK_C_JUMP];
-    const int32_t xmask = MK_SHL(1, 32 - shift) - 1, xsign = MK_SHL(1, 31 - shift);
-    const int32_t bq12 = bq - 12, bqm = MK_SHL(1, bq - 12) - 1, bqh = MK_SHL(1, bq - 1);
-    const int32_t dK = c[4], dS = c[5] - 12, c1K = c[6], c1S = c[7] - 12, c2K = c[8], c2S = c[9] - 12;
-    const int32_t a2K = c[10], a2S = c[11] - 12, a3K = c[12], a3S = c[13] - 12;
-    const int32_t dM = MK_SHL(1, dS) - 1, c1M = MK_SHL(1, c1S) - 1, c2M = MK_SHL(1, c2S) - 1;
-    const int32_t a2M = MK_SHL(1, a2S) - 1, a3M = MK_SHL(1, a3S) - 1;
-    const int32_t hb0 = c[14], hb1 = c[15], hb2 = c[16], ha1 = c[17], ha2 = c[18];
-    const int32_t eb0 = c[19], eb1 = c[20], eb2 = c[21], ea1 = c[22], ea2 = c[23];
-    int32_t dh = s[0], dl = s[1], c1h = s[2], c1l = s[3], c2h = s[4], c2l = s[5];
-    int32_t a2h = s[6], a2l = s[7], a3h = s[8], a3l = s[9];
-    int32_t hx1 = s[10], hx2 = s[11], hy1 = s[12], hy2 = s[13];
-    int32_t ex1 = s[14], ex2 = s[15], ey1 = s[16], ey2 = s[17], xp = s[18];
-    int32_t ahh = b[0], ahl = b[1], all_ = b[2], chh = b[3], chl = b[4], cll = b[5];
-    int32_t zhh = b[6], zhl = b[7], zll = b[8], pc = b[9], pz = b[10], nov = b[11];
-    const int32_t *p = pw + i, *end = pw + i + n;
-    while (p < end) {
-        int32_t v, t, w, z, cv, h, l;
-        v = ((*p++ >> shift) & xmask);
-        v = (v ^ xsign) - xsign;
-        if (v >= ovl || v < 0 - ovl)
-            nov += 1;
-        t = v - xp;
-        xp = v;
-        if (t > jmp || t < 0 - jmp)
-            nov += 1;
-        if (eq_on) { /* microphone equalisation biquad, before the DC blocker */
-            w = (v >> 12) * eb0 + (ex1 >> 12) * eb1 + (ex2 >> 12) * eb2 - (ey1 >> 12) * ea1 - (ey2 >> 12) * ea2;
-            t = (v & 0xFFF) * eb0 + (ex1 & 0xFFF) * eb1 + (ex2 & 0xFFF) * eb2 - (ey1 & 0xFFF) * ea1
-                - (ey2 & 0xFFF) * ea2;
-            ex2 = ex1;
-            ex1 = v;
-            v = ((MK_SHL(w & bqm, 12) + t + bqh) >> bq) + (w >> bq12);
-            ey2 = ey1;
-            ey1 = v;
-        }
-        MK_HIGHPASS(v, dh, dl, dK, dS, dM); /* DC blocker */
-        z = v;
-        MK_HIGHPASS(v, c1h, c1l, c1K, c1S, c1M); /* C: two f1 high-passes */
-        MK_HIGHPASS(v, c2h, c2l, c2K, c2S, c2M);
-        /* C: H4 biquad, split products */
-        w = (v >> 12) * hb0 + (hx1 >> 12) * hb1 + (hx2 >> 12) * hb2 - (hy1 >> 12) * ha1 - (hy2 >> 12) * ha2;
-        t = (v & 0xFFF) * hb0 + (hx1 & 0xFFF) * hb1 + (hx2 & 0xFFF) * hb2 - (hy1 & 0xFFF) * ha1
-            - (hy2 & 0xFFF) * ha2;
-        hx2 = hx1;
-        hx1 = v;
-        v = ((MK_SHL(w & bqm, 12) + t + bqh) >> bq) + (w >> bq12);
-        hy2 = hy1;
-        hy1 = v;
-        cv = v;
-        MK_HIGHPASS(v, a2h, a2l, a2K, a2S, a2M); /* A: f2 and f3 high-passes on C */
-        MK_HIGHPASS(v, a3h, a3l, a3K, a3S, a3M);
-        /* squares, split so that each product and block sum fits in 31 bits */
-        h = v >> 12;
-        l = v & 0xFFF;
-        ahh += h * h;
-        ahl += h * l;
-        all_ += l * l;
-        h = cv >> 12;
-        l = cv & 0xFFF;
-        chh += h * h;
-        chl += h * l;
-        cll += l * l;
-        h = z >> 12;
-        l = z & 0xFFF;
-        zhh += h * h;
-        zhl += h * l;
-        zll += l * l;
-        if (cv < 0)
-            cv = 0 - cv;
-        if (cv > pc)
-            pc = cv;
-        if (z < 0)
-            z = 0 - z;
-        if (z > pz)
-            pz = z;
+    const int32_t ovl = c[MK_C_OVERLOAD], jmp = c[MK_C_JUMP], eq_on = c[MK_C_EQ_ON];
+    const int32_t *p = pw + i;
+    if (c[MK_C_SHIFT] == 10 && c[MK_C_BQ] == 14 && c[5] == 29 && c[7] == 24 && c[9] == 24 && c[11] == 22
+        && c[13] == 19) {
+        MK_LOOP(10, 14, 17, 12, 12, 10, 7); /* 48 and 44.1 kHz, 24-bit words */
+    } else {
+        const int32_t shift = c[MK_C_SHIFT], bq = c[MK_C_BQ];
+        MK_LOOP(shift, bq, c[5] - 12, c[7] - 12, c[9] - 12, c[11] - 12, c[13] - 12);
     }
-    s[0] = dh; s[1] = dl; s[2] = c1h; s[3] = c1l; s[4] = c2h; s[5] = c2l; s[6] = a2h; s[7] = a2l;
-    s[8] = a3h; s[9] = a3l; s[10] = hx1; s[11] = hx2; s[12] = hy1; s[13] = hy2;
-    s[14] = ex1; s[15] = ex2; s[16] = ey1; s[17] = ey2; s[18] = xp;
-    b[0] = ahh; b[1] = ahl; b[2] = all_; b[3] = chh; b[4] = chl; b[5] = cll;
-    b[6] = zhh; b[7] = zhl; b[8] = zll; b[9] = pc; b[10] = pz; b[11] = nov;
 }
 
 /* 1000·lg(E) in 0.01 dB for the 6-limb value at a[off]; 0 when E < 256 (meter_kernel.log100). */
