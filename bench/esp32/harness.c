@@ -7,17 +7,32 @@
  * {type, context, child_table, bytecode}; the module context holds the qstr table (identity here: the .mpy's own
  * indices) and the constant table whose entry 0 is the native function table (mp_fun_table_t order of
  * py/nativeglue.h). Only the entries the kernel calls are filled; any other traps with exit code 200 + index.
- * RUN_NATIVE: mk_process_blocks of firmware/natmod/meter_kernel_core.h, compiled with the native module's flags.
+ * RUN_NATIVE: mk_process_blocks of firmware/natmod/meter_kernel_core.h, compiled with the native module's flags
+ * (also for rv32, the ESP32-C3, under qemu-riscv32).
  *
  * stdin: (count, int32 words) for cfg, st, sums, acc, (count, uint16) for the log table, then (chunks, blocks per
  * chunk) and the I2S words. stdout: the final st, sums and acc.
  */
 typedef unsigned int u32;
 typedef int i32;
+
+#if defined(__riscv) /* qemu-riscv32 user mode: the ESP32-C3's rv32 code */
+#define NR_READ 63
+#define NR_WRITE 64
+#define NR_EXIT 93
+static inline __attribute__((always_inline)) int sc3(int nr, int a, int b, int c)
+{
+    register int r7 __asm__("a7") = nr;
+    register int r0 __asm__("a0") = a;
+    register int r1 __asm__("a1") = b;
+    register int r2 __asm__("a2") = c;
+    __asm__ volatile("ecall" : "+r"(r0) : "r"(r7), "r"(r1), "r"(r2) : "memory");
+    return r0;
+}
+#else /* qemu-xtensa user mode */
 #define NR_READ 12
 #define NR_WRITE 13
 #define NR_EXIT 118
-
 static inline __attribute__((always_inline)) int sc3(int nr, int a, int b, int c)
 {
     register int r2 __asm__("a2") = nr;
@@ -27,6 +42,7 @@ static inline __attribute__((always_inline)) int sc3(int nr, int a, int b, int c
     __asm__ volatile("syscall" : "+r"(r2) : "r"(r6), "r"(r3), "r"(r4) : "memory");
     return r2;
 }
+#endif
 
 static void die(int code)
 {
