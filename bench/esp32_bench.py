@@ -25,6 +25,7 @@ rewritten with the figures (--no-doc skips that). Nothing asserts on time.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import json
 import datetime as _dt
@@ -47,7 +48,7 @@ NATMOD = FIRMWARE / "natmod"
 DOC = REPO / "docs" / "performance.md"
 sys.path.insert(0, str(REPO / "bench"))
 
-import bench_kernel as bk  # noqa: E402  (the signal, the .mpy reader and the tool lookup)
+import bench_kernel as bk  # noqa: E402  (the signal and the tool lookup)
 
 CHUNK_BLOCKS = 20
 ESP32_HZ = 240e6
@@ -143,9 +144,44 @@ def reference(tmp: Path, words_path: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------- the viper machine code
 
 
+class MpyReader:
+    """Just enough of the .mpy v6 reader (MicroPython's tools/mpy-tool.py) to find native functions' code."""
+
+    def __init__(self, data: bytes):
+        self.d = data
+        self.p = 0
+
+    def byte(self) -> int:
+        b = self.d[self.p]
+        self.p += 1
+        return b
+
+    def uint(self) -> int:
+        v = 0
+        while True:
+            b = self.byte()
+            v = (v << 7) | (b & 0x7F)
+            if not b & 0x80:
+                return v
+
+    def bytes(self, n: int) -> bytes:
+        b = self.d[self.p:self.p + n]
+        self.p += n
+        return b
+
+
+MP_CODE_BYTECODE, MP_CODE_NATIVE_PY, MP_CODE_NATIVE_VIPER, MP_CODE_NATIVE_ASM = 2, 3, 4, 5
+SCOPE_VIPERRELOC, SCOPE_VIPERRODATA, SCOPE_VIPERBSS = 0x10, 0x20, 0x40
+
+
+def kernel_functions() -> list[str]:
+    tree = ast.parse((FIRMWARE / "meter_kernel.py").read_text())
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+
 def read_mpy(data: bytes) -> tuple[list, list[dict]]:
     """(qstr names by index, [{kind, code, relocs, rodata}] of the native functions in definition order)."""
-    r = bk.MpyReader(data)
+    r = MpyReader(data)
     hdr = r.bytes(4)
     if hdr[0] != ord("M") or hdr[1] != 6:
         raise ValueError("not a .mpy v6 file")
@@ -163,17 +199,17 @@ def read_mpy(data: bytes) -> tuple[list, list[dict]]:
 
     def raw_code() -> None:
         kind_len = r.uint()
-        kind = (kind_len & 3) + bk.MP_CODE_BYTECODE
+        kind = (kind_len & 3) + MP_CODE_BYTECODE
         has_children = (kind_len >> 2) & 1
         code = r.bytes(kind_len >> 3)
-        if kind == bk.MP_CODE_NATIVE_VIPER:
+        if kind == MP_CODE_NATIVE_VIPER:
             flags = r.uint()
-            rodata = r.uint() if flags & bk.SCOPE_VIPERRODATA else 0
-            if flags & bk.SCOPE_VIPERBSS:
+            rodata = r.uint() if flags & SCOPE_VIPERRODATA else 0
+            if flags & SCOPE_VIPERBSS:
                 r.uint()
             r.bytes(rodata)
             relocs = 0
-            if flags & bk.SCOPE_VIPERRELOC:
+            if flags & SCOPE_VIPERRELOC:
                 while (op := r.byte()) != 0xFF:
                     relocs += 1
                     if op & 1:
@@ -182,7 +218,7 @@ def read_mpy(data: bytes) -> tuple[list, list[dict]]:
                     if op <= 5 and op & 1:
                         r.uint()
             funcs.append({"kind": kind, "code": code, "relocs": relocs, "rodata": rodata})
-        elif kind != bk.MP_CODE_BYTECODE:
+        elif kind != MP_CODE_BYTECODE:
             raise ValueError(f"unexpected raw code kind {kind}")
         if has_children:
             for _ in range(r.uint()):
@@ -199,7 +235,7 @@ def viper_blobs(tmp: Path) -> tuple[dict, dict[str, int], str]:
     mpy = tmp / "meter_kernel.mpy"
     run([mpy_cross, "-march=xtensawin", "-o", str(mpy), str(FIRMWARE / "meter_kernel.py")], text=True)
     qstrs, funcs = read_mpy(mpy.read_bytes())
-    names = bk.kernel_functions()
+    names = kernel_functions()
     if len(funcs) != len(names):
         raise RuntimeError(f"{len(funcs)} native functions in the .mpy, {len(names)} in meter_kernel.py")
     sizes = {}
