@@ -17,8 +17,9 @@ of 20 blocks of 48 samples at 48 kHz) it
      branch) and B (the ESP32's 7-stage pipeline: +2 per load-use, +3 per taken branch, +1 per mull used next);
   6. counts the I2S copy of machine.I2S.readinto per frame (bench/esp32/i2s_copy.c, restated from the port).
 
-Needs qemu-user, gcc-xtensa-lx106 and binutils-xtensa-lx106 (Debian): installed with apt-get when missing and
-allowed (root, --no-install not given); skipped with a message otherwise. docs/performance.md's "esp32" section is
+Needs qemu-user, gcc-xtensa-lx106 and binutils-xtensa-lx106 (Debian; for the ESP32-C3 part also
+gcc-riscv64-unknown-elf and picolibc-riscv64-unknown-elf): installed with apt-get when missing and allowed (root,
+--no-install not given); skipped with a message otherwise. docs/performance.md's "esp32" section is
 rewritten with the figures (--no-doc skips that). Nothing asserts on time.
 """
 
@@ -55,6 +56,7 @@ ESP32_HZ = 240e6
 RATE = 48000
 COMMAND = ".venv/bin/python bench/esp32_bench.py"
 DEBIAN_PACKAGES = ("qemu-user", "gcc-xtensa-lx106", "binutils-xtensa-lx106")
+C3_PACKAGES = ("gcc-riscv64-unknown-elf", "picolibc-riscv64-unknown-elf")  # the C3 part only (skipped without)
 TOOLS = ("qemu-xtensa", "xtensa-lx106-elf-gcc", "xtensa-lx106-elf-as", "xtensa-lx106-elf-ld", "xtensa-lx106-elf-nm")
 GCC_WRAPPER = NATMOD / "toolchain" / "xtensa-esp32-elf-gcc"
 # the native module's compile flags (py/dynruntime.mk for xtensawin plus firmware/natmod/Makefile's)
@@ -80,10 +82,12 @@ def skip(msg: str) -> int:
 def ensure_tools(install: bool) -> str | None:
     """None when every tool is there (after installing the Debian packages if allowed), else why not."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing and install and os.geteuid() == 0 and shutil.which("apt-get"):
-        log(f"installing {' '.join(DEBIAN_PACKAGES)} with apt-get (missing: {', '.join(missing)})")
+    c3_missing = shutil.which("riscv64-unknown-elf-gcc") is None
+    if (missing or c3_missing) and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = DEBIAN_PACKAGES + C3_PACKAGES
+        log(f"installing {' '.join(packages)} with apt-get (missing: {', '.join(missing) or 'the C3 compiler'})")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-q", *DEBIAN_PACKAGES]):
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-q", *packages]):
             subprocess.run(cmd, env=env, capture_output=True, text=True)
         missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -589,7 +593,7 @@ def write_doc(r: dict) -> None:
                      f"{v['taken'] / n:.2f} | {v['mull_use'] / n:.2f} |")
     L += ["", "### ESP32-C3 (rv32imc), estimated", "", r["c3_note"], "",
           "### Reproduce", "", "```",
-          f"apt-get install -y {' '.join(DEBIAN_PACKAGES)}   # the benchmark does this itself as root",
+          f"apt-get install -y {' '.join(DEBIAN_PACKAGES + C3_PACKAGES)}   # the benchmark does this itself as root",
           COMMAND + "   # --seconds S, --no-doc, --keep DIR, --no-install", "```", ""]
     from doc_sections import replace_section
 
