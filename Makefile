@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test soak coeffs bench bench-sim bench-host lint accuracy clean
+.PHONY: all install demo test soak coeffs bench bench-esp32 bench-sim bench-host lint accuracy clean
 
 all: test
 
@@ -35,6 +35,11 @@ coeffs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_kernel.py
+
+# The kernel's xtensawin machine code executed under qemu-xtensa (installs qemu-user and the lx106 toolchain from
+# Debian when run as root; skips with a message otherwise): instructions and cycles per sample on an ESP32.
+bench-esp32: $(STAMP)
+	$(BIN)/python bench/esp32_bench.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python bench/bench_sim.py

@@ -9,9 +9,9 @@ INMP441-style I2S words):
   b. a plain ``@micropython.native`` float A-weighting (3 biquads from scipy's bilinear design) in the same process;
   c. the heap: bytes allocated per block in steady state, and the heap held by a Meter at 48 kHz;
   d. a C port of the same fixed-point algorithm (bench/kernel_ref.c, gcc -O2), checked word for word against the
-     firmware's final state;
-  e. an ESP32 (240 MHz) load estimate from the xtensawin machine code of filter_block's per-sample loop
-     (mpy-cross -march=xtensawin, disassembled with binutils-xtensa-lx106).
+     firmware's final state.
+
+The ESP32's load is measured by executing the kernel's machine code: bench/esp32_bench.py (make bench-esp32).
 
 Every measurement prints a line; docs/performance.md is then rewritten with the figures (``--no-doc`` skips that).
 Times are medians of several repeats. Nothing here asserts on time.
@@ -20,11 +20,9 @@ Times are medians of several repeats. Nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as _dt
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -44,8 +42,6 @@ RATE = 48000
 CHUNK_BLOCKS = 20
 LEVEL_DB_SPL = 75.0  # test signal level; INMP441 sensitivity -26 dBFS at 94 dB SPL: a full-scale sine is 120 dB
 SENSITIVITY_DBFS = -26.0
-ESP32_HZ = 240e6
-OBJDUMP = "xtensa-lx106-elf-objdump"
 COMMAND = ".venv/bin/python bench/bench_kernel.py"
 
 
@@ -322,296 +318,6 @@ def run_c(exe: str, info: dict, tmp: Path, words_path: Path, repeats: int) -> No
     info["fw_leq_limbs"] = [sum(int(fwacc[48 + 7 * ch + k]) << (15 * k) for k in range(7)) for ch in range(3)]
 
 
-# -------------------------------------------------------------------------------------------- ESP32 side
-
-
-class MpyReader:
-    """Just enough of the .mpy v6 reader (MicroPython's tools/mpy-tool.py) to find native functions' code."""
-
-    def __init__(self, data: bytes):
-        self.d = data
-        self.p = 0
-
-    def byte(self) -> int:
-        b = self.d[self.p]
-        self.p += 1
-        return b
-
-    def uint(self) -> int:
-        v = 0
-        while True:
-            b = self.byte()
-            v = (v << 7) | (b & 0x7F)
-            if not b & 0x80:
-                return v
-
-    def bytes(self, n: int) -> bytes:
-        b = self.d[self.p:self.p + n]
-        self.p += n
-        return b
-
-
-MP_CODE_BYTECODE, MP_CODE_NATIVE_PY, MP_CODE_NATIVE_VIPER, MP_CODE_NATIVE_ASM = 2, 3, 4, 5
-SCOPE_VIPERRELOC, SCOPE_VIPERRODATA, SCOPE_VIPERBSS = 0x10, 0x20, 0x40
-
-
-def mpy_native_functions(data: bytes) -> tuple[int, list[dict]]:
-    """(native arch, [{kind, code}...] in definition order) of a .mpy v6 file."""
-    r = MpyReader(data)
-    hdr = r.bytes(4)
-    if hdr[0] != ord("M") or hdr[1] != 6:
-        raise ValueError("not a .mpy v6 file")
-    arch = hdr[2] >> 2
-    n_qstr, n_obj = r.uint(), r.uint()
-    for _ in range(n_qstr):
-        ln = r.uint()
-        if not ln & 1:
-            r.bytes((ln >> 1) + 1)
-    for _ in range(n_obj):
-        t = r.byte()
-        if t == 10:  # tuple
-            raise ValueError("tuple constants not handled")
-        if t >= 5:  # str, bytes, int, float, complex
-            ln = r.uint()
-            r.bytes(ln + (1 if t in (5, 6) else 0))
-    found: list[dict] = []
-
-    def raw_code() -> None:
-        kind_len = r.uint()
-        kind = (kind_len & 3) + MP_CODE_BYTECODE
-        has_children = (kind_len >> 2) & 1
-        code = r.bytes(kind_len >> 3)
-        if kind != MP_CODE_BYTECODE:
-            if kind == MP_CODE_NATIVE_PY:
-                r.uint()
-            else:
-                flags = r.uint()
-                if kind == MP_CODE_NATIVE_VIPER:
-                    rodata = r.uint() if flags & SCOPE_VIPERRODATA else 0
-                    if flags & SCOPE_VIPERBSS:
-                        r.uint()
-                    r.bytes(rodata)
-                    if flags & SCOPE_VIPERRELOC:
-                        while (op := r.byte()) != 0xFF:
-                            if op & 1:
-                                r.uint()
-                            op >>= 1
-                            if op <= 5 and op & 1:
-                                r.uint()
-                else:
-                    r.uint()
-                    r.uint()
-            found.append({"kind": kind, "code": code})
-        if has_children:
-            for _ in range(r.uint()):
-                raw_code()
-
-    raw_code()
-    return arch, found
-
-
-def function_source(name: str) -> str:
-    """One function of firmware/meter_kernel.py alone, with the module constants it names, as a module."""
-    src = (FIRMWARE / "meter_kernel.py").read_text()
-    tree = ast.parse(src)
-    lines = src.splitlines()
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
-    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
-    consts = [ast.get_source_segment(src, n) for n in tree.body
-              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-              and getattr(n.value.func, "id", "") == "const"
-              and any(isinstance(t, ast.Name) and t.id in used for t in n.targets)]
-    start = min(d.lineno for d in fn.decorator_list) - 1 if fn.decorator_list else fn.lineno - 1
-    body = "\n".join(lines[start:fn.end_lineno])
-    return "import micropython\nfrom micropython import const\n\n" + "\n".join(consts) + "\n\n" + body + "\n"
-
-
-def kernel_functions() -> list[str]:
-    tree = ast.parse((FIRMWARE / "meter_kernel.py").read_text())
-    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
-
-
-def mpy_cross_compile(mpy_cross: str, src: Path, dst: Path) -> str | None:
-    """Compile for xtensawin; None on success, else the compiler's last error line."""
-    proc = subprocess.run([mpy_cross, "-march=xtensawin", "-o", str(dst), str(src)], capture_output=True, text=True)
-    if proc.returncode == 0:
-        return None
-    msg = [m.strip() for m in (proc.stderr or proc.stdout).strip().splitlines()]
-    if not msg:
-        return f"exit status {proc.returncode}"
-    text = " / ".join(msg[-2:])
-    where = re.search(r'File "([^"]+)", line (\d+), in (\w+)', text)
-    if where:  # name the file relative to the repository (or just by name for the generated one-function files)
-        f = Path(where[1])
-        name = str(f.relative_to(REPO)) if f.is_relative_to(REPO) else f.name
-        text = f"{name} line {where[2]} (in {where[3]}): {msg[-1]}"
-    return text
-
-
-INSN_RE = re.compile(r"^\s*([0-9a-f]+):\s+([0-9a-f]+)\s+(\S+)\s*(.*)$")
-UNDECODED = {"excw", ".byte", "ill"}
-
-
-def disassemble(objdump: str, code: bytes, tmp: Path, start: int = 0) -> list[tuple[int, str, str, str]]:
-    path = tmp / "code.bin"
-    path.write_bytes(code)
-    proc = subprocess.run([objdump, "-b", "binary", "-m", "xtensa", "-D", f"--start-address={start}", str(path)],
-                          capture_output=True, text=True, check=True)
-    insns = []
-    for line in proc.stdout.splitlines():
-        m = INSN_RE.match(line)
-        if m:
-            insns.append((int(m[1], 16), m[2], m[3], m[4].strip()))
-    return insns
-
-
-def branch_target(op: str, args: str) -> int | None:
-    if op == "j" or (op.startswith("b") and op not in ("break", "break.n")):
-        m = re.search(r"0x([0-9a-f]+)\s*$", args)
-        if m:
-            return int(m[1], 16)
-    return None
-
-
-def regs(args: str) -> list[str]:
-    return re.findall(r"\ba\d+\b", args.split("(")[0])
-
-
-def path_stats(body: list, head: int, tail: int, exclude: set[int]) -> tuple[int, int, list]:
-    """Shortest / longest instruction count of one iteration: from the loop head to the backward jump
-    (inclusive) over the body's forward branches, never passing through an address in ``exclude``.
-    Also returns the longest path as a list of (instruction, branch taken)."""
-    idx = {ins[0]: k for k, ins in enumerate(body)}
-    n = len(body)
-    INF = 10**9
-    best_min = [INF] * n
-    best_max = [-INF] * n
-    nxt: list = [None] * n
-    for k in range(n - 1, -1, -1):
-        a, _, op, args = body[k]
-        if a in exclude:
-            continue
-        if a == tail:
-            best_min[k] = best_max[k] = 1
-            continue
-        succ = []
-        tgt = branch_target(op, args)
-        if op != "j" and k + 1 < n:
-            succ.append((k + 1, False))
-        if tgt is not None and head <= tgt <= tail and tgt > a:
-            succ.append((idx[tgt], True))
-        succ = [(j, t) for j, t in succ if best_max[j] > 0]
-        if not succ:
-            continue
-        best_min[k] = 1 + min(best_min[j] for j, _ in succ)
-        mx = max(succ, key=lambda jt: best_max[jt[0]])
-        best_max[k] = 1 + best_max[mx[0]]
-        nxt[k] = mx
-    if best_max[0] <= 0:
-        raise ValueError("no path through the loop body")
-    path = []
-    k = 0
-    while True:
-        if body[k][0] == tail:
-            path.append((body[k], True))
-            break
-        j, taken = nxt[k]
-        path.append((body[k], taken))
-        k = j
-    return best_min[0], best_max[0], path
-
-
-def cycle_model(path: list) -> int:
-    """1 cycle per instruction, +1 when a load's result is used by the next instruction (load-use interlock),
-    +2 per taken branch or jump (pipeline refill)."""
-    cyc = 0
-    for k, ((a, _, op, args), taken) in enumerate(path):
-        cyc += 1
-        if op.startswith("l") and k + 1 < len(path):
-            dst = regs(args)[:1]
-            nargs = regs(path[k + 1][0][3])
-            nop = path[k + 1][0][2]
-            all_src = nop.startswith(("b", "s8", "s16", "s32", "ss", "jx", "callx", "wsr"))
-            srcs = nargs if all_src else nargs[1:]
-            if dst and dst[0] in srcs:
-                cyc += 1
-        if taken and branch_target(op, args) is not None:
-            cyc += 2
-    return cyc
-
-
-def esp32_estimate(tmp: Path) -> dict | None:
-    mpy_cross = find_tool("mpy-cross")
-    objdump = shutil.which(OBJDUMP)
-    if mpy_cross is None:
-        log("e. ESP32 estimate: mpy-cross not found, skipped")
-        return None
-    if objdump is None:
-        log(f"e. ESP32 estimate: {OBJDUMP} not found (apt-get install -y binutils-xtensa-lx106), skipped")
-        return None
-    res: dict = {"mpy_cross": subprocess.run([mpy_cross, "--version"], capture_output=True, text=True).stdout.strip(),
-                 "objdump": subprocess.run([objdump, "--version"], capture_output=True, text=True).stdout.splitlines()[0]}
-    # every function compiled alone (filter_block is the one analysed), and the whole module
-    res["functions"] = {}
-    code = None
-    for name in kernel_functions():
-        src = tmp / f"only_{name}.py"
-        src.write_text(function_source(name))
-        err = mpy_cross_compile(mpy_cross, src, tmp / f"only_{name}.mpy")
-        if err:
-            res["functions"][name] = {"error": err}
-            continue
-        arch, funcs = mpy_native_functions((tmp / f"only_{name}.mpy").read_bytes())
-        res["functions"][name] = {"bytes": len(funcs[0]["code"]) if funcs else 0}
-        if name == "filter_block":
-            code = funcs[0]["code"]
-            res["arch"] = arch
-    res["module_error"] = mpy_cross_compile(mpy_cross, FIRMWARE / "meter_kernel.py", tmp / "mk.mpy")
-    if code is None:
-        log(f"e. ESP32 estimate: filter_block does not compile for xtensawin: {res['functions']}")
-        return None
-    res["code_bytes"] = len(code)
-    if res["module_error"] is None:
-        _, all_funcs = mpy_native_functions((tmp / "mk.mpy").read_bytes())
-        res["same_as_module"] = bool(all_funcs and all_funcs[0]["code"] == code)
-        res["module_native_bytes"] = sum(len(f["code"]) for f in all_funcs)
-    # xtensawin native code starts with a jump over its literal pool (32-bit constants)
-    first = disassemble(objdump, code, tmp)
-    start = branch_target(first[0][2], first[0][3]) if first and first[0][2] == "j" else 0
-    res["literal_pool_bytes"] = start
-    insns = disassemble(objdump, code, tmp, start)
-    res["insns_total"] = len(insns)
-    backs = [(a, t) for a, _, op, args in insns if (t := branch_target(op, args)) is not None and t < a]
-    if not backs:
-        log("e. ESP32 estimate: no backward branch found")
-        return None
-    tail, head = max(backs, key=lambda bt: bt[0] - bt[1])  # the outermost loop: the per-sample loop
-    body = [ins for ins in insns if head <= ins[0] <= tail]
-    res["loop_head"], res["loop_tail"] = head, tail
-    res["loop_static"] = len(body)
-    res["loop_bytes"] = tail + 3 - head
-    res["undecoded_in_loop"] = sum(1 for ins in body if ins[2] in UNDECODED)
-    res["undecoded_total"] = sum(1 for ins in insns if ins[2] in UNDECODED)
-    ops: dict[str, int] = {}
-    for ins in body:
-        ops[ins[2]] = ops.get(ins[2], 0) + 1
-    res["loop_ops"] = ops
-    # the widest forward jump inside the body skips the optional microphone-equalisation biquad (eq_on == 0):
-    # viper compiles ``if c:`` as ``bnez c, body; j after; body: ...``
-    fwd = [(t - a, a, t) for a, _, op, args in body if (t := branch_target(op, args)) is not None and a < t <= tail]
-    span, eq_jump, eq_end = max(fwd)
-    eq_block = {ins[0] for ins in body if eq_jump < ins[0] < eq_end}
-    res["eq_branch"], res["eq_skip_bytes"], res["eq_block_insns"] = eq_jump, span, len(eq_block)
-    res["min_eq_off"], res["max_eq_off"], path_off = path_stats(body, head, tail, eq_block)
-    res["min_eq_on"], res["max_eq_on"], path_on = path_stats(body, head, tail, {eq_jump})
-    res["model_cycles_eq_off"] = cycle_model(path_off)
-    res["model_cycles_eq_on"] = cycle_model(path_on)
-    # loads / stores through the stack frame (a1): locals spilled to memory
-    res["stack_loads"] = sum(1 for ins in body if ins[2].startswith("l32i") and re.search(r",\s*a1,", ins[3]))
-    res["stack_stores"] = sum(1 for ins in body if ins[2].startswith("s32i") and re.search(r",\s*a1,", ins[3]))
-    return res
-
-
 # --------------------------------------------------------------------------------------------- reporting
 
 
@@ -640,7 +346,6 @@ def fmt(v: float, nd: int = 1) -> str:
 
 def write_doc(r: dict) -> None:
     m = r["machine"]
-    e = r.get("esp")
     c = r.get("c")
     cores = f"{m['cpus']} CPUs"
     if "cores_per_socket" in m:
@@ -691,20 +396,6 @@ def write_doc(r: dict) -> None:
               f"sums, all registers, histogram) | "
               f"{'identical' if c['same'] else 'DIFFERENT at ' + str(c['mismatch_at'])} | identical | "
               f"{yes(c['same'])} |"]
-    if e:
-        L += [f"| e | ESP32, xtensawin instructions per sample in `filter_block`'s loop (EQ off / on) | "
-              f"{e['min_eq_off']}–{e['max_eq_off']} / {e['min_eq_on']}–{e['max_eq_on']} | | |",
-              f"| e | ESP32 240 MHz at 48 kHz, per-sample loop only (CPI 1.2–1.5; pipeline model CPI "
-              f"{e['model_cpi']:.2f}) | {e['loop_pct_lo']:.0f}–{e['loop_pct_hi']:.0f} % of one core (model "
-              f"{e['loop_pct_model']:.0f} %) | | |",
-              f"| e | ESP32 240 MHz at 48 kHz, whole pipeline (loop × a/a′ = {1 / r['loop_share']:.2f}) | "
-              f"**{e['total_pct_lo']:.0f}–{e['total_pct_hi']:.0f} %** of one core (model {e['total_pct_model']:.0f} %) "
-              f"| ≤ 10 % | {yes(e['total_pct_hi'] <= 10)} |"]
-        broken = {k: v["error"] for k, v in e["functions"].items() if "error" in v}
-        problem = e["module_error"] or "; ".join(f"`{k}`: {v}" for k, v in broken.items())
-        L.append(f"| e✓ | `firmware/meter_kernel.py` compiles for xtensawin (`mpy-cross -march=xtensawin`) | "
-                 + ("yes" if not problem else "**no**: " + problem.replace("|", "/"))
-                 + f" | compiles | {yes(not problem)} |")
     L += ["", "### Ratios", "",
           f"- Firmware vs float A-weighting (b/a): **{r['ratio_float']:.1f}×** faster, while computing A, C and Z "
           f"with F/S time weighting, Leq, peaks and the histogram instead of A only. The float filter allocates "
@@ -713,65 +404,19 @@ def write_doc(r: dict) -> None:
     if c:
         L.append(f"- Viper vs C (a/d): **{r['ratio_c']:.1f}×**; the C port does the same int32 work and ends in the "
                  f"same state, word for word. On x86-64 the out-of-order core hides most of viper's stack "
-                 f"traffic; on the in-order ESP32 core every instruction costs (see e).")
+                 f"traffic; on the in-order ESP32 core every instruction costs (see the ESP32 section below).")
     L.append(f"- Per-block work and calls (a/a′ = {1 / r['loop_share']:.2f}): the per-sample loop is "
              f"{100 * r['loop_share']:.0f} % of the pipeline's time.")
     L.append(f"- Level check on the test signal: firmware LAeq {r['fw_laeq']:.2f} dB, float filter "
              f"{r['float_laeq']:.2f} dB (the plain bilinear A-weighting, without pre-warping, reads low at high "
              f"frequencies).")
-    if e:
-        fb = e["functions"]
-        sizes = ", ".join(f"`{k}` {v['bytes']:,} B" if "bytes" in v else f"`{k}` fails" for k, v in fb.items())
-        L += ["", "### ESP32 estimate: method", "",
-              f"1. Each function of `firmware/meter_kernel.py` is copied, with the `const()` names it uses, into a "
-              f"one-function module and compiled with `mpy-cross -march=xtensawin` ({e['mpy_cross']}): "
-              f"{sizes} of machine code. "
-              + (f"The whole module compiles too, and its first function has "
-                 f"{'the same' if e.get('same_as_module') else 'DIFFERENT'} machine code as `filter_block` alone."
-                 if not e["module_error"] else
-                 f"The whole module does **not** compile: {e['module_error'].replace('|', '/')}."),
-              "2. The machine code is taken from the .mpy (v6) container by reading its header, qstr and constant "
-              "tables and raw-code records (the layout read by MicroPython's `tools/mpy-tool.py`): a viper "
-              "function's record holds its machine code verbatim.",
-              f"3. The code opens with a jump over a {e['literal_pool_bytes']}-byte literal pool (`l32r` "
-              f"constants); the rest is disassembled with `{OBJDUMP} -b binary -m xtensa -D` ({e['objdump']}). The "
-              f"lx106 (ESP8266) configuration does not know the windowed-ABI instructions (`entry`, `callx8`, "
-              f"`retw`): {e['undecoded_total']} of {e['insns_total']} decode as `excw`/`ill`, all 3 bytes long, so "
-              f"decoding stays in step; {e['undecoded_in_loop']} of them are inside the loop"
-              + (", so the loop count is exact." if e["undecoded_in_loop"] == 0 else
-                 f", so the count is uncertain by up to {e['undecoded_in_loop']} instructions."),
-              f"4. The per-sample loop is the span closed by the only backward branch (`j` at 0x{e['loop_tail']:x} "
-              f"to 0x{e['loop_head']:x}: {e['loop_static']} instructions, {e['loop_bytes']:,} bytes). One "
-              f"iteration runs from the head to that jump; the forward branches inside (the `if`s, and the 0/1 "
-              f"values viper materialises for comparisons) give a shortest and a longest path. The widest forward "
-              f"jump (at 0x{e['eq_branch']:x}, {e['eq_skip_bytes']} bytes, {e['eq_block_insns']} instructions) "
-              f"skips the optional microphone-equalisation biquad: with EQ off {e['min_eq_off']}–"
-              f"{e['max_eq_off']} instructions per sample, with EQ on {e['min_eq_on']}–{e['max_eq_on']}.",
-              f"5. Of the {e['loop_static']} loop instructions, {e['stack_loads']} are `l32i` and "
-              f"{e['stack_stores']} `s32i` through the stack pointer `a1`: viper keeps the function's locals in "
-              f"the stack frame except the first two (here the parameters `v` and `w`: the sample flowing down the "
-              f"chain and a scratch word) and moves a nested operand through a scratch slot. Mix: "
-              + ", ".join(f"`{k}` {v}" for k, v in sorted(e["loop_ops"].items(), key=lambda kv: -kv[1])[:12])
-              + ".",
-              f"6. Cycles: CPI 1.2–1.5 assumed for the LX6 (single issue, 1 cycle per ALU op, load results one "
-              f"cycle late, taken branches refill the pipeline; the code runs from IRAM, where MicroPython's esp32 "
-              f"port puts native code). A simple pipeline model of the longest EQ-off path (+1 cycle per load "
-              f"whose result the next instruction uses, +2 per taken branch) gives {e['model_cycles_eq_off']} "
-              f"cycles, CPI {e['model_cpi']:.2f}. Loop: {e['cyc_lo']:.0f}–{e['cyc_hi']:.0f} cycles/sample "
-              f"(shortest path × 1.2 to longest × 1.5) → {e['loop_pct_lo']:.1f}–{e['loop_pct_hi']:.1f} % of "
-              f"240 MHz at 48 kHz.",
-              f"7. The per-block work (block sums, F/S, max/min, histogram, and the viper call of `filter_block` "
-              f"that loads and stores its 47 registers) is scaled from the unix port, where the whole pipeline "
-              f"takes {1 / r['loop_share']:.2f}× the loop alone: ESP32 total {e['total_pct_lo']:.0f}–"
-              f"{e['total_pct_hi']:.0f} % of one core (model {e['total_pct_model']:.0f} %). This is an estimate "
-              f"from instruction counts, not a measurement on a board."]
+    L += ["", "The ESP32's load is not estimated here: `bench/esp32_bench.py` (`make bench-esp32`) executes the "
+          "kernel's xtensawin machine code under qemu-xtensa (the ESP32 section below)."]
     L += ["", "### Reproduce", "", "```",
-          "apt-get install -y binutils-xtensa-lx106   # for the ESP32 estimate (e); skipped when missing",
           COMMAND, "```", "",
           "`bench/bench_kernel.py` writes a MicroPython script into a temporary directory and runs it on "
           "`.venv/bin/micropython` with `firmware/` on `sys.path` (a–c, one process), builds and runs "
-          "`bench/kernel_ref.c` before and after it (d), and compiles and disassembles the kernel for xtensawin "
-          "(e). Options: `--seconds S` (signal length), `--no-doc` (print only), `--keep DIR` (keep the "
+          "`bench/kernel_ref.c` before and after it (d). Options: `--seconds S` (signal length), `--no-doc` (print only), `--keep DIR` (keep the "
           "generated files).", ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -880,31 +525,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"viper/C = {r['ratio_c']:.1f}x (fastest passes: {r['ratio_c_best']:.1f}x; goal <= 4x); final state "
                 f"{'identical' if c['same'] else 'DIFFERS at ' + str(c['mismatch_at'])} ({c['words_compared']} "
                 f"words; Leq sums A/C/Z C {c['leq_limbs']}, firmware {c['fw_leq_limbs']})")
-
-        e = esp32_estimate(tmp)
-        if e:
-            for name, f in e["functions"].items():
-                if "error" in f:
-                    log(f"   xtensawin: {name} does NOT compile: {f['error']}")
-            if e["module_error"]:
-                log(f"   xtensawin: firmware/meter_kernel.py does NOT compile: {e['module_error']}")
-            cpb = 48000 / ESP32_HZ * 100  # % of a core per cycle/sample
-            e["model_cpi"] = e["model_cycles_eq_off"] / e["max_eq_off"]
-            e["cyc_lo"], e["cyc_hi"] = 1.2 * e["min_eq_off"], 1.5 * e["max_eq_off"]
-            e["loop_pct_lo"], e["loop_pct_hi"] = e["cyc_lo"] * cpb, e["cyc_hi"] * cpb
-            e["loop_pct_model"] = e["model_cycles_eq_off"] * cpb
-            scale = 1 / r["loop_share"]
-            e["total_pct_lo"], e["total_pct_hi"] = e["loop_pct_lo"] * scale, e["loop_pct_hi"] * scale
-            e["total_pct_model"] = e["loop_pct_model"] * scale
-            r["esp"] = e
-            log(f"e. ESP32 xtensawin filter_block: {e['code_bytes']} B code; loop {e['loop_static']} instructions "
-                f"static, {e['min_eq_off']}-{e['max_eq_off']} per sample with EQ off ({e['min_eq_on']}-"
-                f"{e['max_eq_on']} with EQ on), {e['undecoded_in_loop']} undecoded in loop; "
-                f"{e['stack_loads']} stack loads + {e['stack_stores']} stack stores")
-            log(f"   ESP32 @240 MHz, 48 kHz: loop {e['cyc_lo']:.0f}-{e['cyc_hi']:.0f} cycles/sample (CPI 1.2-1.5; "
-                f"model {e['model_cycles_eq_off']}, CPI {e['model_cpi']:.2f}) = {e['loop_pct_lo']:.1f}-"
-                f"{e['loop_pct_hi']:.1f} % of a core; whole pipeline (x{scale:.2f} from a/a') "
-                f"{e['total_pct_lo']:.0f}-{e['total_pct_hi']:.0f} % (model {e['total_pct_model']:.0f} %; goal <= 10 %)")
 
         if not args.no_doc:
             write_doc(r)

@@ -12,8 +12,8 @@ import math
 from array import array
 
 import meter_kernel as K
-from weighting_coeffs import (BIQUAD_Q, HIST_BASE, HIST_BINS, HIST_SAMPLE_BLOCKS, INPUT_BITS, RATES, SETTLE_TAUS,
-                              TAU_FAST, TAU_SLOW)
+from weighting_coeffs import (BIQUAD_Q, HIST_BASE, HIST_BINS, HIST_SAMPLE_BLOCKS, INPUT_BITS, LOG_TABLE, RATES,
+                              SETTLE_TAUS, TAU_FAST, TAU_SLOW)
 
 LEVEL_KEYS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",
               "LA10", "LA50", "LA90")
@@ -21,6 +21,25 @@ WORD_BITS = 32
 # 10·lg of the mean square of a full-scale sine in 22-bit units: (2**21)**2 / 2
 _FULL_SCALE_SINE_DB = 10 * math.log10(2.0 ** (2 * (INPUT_BITS - 1)) / 2)
 _LIMB_DB = 10 * math.log10(2.0 ** 30)  # E carries 30 fraction bits
+
+
+def _native_process_blocks():
+    """meter_fast.process_blocks, the kernel in C (firmware/natmod, deployed as meter_fast.mpy for the board's
+    architecture), when it loads here and was built for this kernel's layout and log table; else None."""
+    try:
+        import meter_fast  # type: ignore[import-not-found]
+    except (ImportError, ValueError, OSError):  # not deployed, or built for another architecture or .mpy version
+        return None
+    if getattr(meter_fast, "LAYOUT", None) != (K.CFG_SIZE, K.ST_SIZE, K.SUMS_SIZE, K.ACC_SIZE, sum(LOG_TABLE)):
+        return None
+    return meter_fast.process_blocks
+
+
+# The kernel every Meter runs, chosen once at import: the native one when it can be loaded, else the viper one
+# (meter_kernel.process_blocks). Both give the same state, word for word (tests/test_fast_kernel.py).
+_native = _native_process_blocks()
+KERNEL = "viper" if _native is None else "native"
+process_blocks = K.process_blocks if _native is None else _native
 
 
 def _limbs_to_int(a, off, n):
@@ -134,7 +153,7 @@ class Meter:
 
     def process(self, words, nblocks):
         """Measure ``nblocks`` blocks (``nblocks * self.block`` 32-bit I2S words from the start of ``words``)."""
-        K.process_blocks(words, nblocks, self.st, self.cfg, self.sums, self.acc)
+        process_blocks(words, nblocks, self.st, self.cfg, self.sums, self.acc)
 
     def interval_blocks(self):
         return self.acc[K.BLOCK_COUNT]

@@ -113,7 +113,7 @@ def measure(file, sensitivity, board, interval_s, engine, channel, skip_s, as_js
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
               help="Append every record, with the host time it arrived, to this file (CSV or JSON lines).")
 @click.option("--limit", "limit_db", type=click.FloatRange(0, 200), default=None, metavar="DB",
-              help="Limit for LAeq 1 s and 1 min in dB(A). Default: each device's limit in force (its last minute record).")
+              help="Limit for LAeq 1 s and 1 min in dB(A). Default: the limit in force on each device (its schedule).")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -122,8 +122,9 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
 
     One row per board, refreshed 4 times a second on a terminal: a bar meter of LAF with the limit marked, LAF,
     LAeq 1 s and 1 min (energy averages of the device's intervals; "(20s)" while less than the window has been
-    seen), LAFmax since the start with its device time, LCpeak (last interval and max), OVER when LAeq 1 s or 1 min
-    is above the limit or the device reports an exceedance episode, the link (connected / SILENT / LOST, reconnecting;
+    seen), LAFmax since the start with its device time, LCpeak (last interval and max), the limit in force and its
+    band, OVER when LAeq 1 s or 1 min is above the limit or the device has an exceedance episode open (with its
+    duration), the link (connected / SILENT / LOST, reconnecting;
     gaps, lost records, bad lines, reconnects, restarts) and the device (faults, dropped and late blocks, heap,
     overload). Boards are named by the device's id (its serial; the port below it). On a narrow terminal (80
     columns) the details stack under the levels and the link and device health form a second table. At the end

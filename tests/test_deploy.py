@@ -157,7 +157,7 @@ def test_deploy_from_scratch(vb, first):
     d = vb.device_dir
     sources = firmware_sources()
     modules = sorted(n[:-3] + ".mpy" for n in sources if n != "main.py")
-    expected = set(modules) | {"main.py", "board.json"}
+    expected = set(modules) | {"main.py", "board.json", "meter_fast.mpy"}  # and the native kernel for x64
     assert set(report.files) == expected and set(report.written) == expected
     assert report.changed and report.verified and report.removed == [] and report.unchanged == []
     assert report.format == "mpy" and report.device["arch"] == "x64" and report.device["mpy"] == "6.3"

@@ -132,3 +132,62 @@ def test_calibration_in_force_is_on_record(port, board):
         assert (in_force["method"], in_force["time"], in_force["offset_db"]) == (cal["method"], cal["time"],
                                                                                   cal["offset_db"])
     assert len(history) <= 50 and [r["n"] for r in history] == sorted(r["n"] for r in history)
+
+
+KERNEL_TIMING = r'''
+import time, machine, meter, meter_kernel as K
+from array import array
+m1 = meter.Meter(48000)
+m2 = meter.Meter(48000)
+n = 20 * m1.block
+w = array("i", [0] * n)
+x = 12345
+for i in range(n):  # white noise at about -12 dBFS from a fixed LCG: the same words every run
+    x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+    w[i] = ((x >> 8) - (1 << 22)) << 6
+res = {"kernel": meter.KERNEL, "freq": machine.freq(), "samples": n, "native": [], "viper": []}
+for r in range(ROUNDS):
+    t0 = time.ticks_cpu()
+    meter.process_blocks(w, 20, m1.st, m1.cfg, m1.sums, m1.acc)
+    t1 = time.ticks_cpu()
+    K.process_blocks(w, 20, m2.st, m2.cfg, m2.sums, m2.acc)
+    t2 = time.ticks_cpu()
+    res["native"].append(time.ticks_diff(t1, t0))
+    res["viper"].append(time.ticks_diff(t2, t1))
+res["same"] = m1.st == m2.st and m1.sums == m2.sums and m1.acc == m2.acc
+print(repr(res))
+'''
+
+
+def test_process_blocks_cycles_on_the_board(port, board):
+    """Times one call of process_blocks (20 blocks of 48 samples, as Meter.process is called) with
+    time.ticks_cpu() (CPU cycles on the ESP32's Xtensa cores) for the kernel meter.py chose and for the viper kernel,
+    checks that both end in the same state on the board, and compares the cycles per sample with the emulator's
+    pipeline models (bench/esp32/model.json, written by `make bench-esp32`): measured within [0.8 × model A,
+    1.5 × model B]. Needs the firmware deployed (test_deploy)."""
+    import json
+    from pathlib import Path
+
+    from slm.mpremote_adapter import DeviceSession
+
+    model = json.loads((Path(__file__).resolve().parent.parent / "bench" / "esp32" / "model.json").read_text())
+    with DeviceSession(current_port(port), timeout=10.0) as session:
+        session.stop_app()
+        try:
+            out = session.exec(KERNEL_TIMING.replace("ROUNDS", "7"), timeout=120, what="timing process_blocks")
+        finally:
+            session.restart_app()
+    import ast
+
+    res = ast.literal_eval(out.decode().strip().splitlines()[-1])
+    assert res["same"], "the native and the viper kernel differ on the board"
+    per = {k: sorted(res[k])[len(res[k]) // 2] / res["samples"] for k in ("native", "viper")}  # median cycles/sample
+    share = {k: 100 * v * 48000 / 240e6 for k, v in per.items()}
+    print(f"\n{board.name}: kernel {res['kernel']}, CPU {res['freq'] / 1e6:.0f} MHz; cycles/sample native "
+          f"{per['native']:.0f} (model {model['native']['A']:.0f}-{model['native']['B']:.0f}), viper {per['viper']:.0f} "
+          f"(model {model['viper']['A']:.0f}-{model['viper']['B']:.0f}); % of a 240 MHz core at 48 kHz: native "
+          f"{share['native']:.1f}, viper {share['viper']:.1f}")
+    if board.chip in ("esp32", "esp32s2", "esp32s3"):  # the models are the Xtensa LX6/LX7's
+        assert res["kernel"] == "native", "stock firmware should load meter_fast.mpy"
+        for k in ("native", "viper"):
+            assert 0.8 * model[k]["A"] <= per[k] <= 1.5 * model[k]["B"], (k, per[k], model[k])

@@ -637,8 +637,10 @@ def test_unplug_goes_lost_and_reconnects_by_path(tmp_path, link_factory):
         assert link.reconnects == 1
         assert wait_until(lambda: any(c["cmd"] == "info" for c in second.commands))  # it re-learns the device
         second.record("level")
-        got = collect(link, 2)
-        assert [r["t"] for r in got] == ["hello", "level"]
+        got = collect(link, 3)
+        # the reply to the link's own `info` is delivered too: whoever logs the records sees every seq
+        assert [r["t"] for r in got] == ["hello", "ack", "level"] and got[1]["cmd"] == "info"
+        assert [r["seq"] for r in got] == [got[0]["seq"] + k for k in range(3)]
         assert link.restarts == 1 and link.gaps == 0
         assert link.info() == HELLO
     finally:
@@ -677,8 +679,10 @@ def test_unplug_reconnects_by_usb_serial_number_at_a_new_path(monkeypatch, link_
         listed[:] = [_fake_port(second.path, 0x303A, 0x4001, "F412FA5C")]
         assert wait_until(lambda: link.state == CONNECTED)
         assert link.path == second.path and link.reconnects == 1
+        assert wait_until(lambda: any(c["cmd"] == "info" for c in second.commands))
         second.record("level", seq=50)
-        assert collect(link, 1)[0]["seq"] == 50
+        got = collect(link, 2)  # the reply to the link's own info, then the level
+        assert [r["t"] for r in got] == ["ack", "level"] and got[1]["seq"] == 50
     finally:
         second.close()
 

@@ -77,16 +77,23 @@ class Feeder:
         return self.rec("level", ms, LAF=laf, LAS=laf, LAeq=laeq_so_far, LCpeak=laf + 20, overload=False, **fields)
 
 
+    def minute(self, ms: int, limit: float | None, band: str | None = "day", **fields: Any) -> dict:
+        """A minute record as the device's schedule judges it (docs/protocol.md)."""
+        fields.setdefault("start", "2026-07-15T13:50:00Z")
+        return self.rec("minute", ms, local="21:50", s=60, LAeq=fields.pop("LAeq", 60.0), LAFmax=70.0, LA10=62.0,
+                        LA50=59.0, LA90=55.0, LCpeak=90.0, overload=False, band=band, limit=limit,
+                        over=None if limit is None else False, **fields)
+
+
 def state_with(hello: dict | None = None, limit_db: float | None = None,
                device_limit: float | None = None) -> tuple[MonitorState, Feeder]:
-    """A connected state; ``device_limit``: the device's limit in force, told by a first ``minute`` record."""
+    """A connected board; ``device_limit``: the limit in force that its first minute record states."""
     st = MonitorState("/dev/ttyACM0", limit_db=limit_db)
     st.set_link_state("connected", 100.0, 1.7e9)
     st.set_hello(hello or HELLO)
     f = Feeder(st)
     if device_limit is not None:
-        f.rec("minute", 0, start="2026-07-15T12:00:00.000Z", local="20:00", s=60.0, LAeq=None, LAFmax=None, LA10=None,
-              LA50=None, LA90=None, LCpeak=None, overload=False, band="day", limit=device_limit, over=False)
+        f.minute(0, device_limit)
     return st, f
 
 
@@ -220,7 +227,7 @@ def test_null_levels_are_skipped_not_counted_as_silence():
 
 # ------------------------------------------------------------------------------------------------ limit and health
 
-def test_limit_in_force_from_the_device_minute_record_and_over_it_by_1s_then_1min():
+def test_limit_from_the_device_configuration_and_over_it_by_1s_then_1min():
     st, f = state_with(device_limit=65.0)
     assert st.limit_db == 65.0 and not st.over
     for k in range(50):
@@ -244,19 +251,28 @@ def test_cli_limit_overrides_the_device_limit():
     assert st2.limit_db is None and not st2.over
 
 
-def test_device_limit_events_mark_until_cleared_or_restart():
+def test_device_episodes_mark_over_until_closed_or_restart_with_band_and_duration():
     st, f = state_with(device_limit=65.0)
+    assert st.band == "day" and st.limit_db == 65.0
     f.interval(0, 1000, 64.0)
-    f.rec("event", 1000, kind="exceedance_start", start="2026-07-15T12:00:00.000Z", limit=65.0, band="day", LAeq=66.0)
-    assert st.over_reasons == ["device"] and st.exceeded_events == 1
-    f.rec("event", 2000, kind="exceedance_end", start="2026-07-15T12:00:00.000Z", end="2026-07-15T12:01:00.000Z",
-          duration_s=60.0, LAeq=66.0, LAFmax=70.0, limit=65.0, band="day", minutes_over=1, interrupted=False)
-    assert not st.over
-    f.rec("event", 3000, kind="exceedance_start", start="2026-07-15T12:02:00.000Z", limit=65.0, band="day", LAeq=66.0)
-    assert st.device_over
+    f.minute(60000, 55.0, band="night", LAeq=64.0, utc="2026-07-15T14:01:00.000Z")
+    assert st.limit_db == 55.0 and st.band == "night"  # the schedule moved on: the limit of the last minute
+    f.rec("event", 60000, kind="exceedance_start", start="2026-07-15T14:00:00Z", limit=55.0, band="night",
+          LAeq=64.0, utc="2026-07-15T14:01:00.000Z")
+    assert st.device_over and "episode" in st.over_reasons and st.episodes == 1
+    f.interval(60000, 61000, 50.0, utc="2026-07-15T14:01:01.000Z")
+    assert st.over_reasons == ["episode"] and st.episode_s == 61.0  # the levels are under it now; the episode is open
+    f.rec("event", 62000, kind="exceedance_end", start="2026-07-15T14:00:00Z", end="2026-07-15T14:02:00Z",
+          duration_s=120, LAeq=64.0, LAFmax=70.0, limit=55.0, band="night", minutes_over=2, interrupted=False)
+    assert not st.device_over and st.episode_s is None and st.last_episode["minutes_over"] == 2
+    f.rec("event", 63000, kind="exceedance_start", start="2026-07-15T14:03:00Z", limit=55.0, band="night", LAeq=60.0)
+    f.rec("event", 63000, kind="night_max", time="2026-07-15T14:03:00Z", LAFmax=75.0, limit=70.0, band="night")
+    assert st.device_over and st.episode_s == 0.0  # the newest utc is older than its start: not negative
     f.seq = 0
     f.rec("hello", 0, **HELLO)
-    assert not st.device_over and st.exceeded_events == 2
+    assert not st.device_over and st.episodes == 2 and st.night_max_events == 1
+    s = st.summary()
+    assert (s["band"], s["episodes"], s["episode_open"], s["night_max_events"]) == ("night", 2, False, 1)
 
 
 def test_overload_is_latched_and_status_gives_device_health():
@@ -340,7 +356,7 @@ def test_table_shows_levels_maxima_limit_and_link():
     st.set_link_stats({"gaps": 2, "lost_records": 7, "bad_lines": 1, "reconnects": 0, "restarts": 0})
     text = render([st], now_mono=f.mono + 0.3)
     row = next(line for line in text.splitlines() if "a1b2c3" in line)
-    for cell in ("67.3", "68.4", "(21s)", "80.5 @0:00:13", "93.3 (101.2)", "65 OVER", "connected 0.3 s"):
+    for cell in ("67.3", "68.4", "(21s)", "80.5 @0:00:13", "93.3 (101.2)", "65 day OVER", "connected 0.3 s"):
         assert cell in row, (cell, text)
     assert "gaps 2 (7 lost) bad 1" in text and "1s" in text and "ttyACM0" in text
     assert "┃" in row  # the limit on the bar
@@ -380,7 +396,7 @@ def test_table_at_80_columns_shows_every_figure_whole():
         assert phrase in text, (phrase, text)
     # each board's levels are on its own line, in the order of the columns
     row = next(line for line in lines if line.lstrip().startswith("a1b2c3")).split()
-    assert row == ["a1b2c3", "67.3", "68.4", "61.1", "80.5", "93.3", "65"], text
+    assert row == ["a1b2c3", "67.3", "68.4", "61.1", "80.5", "93.3", "65", "day"], text  # the limit and its band
     row = next(line for line in lines if line.lstrip().startswith("virtual-")).split()
     assert row == ["virtual-0123456789ab", "88.2", "88.7", "88.7", "101.3", "113.1", "60"], text
 
