@@ -340,7 +340,7 @@ class MeterApp:
         """Send the minute's records (the meter's totals since the minute began) and start the next minute:
         ``natural`` when it reached its end, else it ends early (a clock step)."""
         m = self.meter
-        seconds = m.totals_blocks() * m.block / self.rate
+        seconds = m.totals_raw["blocks"] * m.block / self.rate
         res = m.totals()
         m.clear_totals()
         start = self.minute_start
@@ -394,7 +394,7 @@ class MeterApp:
         if big:
             if self.meter.interval_blocks() > 0:
                 self._close_interval(True)
-            if self.meter.totals_blocks() > 0:
+            if self.meter.totals_raw["blocks"] > 0:
                 self._close_minute(False)
         self.clock.set(day, ms, sec, msec, source)
         self.hw.set_rtc(day, ms)

@@ -147,10 +147,6 @@ class Meter:
             "leq": [0, 0, 0], "blocks": 0, "fmax": None, "fmin": None, "smax": None, "smin": None,
             "peak_c": 0, "peak_z": 0, "overload": False, "underrange": False, "hist": 0}
 
-    def totals_blocks(self):
-        """Blocks in the totals (closed intervals since the last reset or clear_totals)."""
-        return self.totals_raw["blocks"]
-
     def process(self, words, nblocks):
         """Measure ``nblocks`` blocks (``nblocks * self.block`` 32-bit I2S words from the start of ``words``)."""
         process_blocks(words, nblocks, self.st, self.cfg, self.sums, self.acc)

@@ -63,7 +63,7 @@ def run(rate: int) -> dict:
 def test_no_allocation_per_block_and_bounded_heap(rate):
     m = run(rate)
     assert m["per_block"] == 0, m
-    assert m["held"] <= 32 * 1024, m  # the meter's buffers, tables and code objects
+    assert m["held"] <= 33 * 1024, m  # the meter's buffers, tables and code objects (32 800 B since the minute totals, clear_totals)
     assert m["close"] < 64 * 1024, m  # closing an interval may allocate (results), bounded
 
 
