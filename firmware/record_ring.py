@@ -229,36 +229,39 @@ def _get(typ, state, buf, pos):
 
 def encode(kind, rec, n, buf, work):
     """Pack record ``rec`` of ``kind`` as number ``n`` into slot ``buf`` (its whole length), using ``work`` (a
-    bytearray of 512 bytes). Returns the number of fields that did not fit and were left out (0 when
-    the record was stored whole). ValueError when the known fields cannot fit even with the text cut."""
+    bytearray of 512 bytes). A text field is cut (at a character) as far as needed to keep every other field; when
+    that is not enough, the extras are left out. Returns the number of fields left out (0: the record is whole).
+    ValueError when even the schema's fields cannot fit."""
     fields, size = SCHEMAS[kind]
     cap = 255
+    keep_extras = True
     while True:
         end, states, extras = _pack(fields, rec, work, cap)
-        over = end + 1 - size
+        text = b""
+        if extras and keep_extras:
+            try:
+                text = json.dumps(extras, separators=(",", ":")).encode()
+            except (TypeError, ValueError):
+                text = b""
+            if len(text) > 255:
+                text = b""
+        over = end + 1 + len(text) - size
         if over <= 0:
             break
         longest = 0
         for k, typ in fields:
             if typ == TEXT and isinstance(rec.get(k), str):
-                longest = max(longest, len(rec[k].encode()))
-        cap = min(cap, longest) - over
-        if cap < 0:
-            raise ValueError("record does not fit a %d-byte slot" % size)
-    left_out = 0
-    work[end] = 0
-    if extras:
-        try:
-            text = json.dumps(extras).encode()
-        except (TypeError, ValueError):
-            text = b""
-        if text and end + 1 + len(text) <= size and len(text) < 256:
-            work[end] = len(text)
-            work[end + 1:end + 1 + len(text)] = text
-            end += len(text)
+                longest = max(longest, min(cap, len(rec[k].encode())))
+        if longest >= over:
+            cap = longest - over
+        elif keep_extras and text:
+            keep_extras = False
+            cap = 255
         else:
-            left_out = len(extras)
-    end += 1
+            raise ValueError("record does not fit a %d-byte slot" % size)
+    work[end] = len(text)
+    work[end + 1:end + 1 + len(text)] = text
+    end += 1 + len(text)
     struct.pack_into("<II", work, 4, n, states)
     buf[:end] = work[:end]
     i = end
@@ -267,7 +270,7 @@ def encode(kind, rec, n, buf, work):
         buf[i:i + k] = _ZEROS[:k]
         i += k
     struct.pack_into("<I", buf, 0, crc32(memoryview(buf)[4:size]) & 0xFFFFFFFF)
-    return left_out
+    return len(extras) if extras and not text else 0
 
 
 def _pack(fields, rec, work, text_cap):
