@@ -313,7 +313,8 @@ def test_kill_9_while_appending_never_duplicates_and_loses_at_most_the_record_be
             first = p.stdout.readline()
         time.sleep(rng.uniform(0.0, 0.02))
         p.send_signal(signal.SIGKILL)
-        out, _ = p.communicate(timeout=30)
+        out = p.stdout.read()  # (not communicate(): it would bypass what readline has buffered)
+        p.wait(timeout=30)
         lines = (first + out).split("\n")[:-1]  # complete lines: what the process was told was stored
         if lines:
             assert lines[0] == f"up {acked}"  # recovered exactly where the last round's acks ended (or one more)
