@@ -761,7 +761,7 @@ def _print_history(records: list, as_json: bool) -> None:
 @cli.command()
 @click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
               "board found by USB id.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--out", "out_dir", required=True, metavar="DIR",
               help="Directory for minutes.csv and events.jsonl (created; a later pull appends what is new).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pull(port, out_dir, as_json):
