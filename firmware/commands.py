@@ -210,7 +210,7 @@ class CommandHandler:
             raise ValueError("bad_value: from must be a record number (0 or more)")
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= PULL_MAX:
             raise ValueError("bad_value: max must be an integer from 1 to %d" % PULL_MAX)
-        records = []
+        records = []  # type: list
         room = [PULL_BYTES]
 
         def take(n, slot):

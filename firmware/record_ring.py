@@ -563,7 +563,7 @@ class RecordRing:
 
     def read(self, kind, first_n, max_count):
         """The records of ``kind`` with n >= first_n, oldest first, at most max_count: dicts with ``n`` and ``t``."""
-        out = []
+        out = []  # type: list
 
         def take(n, slot):
             if len(out) >= max_count:
