@@ -463,7 +463,9 @@ class _Ring:
         path = self._path(s)
         try:
             f = open(path, "r+b")
-        except OSError:
+        except OSError as e:
+            if e.args[0] != 2:  # only a missing segment is created: never truncate one that failed to open
+                raise
             f = open(path, "wb")
         try:
             end = f.seek(0, 2)

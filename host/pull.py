@@ -95,24 +95,31 @@ class _Output:
             f.seek(start)
             tail = f.read()
         complete = tail.rfind(b"\n") + 1
-        if complete < len(tail):  # a row cut off by an interrupted pull: drop it, it is fetched again
-            with open(p, "r+b") as f:
-                f.truncate(start + complete)
-            tail = tail[:complete]
-        lines = tail.splitlines()
+        torn = tail[complete:]
+        lines = tail[:complete].splitlines()
         last = lines[-1] if lines else b""
         if self.kind == "minute" and (not last or (start == 0 and len(lines) == 1)):
-            return  # the header alone
+            last = b""  # the header alone
+        if last:
+            self.last_n = self._row_n(last)
+        if torn:  # a row cut off by an interrupted pull (it is fetched again); anything else is not ours to cut
+            if not torn.startswith(b'{"n":' if self.kind == "event" else b"%d," % (self.last_n + 1)):
+                raise PullDirError(f"{p} does not end with a whole row: not a file of `slm pull`")
+            with open(p, "r+b") as f:
+                f.truncate(start + complete)
+
+    def _row_n(self, line: bytes) -> int:
         try:
             if self.kind == "minute":
-                n = int(next(csv.reader([last.decode()]))[0])
+                n = int(next(csv.reader([line.decode()]))[0])
             else:
-                n = json.loads(last)["n"]
-            if not isinstance(n, int) or n < 1:
+                n = json.loads(line)["n"]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ValueError
         except (ValueError, KeyError, TypeError, IndexError, StopIteration, UnicodeDecodeError):
-            raise PullDirError(f"{p}: its last row has no record number n: not a file of `slm pull`") from None
-        self.last_n = n
+            raise PullDirError(f"{self.path}: its last row has no record number n: not a file of `slm pull`") \
+                from None
+        return n
 
     def append(self, records: list[dict[str, Any]]) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0

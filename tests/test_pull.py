@@ -3,9 +3,9 @@ events.jsonl over its pty, resumed without duplicates or gaps, and bad input ref
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
-
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from slm.firmware import record_ring as rr
-from slm.link import DeviceLink
+from slm.link import DeviceError, DeviceLink
 from slm.pull import pull_record
 from slm.virtual_board import VirtualBoard
 from tests.test_record_ring import event, minute
@@ -138,6 +138,17 @@ def test_a_full_ring_is_pulled_whole_and_what_it_overwrote_is_counted_lost(tmp_p
 
             link.send = timed
             report = pull_record(link, out)
+            for bad in ({"kind": "hour"}, {"kind": "minute", "from": -1}, {"kind": "minute", "max": 0},
+                        {"kind": "event", "from": True}, {"kind": "event", "max": 65}):
+                with pytest.raises(DeviceError) as e:
+                    send("pull", **bad)
+                assert e.value.code == "bad_value"
+            ring = send("ring")["result"]
+            assert ring["minute"]["capacity"] == rr.MINUTES and ring["minute"]["count"] == rr.MINUTES
+            assert ring["event"]["first"] == 1 and ring["event"]["last"] >= 3 and ring["event"]["capacity"] == 2016
+            one = send("pull", kind="minute", max=1, **{"from": 5000})["result"]
+            assert len(one["records"]) == 1 and one["next"] == 5001
+            assert rr.decode("minute", base64.b64decode(one["records"][0]))["n"] == 5000
     rows = csv_rows(out)
     assert [int(r["n"]) for r in rows[:2]] == [101, 102] and len(rows) >= rr.MINUTES
     assert [int(r["n"]) for r in rows] == list(range(101, 101 + len(rows)))
@@ -167,3 +178,7 @@ def test_bad_output_directories_are_refused_with_one_line_and_exit_2(tmp_path):
     r = slm("pull", "--port", "/dev/null-no-such", "--out", str(broken))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "events.jsonl" in r.stderr
     assert "Traceback" not in r.stderr
+    (broken / "events.jsonl").write_text('{"n": 1}\nsome notes')  # no whole last row, and not a torn row of ours
+    r = slm("pull", "--port", "/dev/null-no-such", "--out", str(broken))
+    assert r.returncode == 2 and "events.jsonl" in r.stderr
+    assert (broken / "events.jsonl").read_text() == '{"n": 1}\nsome notes'
