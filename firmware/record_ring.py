@@ -539,8 +539,9 @@ class RecordRing:
     """
 
     def __init__(self, folder=".", minutes=MINUTES, events_bytes=EVENTS_BYTES):
-        self.rings = {"minute": _Ring(folder + "/" + FOLDERS["minute"], "minute", minutes),
-                      "event": _Ring(folder + "/" + FOLDERS["event"], "event", events_bytes // EVENT_SLOT)}
+        base = "" if folder in ("", ".") else folder.rstrip("/") + "/"  # plain names in the current folder
+        self.rings = {"minute": _Ring(base + FOLDERS["minute"], "minute", minutes),
+                      "event": _Ring(base + FOLDERS["event"], "event", events_bytes // EVENT_SLOT)}
         self.left_out = 0  # fields not stored since start (no room in their slot)
         for r in self.rings.values():
             r.scan()
