@@ -38,7 +38,7 @@ HEADER = 12  # crc32, n, states
 TIME = 0  # ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" (state 2) or "...:SSZ" (state 3): 6 bytes, ms since 1970
 U48 = 1  # an integer 0 .. 2**48 - 1 (device ms): 6 bytes
 LEVEL = 2  # dB at 0.01 dB, int16: a float (state 2) or an int (state 3)
-SMALL = 3  # u16: an int (state 2) or a float at 0.01 (state 3)
+SMALL = 3  # u16: an int (state 2) or a float at 0.001 up to 65.535 (state 3): a minute's seconds
 HHMM = 4  # "HH:MM": u16 minutes of the day
 BOOL = 5  # False (state 2), True (state 3): no bytes
 TEXT = 6  # UTF-8, u8 length + bytes
@@ -141,11 +141,14 @@ def _put(typ, v, buf, pos, text_cap):
         if typ == NUM:
             struct.pack_into("<d", buf, pos, v)
             return 3, pos + 8
-        c = round(v * 100)
-        if typ == LEVEL and -32767 <= c <= 32767:
-            struct.pack_into("<h", buf, pos, c)
-            return 2, pos + 2
-        if typ == SMALL and 0 <= c <= 65535 and abs(c - v * 100) < 1e-6 * (1 + abs(c)):
+        if typ == LEVEL:
+            c = round(v * 100)
+            if -32767 <= c <= 32767:
+                struct.pack_into("<h", buf, pos, c)
+                return 2, pos + 2
+            return None
+        c = round(v * 1000)
+        if 0 <= c <= 65535 and abs(c - v * 1000) < 1e-6 * (1 + c):
             struct.pack_into("<H", buf, pos, c)
             return 3, pos + 2
         return None
@@ -209,7 +212,7 @@ def _get(typ, state, buf, pos):
         return (c // 100 if state == 3 else c / 100), pos + 2
     if typ == SMALL:
         c = struct.unpack_from("<H", buf, pos)[0]
-        return (c if state == 2 else c / 100), pos + 2
+        return (c if state == 2 else c / 1000), pos + 2
     if typ == NUM:
         if state == 2:
             return struct.unpack_from("<i", buf, pos)[0], pos + 4

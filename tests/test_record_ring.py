@@ -89,7 +89,7 @@ def minute_records(draw):
     rec = {"t": "minute", "utc": draw(st.one_of(st.none(), times)), "ms": draw(st.integers(0, 2 ** 48 - 1)),
            "start": draw(st.one_of(st.none(), times)),
            "local": draw(st.integers(0, 1439).map(lambda m: "%02d:%02d" % (m // 60, m % 60))),
-           "s": draw(st.one_of(st.integers(0, 60), st.integers(0, 6000).map(lambda c: c / 100))),
+           "s": draw(st.one_of(st.integers(0, 60), st.integers(0, 60000).map(lambda c: c / 1000))),
            "overload": draw(st.booleans()), "band": draw(st.one_of(st.none(), texts)),
            "limit": draw(st.one_of(st.none(), st.integers(20, 140), st.integers(2000, 14000).map(lambda c: c / 100))),
            "over": draw(st.one_of(st.none(), st.booleans()))}
