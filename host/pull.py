@@ -26,6 +26,7 @@ from slm.firmware import record_ring
 MINUTES_FILE = "minutes.csv"
 EVENTS_FILE = "events.jsonl"
 DEVICE_FILE = "device.json"
+LOCK_FILE = ".pull.lock"  # held (flock) while a pull writes the directory: two pulls at once would duplicate rows
 MINUTE_COLUMNS = ["n"] + [k for k, _ in record_ring.MINUTE_FIELDS] + ["extra"]
 REPLY_TIMEOUT_S = 10.0
 TAIL_BYTES = 1 << 16  # the last row of a file is looked for in its last 64 KiB
@@ -142,12 +143,15 @@ class _Output:
 
 
 class PullStore:
-    """The output directory, checked before the device is asked anything."""
+    """The output directory, checked (and locked) before the device is asked anything; ``close()`` releases it."""
 
     def __init__(self, out_dir: str | os.PathLike[str]):
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise PullDirError(f"{self.dir} is not a directory")
+        self._lock_file: Any = None
+        if self.dir.is_dir():
+            self._lock()
         self.serial: str | None = None
         device = self.dir / DEVICE_FILE
         if device.exists():
@@ -165,10 +169,28 @@ class PullStore:
                                "pull into another directory")
         if self.serial is None:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if self._lock_file is None:
+                self._lock()
             tmp = self.dir / (DEVICE_FILE + ".tmp")
             tmp.write_text(json.dumps({"serial": serial}) + "\n")
             os.replace(tmp, self.dir / DEVICE_FILE)
             self.serial = serial
+
+    def _lock(self) -> None:
+        import fcntl
+
+        f = open(self.dir / LOCK_FILE, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise PullDirError(f"another `slm pull` is writing to {self.dir}") from None
+        self._lock_file = f
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
 
 def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
@@ -233,14 +255,18 @@ def pull_kind(link: Any, out: _Output, report: KindReport,
 
 def pull_record(link: Any, out_dir: str | os.PathLike[str], store: PullStore | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> PullReport:
-    """Pull the device's minutes and events into ``out_dir`` (see the module's docstring)."""
+    """Pull the device's minutes and events into ``out_dir`` (see the module's docstring); the store (made here
+    when not given) is released at the end."""
     store = store or PullStore(out_dir)
-    hello = link.hello or link.info(timeout=REPLY_TIMEOUT_S)
-    serial = hello.get("serial")
-    ring = _send(link, "ring")
-    store.claim(serial)
-    report = PullReport(serial=serial, out_dir=str(store.dir), ring=ring)
-    for kind in ("minute", "event"):
-        report.kinds[kind] = KindReport()
-        pull_kind(link, store.outputs[kind], report.kinds[kind], progress)
+    try:
+        hello = link.hello or link.info(timeout=REPLY_TIMEOUT_S)
+        serial = hello.get("serial")
+        ring = _send(link, "ring")
+        store.claim(serial)
+        report = PullReport(serial=serial, out_dir=str(store.dir), ring=ring)
+        for kind in ("minute", "event"):
+            report.kinds[kind] = KindReport()
+            pull_kind(link, store.outputs[kind], report.kinds[kind], progress)
+    finally:
+        store.close()
     return report

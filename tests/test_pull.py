@@ -14,7 +14,7 @@ import pytest
 
 from slm.firmware import record_ring as rr
 from slm.link import DeviceError, DeviceLink
-from slm.pull import pull_record
+from slm.pull import PullStore, pull_record
 from slm.virtual_board import VirtualBoard
 from tests.test_record_ring import event, minute
 
@@ -182,3 +182,11 @@ def test_bad_output_directories_are_refused_with_one_line_and_exit_2(tmp_path):
     r = slm("pull", "--port", "/dev/null-no-such", "--out", str(broken))
     assert r.returncode == 2 and "events.jsonl" in r.stderr
     assert (broken / "events.jsonl").read_text() == '{"n": 1}\nsome notes'
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    held = PullStore(busy)  # a pull in progress holds the directory
+    r = slm("pull", "--port", "/dev/null-no-such", "--out", str(busy))
+    assert r.returncode == 2 and "another `slm pull`" in r.stderr
+    held.close()
+    r = slm("pull", "--port", "/dev/null-no-such", "--out", str(busy))
+    assert "another" not in r.stderr  # released: now it is the port that is wrong
