@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,16 @@ def test_slm_pull_copies_a_boards_record_and_resumes_without_duplicates_or_gaps(
     with VirtualBoard("calibrator", speed=SPEED, device_dir=device) as vb:
         r = slm("pull", "--port", vb.port, "--out", str(out))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "virtual-other" in r.stderr
+    assert (out / "minutes.csv").read_bytes() == before
+
+    # The device's record erased (a new flash): its numbers start again, which the directory cannot take
+    (out / "device.json").write_text(json.dumps({"serial": serial}))
+    shutil.rmtree(device / "ring_min")
+    shutil.rmtree(device / "ring_evt")
+    fill(device, range(0, 5), range(0, 1))
+    with VirtualBoard("calibrator", speed=SPEED, device_dir=device) as vb:
+        r = slm("pull", "--port", vb.port, "--out", str(out))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "erased" in r.stderr
     assert (out / "minutes.csv").read_bytes() == before
 
 
