@@ -344,7 +344,7 @@ def decode(kind, buf):
         k = buf[pos]
         if k:
             rec.update(json.loads(str(bytes(buf[pos + 1:pos + 1 + k]), "utf-8")))
-    except (ValueError, IndexError):
+    except Exception:  # a slot whose CRC is right but whose content is not ours (CPython: struct.error too)
         return None
     return rec
 

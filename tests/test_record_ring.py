@@ -185,6 +185,20 @@ def test_a_slot_with_a_flipped_bit_or_cut_short_is_not_a_record():
     assert rr.decode("minute", b"\xff" * rr.MINUTE_SLOT) is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(rr.KINDS), st.binary(min_size=8, max_size=8), st.binary(min_size=104, max_size=104))
+def test_any_slot_content_with_a_right_crc_decodes_or_is_refused_never_raises(kind, head, body):
+    """Whatever a slot holds (another firmware's layout, a bug), decode returns a record or None."""
+    import struct
+    import zlib
+
+    size = rr.SCHEMAS[kind][1]
+    rest = (head + body)[:size - 4]  # n from head, the states and values from body: any bytes at all
+    slot = struct.pack("<I", zlib.crc32(rest)) + rest
+    got = rr.decode(kind, slot)
+    assert got is None or (got["t"] == kind and got["n"] == struct.unpack_from("<I", slot, 4)[0])
+
+
 def test_default_capacity_holds_a_week_of_minutes_and_a_month_of_events_in_one_mebibyte():
     per_min = rr.SEGMENT_BYTES // rr.MINUTE_SLOT
     per_evt = rr.SEGMENT_BYTES // rr.EVENT_SLOT
