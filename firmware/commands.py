@@ -12,6 +12,8 @@ import protocol
 
 MAX_CMD_CHARS = 20  # longer names are unknown without a look-up (MicroPython cannot intern names of 252+ chars)
 ID_LIMIT = 1 << 31  # an id is echoed in the reply, so it must be short: a 32-bit integer
+PULL_MAX = 64  # records per `pull` reply at most
+PULL_BYTES = protocol.MAX_LINE - 224  # base64 text per `pull` reply: the rest of the line is the ack around it
 CODES = ("bad_line", "bad_checksum", "unknown_cmd", "bad_key", "bad_value", "io_error", "internal")
 
 # errno values a board's filesystem gives, named for the io_error message ("28" alone tells a technician nothing)
@@ -192,3 +194,50 @@ class CommandHandler:
             index += store.count
         return {"count": store.count, "index": index, "record": store.read(index),
                 "max": calibration_store.MAX_RECORDS}
+
+    # -- the device's own record (record_ring; docs/protocol.md "Device record") -------------------------------
+    def _ring(self):
+        ring = getattr(self.app, "ring", None)
+        if ring is None:  # an app that has not opened its record: open it now
+            import record_ring
+            ring = self.app.ring = record_ring.RecordRing()
+        return ring
+
+    def cmd_ring(self, msg):
+        ring = self._ring()
+        out = ring.info()
+        out["left_out"] = ring.left_out
+        return out
+
+    def cmd_pull(self, msg):
+        """Stored records of one kind from n = ``from`` on, as many as fit in the reply line (at most ``max``):
+        each the base64 of its slot without the trailing zeros (the host decodes it with record_ring.decode)."""
+        from binascii import b2a_base64
+
+        ring = self._ring()
+        kind = msg.get("kind")
+        if kind not in ("minute", "event"):
+            raise ValueError("bad_value: kind must be minute or event")
+        info = ring.info()[kind]
+        start = msg.get("from", info["first"])
+        count = msg.get("max", PULL_MAX)
+        if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < 1 << 32:
+            raise ValueError("bad_value: from must be a record number (0 or more)")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= PULL_MAX:
+            raise ValueError("bad_value: max must be an integer from 1 to %d" % PULL_MAX)
+        records = []  # type: list
+        room = [PULL_BYTES]
+
+        def take(n, slot):
+            end = len(slot)
+            while end > 12 and slot[end - 1] == 0:
+                end -= 1
+            text = b2a_base64(slot[:end]).strip().decode()
+            if len(records) >= count or len(text) + 3 > room[0]:
+                return False
+            room[0] -= len(text) + 3
+            records.append(text)
+            return True
+
+        nxt = ring.each(kind, start, take)
+        return {"kind": kind, "records": records, "next": nxt, "first": info["first"], "last": info["last"]}

@@ -760,6 +760,39 @@ def _print_history(records: list, as_json: bool) -> None:
     console.print(table)
 
 
+@cli.command()
+@click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
+              "board found by USB id.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Directory for minutes.csv and events.jsonl (created; a later pull appends what is new).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def pull(port, out_dir, as_json):
+    """Copy the device's own record (its minute records and events) into DIR, resuming where the last pull left.
+
+    \b
+    Examples:
+      slm pull --out square-north/
+      slm pull --port /dev/ttyUSB0 --out square-north/ --json
+    """
+    from slm import discovery
+    from slm.link import DeviceLink
+    from slm.pull import PullStore, pull_record
+
+    store = PullStore(out_dir)  # a directory that cannot take the pull is refused before the device is asked
+    target = discovery.resolve_port(port)
+    with DeviceLink(target, timeout=5.0) as link:
+        report = pull_record(link, out_dir, store)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+        return
+    for kind, name in (("minute", "minutes"), ("event", "events")):
+        r = report.kinds[kind]
+        text = f"{name}: {r.pulled} new" + (f" (n {r.first}-{r.last})" if r.pulled else "")
+        if r.lost:
+            text += f", {r.lost} lost (overwritten on the device before they were pulled)"
+        click.echo(text + f"; {report.out_dir} holds up to n={r.stored_last}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `slm` entry point: exit codes 0 success, 1 a failed operation, 2 bad input or usage, 130 interrupted;
     errors are one line on stderr (a traceback only with --debug)."""

@@ -28,7 +28,7 @@ def test_compiles_with_mpy_cross(tmp_path, arch, source):
 
 
 def test_firmware_imports_only_what_micropython_has():
-    micropython_modules = {"micropython", "array", "math", "json", "sys", "gc", "time", "machine", "os", "select",
+    micropython_modules = {"micropython", "array", "math", "json", "sys", "gc", "time", "machine", "os", "select", "struct",
                            "binascii"}
     allowed = micropython_modules | {p.stem for p in FIRMWARE} | {"meter_fast"}  # the native kernel (natmod)
     for source in FIRMWARE:
