@@ -173,3 +173,33 @@ def to_png(ppm: str | os.PathLike, png: str | os.PathLike, scale: int = DEFAULT_
     image = read_ppm(ppm)
     write_png(enlarge(image, scale), png)
     return image
+
+
+class DisplayMirror:
+    """Keeps ``png`` up to date with a virtual board's ``display.ppm``: ``poll()`` converts it when it changed
+    (``slm virtual --display``); ``written`` counts the PNGs written. An image older than the mirror (left in a
+    kept device folder by an earlier run) is not shown."""
+
+    def __init__(self, ppm: str | os.PathLike, png: str | os.PathLike, scale: int = DEFAULT_SCALE,
+                 since_ns: int | None = None):
+        import time
+
+        self.ppm = Path(ppm)
+        self.png = Path(png)
+        self.scale = scale
+        self.since_ns = time.time_ns() if since_ns is None else since_ns
+        self.seen: tuple[int, int] | None = None
+        self.written = 0
+
+    def poll(self) -> bool:
+        try:
+            st = self.ppm.stat()
+        except OSError:
+            return False
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self.seen or st.st_mtime_ns < self.since_ns:
+            return False
+        to_png(self.ppm, self.png, self.scale)
+        self.seen = stamp
+        self.written += 1
+        return True

@@ -372,6 +372,41 @@ def test_bad_ppm_is_one_line(tmp_path):
         to_png(tmp_path / "missing.ppm", tmp_path / "x.png")
 
 
+@pytest.mark.micropython
+def test_mirror_writes_the_png_when_the_board_redraws(drawn, tmp_path):
+    """`slm virtual --display`'s mirror: a new display.ppm becomes the PNG (enlarged), an unchanged one is not
+    converted again, one older than the mirror is ignored."""
+    import os
+    import shutil
+    import time
+
+    from slm.display_image import DisplayMirror
+
+    folder, _ = drawn["ssd1306"]
+    ppm, png = tmp_path / "display.ppm", tmp_path / "out.png"
+    shutil.copyfile(folder / "under.ppm", ppm)
+    os.utime(ppm, ns=(time.time_ns() - 10**9,) * 2)  # left by an earlier run
+    mirror = DisplayMirror(ppm, png, scale=2)
+    assert not mirror.poll() and not png.exists()
+    shutil.copyfile(folder / "over.ppm", tmp_path / "new.ppm")
+    os.replace(tmp_path / "new.ppm", ppm)
+    os.utime(ppm, ns=(time.time_ns() + 10**9,) * 2)
+    assert mirror.poll() and not mirror.poll() and mirror.written == 1
+    assert read_png(png).rgb == enlarge(read_png(REFS / "ssd1306-over.png"), 2).rgb
+
+
+def test_virtual_display_needs_a_board_with_a_display(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "slm.cli", "virtual", "--board", "esp32-c3-inmp441", "--display",
+                        str(tmp_path / "d.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("board esp32-c3-inmp441 has no [display] section; --display needs "
+                                                 "one (e.g. --board esp32-devkitc-inmp441)"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "slm.cli", "virtual", "--display", str(tmp_path / "no" / "d.png")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def write_references() -> None:
     """Draw every case on the unix port and write the references (1:1) and the docs' enlarged images."""
     import tempfile
