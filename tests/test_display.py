@@ -407,6 +407,19 @@ def test_virtual_display_needs_a_board_with_a_display(tmp_path):
     assert r.returncode == 2 and "no folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_deploy_ships_the_drivers_and_keeps_the_stand_in_off_boards():
+    from slm.deploy import DeviceFacts, firmware_sources, sources_for
+
+    src = firmware_sources()
+    assert {"display.py", "ssd1306.py", "max7219.py", "display_standin.py"} <= set(src)
+    esp32 = DeviceFacts(platform="esp32", machine="Generic ESP32 module with ESP32", micropython="1.24.1",
+                        mpy=6 | (3 << 8) | (10 << 10), free_bytes=None, block_bytes=None)
+    unix = DeviceFacts(platform="linux", machine="linux", micropython="1.29.0", mpy=2822, free_bytes=None,
+                       block_bytes=None)
+    assert set(sources_for(src, esp32)) == set(src) - {"display_standin.py"}
+    assert sources_for(src, unix) == src
+
+
 def write_references() -> None:
     """Draw every case on the unix port and write the references (1:1) and the docs' enlarged images."""
     import tempfile
