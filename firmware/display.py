@@ -297,6 +297,7 @@ class Display:
         self.job = None
         self.redraws = 0
         self.steps = 0
+        self.errors = 0  # bus errors (a display unplugged): the redraw is dropped, the next view tries again
         if relay is not None:
             relay.value(1 - self.relay_on)
 
@@ -322,6 +323,10 @@ class Display:
         except StopIteration:
             self.job = None
             self.redraws += 1
+        except OSError:
+            self.job = None
+            self.shown = None
+            self.errors += 1
         return True
 
     def busy(self):
@@ -431,12 +436,22 @@ def _unix():
     return sys.platform in ("linux", "darwin")
 
 
-def make_display(cfg, hw=None, folder="."):
-    """The display that board.json's ``display`` section describes, or None ("none" or no section). On the unix
-    port the buses are stand-ins that decode what the driver sends and write the panel's image to
+def make_display(cfg, hw=None, folder=".", faults=None):
+    """The display that board.json's ``display`` section describes, or None ("none", no section, or a display that
+    does not answer: then "display_error" is appended to ``faults``; measuring never depends on the display). On the
+    unix port the buses are stand-ins that decode what the driver sends and write the panel's image to
     ``folder/display.ppm`` after every redraw. ``hw`` is the platform object (unused: the buses are chosen by port)."""
     if not cfg or cfg.get("driver", "none") == "none":
         return None
+    try:
+        return _make(cfg, folder)
+    except OSError:  # no device at the address, a bus that cannot be opened
+        if faults is not None:
+            faults.append("display_error")
+        return None
+
+
+def _make(cfg, folder):
     driver = cfg["driver"]
     if _unix():
         import display_standin

@@ -407,6 +407,46 @@ def test_virtual_display_needs_a_board_with_a_display(tmp_path):
     assert r.returncode == 2 and "no folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+ABSENT = r"""
+import json, sys
+import display, display_standin
+cfg = json.loads(sys.stdin.read())
+real = display_standin.Ssd1306Model.transaction
+
+
+def no_answer(self, addr, data):
+    raise OSError(19)  # ENODEV: nothing at the address
+
+
+display_standin.Ssd1306Model.transaction = no_answer
+faults = []
+absent = display.make_display(cfg, None, ".", faults)
+display_standin.Ssd1306Model.transaction = real
+d = display.make_display(cfg, None, ".", faults)
+view = {"laeq": 60.0, "limit": 55, "band": None, "time": None, "state": "over"}
+d.update(view)
+d.tick()
+display_standin.Ssd1306Model.transaction = no_answer  # unplugged in the middle of a redraw
+while d.tick():
+    pass
+errors = d.errors
+display_standin.Ssd1306Model.transaction = real  # back: the next update draws the view again
+d.update(view)
+while d.tick():
+    pass
+print(json.dumps({"absent": absent is None, "faults": faults, "errors": errors, "redraws": d.redraws}))
+"""
+
+
+@pytest.mark.micropython
+def test_a_display_that_does_not_answer_never_stops_the_meter(tmp_path):
+    cfg = dict(CONFIGS["ssd1306"])
+    r = subprocess.run([micropython_binary(), "-c", f"import sys; sys.path.insert(0, {str(firmware_dir())!r})\n"
+                        + ABSENT], cwd=tmp_path, input=json.dumps(cfg), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"absent": True, "faults": ["display_error"], "errors": 1, "redraws": 1}
+
+
 def test_deploy_ships_the_drivers_and_keeps_the_stand_in_off_boards():
     from slm.deploy import DeviceFacts, firmware_sources, sources_for
 
