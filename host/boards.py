@@ -50,7 +50,7 @@ SSD1306_ADDRESSES = (0x3C, 0x3D)
 I2C_FREQ_RANGE = (10_000, 1_000_000)
 MAX7219_MODULES_RANGE = (4, 16)  # the strip layout needs 32 columns
 MAX7219_BAUD_RANGE = (100_000, 10_000_000)  # the MAX7219 clocks at most 10 MHz
-WS2812_WIDTH_RANGE = (32, 64)
+WS2812_WIDTH_RANGE = (32, 48)  # write() blocks 30 µs per LED: 48x8 = 11.5 ms, within a 20 ms loop turn
 WS2812_HEIGHT = 8
 BRIGHTNESS_RANGE = (1, 255)
 I2S_BITS = 32  # MicroPython >= 1.23 always clocks 32-bit slots on the ESP32 family

@@ -309,6 +309,7 @@ BAD_DISPLAY = {
                         "out of range 4..16"),
     "baud too high": (GOOD["max7219"] + "\nbaudrate = 20000000", "display.baudrate", "out of range"),
     "width not a multiple": ('driver = "ws2812"\nwidth = 36\nheight = 8\npin = 14', "display.width", "multiple of 8"),
+    "strip too wide": ('driver = "ws2812"\nwidth = 64\nheight = 8\npin = 14', "display.width", "out of range 32..48"),
     "strip height": ('driver = "ws2812"\nwidth = 32\nheight = 16\npin = 14', "display.height", "16 is not supported"),
     "brightness": (GOOD["ws2812"] + "\nbrightness = 0", "display.brightness", "out of range 1..255"),
     "serpentine as int": (GOOD["ws2812"] + "\nserpentine = 1", "display.serpentine", "expected true or false"),
