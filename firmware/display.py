@@ -49,11 +49,13 @@ def tenths(db):
     return int(db * 10 + (0.5 if db >= 0 else -0.5))
 
 
-def display_state(laeq, limit, faults=(), overload=False):
+def display_state(laeq, limit, faults=(), overload=False, over=None):
     """The state shown for a minute's LAeq against the limit in force, the device's faults and overload.
 
     Order: a microphone fault, then overload (the number is not valid), then no measurement, then over / near / under.
-    Without a limit in force the state is "under" (there is nothing to exceed)."""
+    ``over`` is the minute record's own verdict (the judge's, so the sign and the record always agree); without it
+    LAeq and limit are compared in tenths of a dB. "near": not over and at most 3.0 dB under the limit. Without a
+    limit in force the state is "under" (there is nothing to exceed)."""
     for f in faults:
         for p in MIC_FAULT_PREFIXES:
             if f.startswith(p):
@@ -65,32 +67,41 @@ def display_state(laeq, limit, faults=(), overload=False):
     if limit is None:
         return "under"
     level, lim = tenths(laeq), tenths(limit)
-    if level > lim:
+    if over is None:
+        over = level > lim
+    if over:
         return "over"
     if level >= lim - NEAR_TENTHS:
         return "near"
     return "under"
 
 
+def hhmm(minute_of_day):
+    """Minute of the local day (0..1439) -> "HH:MM" (None stays None)."""
+    if minute_of_day is None:
+        return None
+    return "%02d:%02d" % (minute_of_day // 60, minute_of_day % 60)
+
+
 def view_for(app, now_local=None):
-    """The view from the app: its last minute record (``app.last_minute``: LAeq, limit, band, local), its faults,
-    the audio source's errors and the meter's overload; ``now_local`` is the local time "HH:MM" to show (else the
-    last minute's)."""
+    """The view from the app: its last minute record (``app.last_minute``: LAeq, limit, band, local, over,
+    overload), its faults, the audio source's errors and the meter's overload; ``now_local`` is the local time
+    "HH:MM" to show (else the last minute's)."""
     m = app.last_minute
     faults = list(app.faults)
     audio = getattr(app, "audio", None)
     if audio is not None and getattr(audio, "errors", 0):
         faults.append("i2s_errors")
-    laeq = limit = band = local = None
+    laeq = limit = band = local = over = None
     overload = False
     if m is not None:
-        laeq, limit, band, local = m.get("LAeq"), m.get("limit"), m.get("band"), m.get("local")
+        laeq, limit, band, local, over = m.get("LAeq"), m.get("limit"), m.get("band"), m.get("local"), m.get("over")
         overload = bool(m.get("overload"))
     meter = getattr(app, "meter", None)
     if meter is not None and not overload:
         overload = bool(meter.current()["overload"])
     return {"laeq": laeq, "limit": limit, "band": band, "time": now_local or local,
-            "state": display_state(laeq, limit, faults, overload)}
+            "state": display_state(laeq, limit, faults, overload, over)}
 
 
 def number_text(t):

@@ -227,6 +227,8 @@ def test_view_for_reads_faults_overload_and_missing_minutes():
     assert view_for(faults=["mic_silent"])["state"] == "mic_fault"
     assert view_for(audio_errors=3)["state"] == "mic_fault"
     assert view_for(faults=["config_missing"])["state"] == "over"  # not a microphone fault
+    assert view_for(minute=dict(MINUTE, LAeq=55.04, over=True))["state"] == "over"  # the record's verdict
+    assert view_for(minute=dict(MINUTE, LAeq=54.0, over=False))["state"] == "near"
     assert view_for(meter_overload=True)["state"] == "overload"
     assert view_for(minute=dict(MINUTE, overload=True))["state"] == "overload"
     none = view_for(minute=None, now="06:00")
@@ -241,6 +243,17 @@ def test_view_for_reads_faults_overload_and_missing_minutes():
 ])
 def test_display_state_against_the_limit(laeq, limit, state):
     assert fw_display.display_state(laeq, limit) == state
+
+
+def test_the_minute_records_verdict_decides_over():
+    """The judge compares the unrounded LAeq: a minute at 55.04 over a limit of 55 is over on the sign too."""
+    assert fw_display.display_state(55.04, 55, over=True) == "over"
+    assert fw_display.display_state(55.04, 55, over=False) == "near"
+    assert fw_display.display_state(40.0, 55, over=False) == "under"
+
+
+def test_hhmm():
+    assert [fw_display.hhmm(m) for m in (0, 61, 1439, None)] == ["00:00", "01:01", "23:59", None]
 
 
 def test_display_state_order_of_precedence():
