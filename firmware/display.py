@@ -90,7 +90,7 @@ def view_for(app, now_local=None):
     m = app.last_minute
     faults = list(app.faults)
     audio = getattr(app, "audio", None)
-    if audio is not None and getattr(audio, "errors", 0):
+    if audio is not None and audio.errors:
         faults.append("i2s_errors")
     laeq = limit = band = local = over = None
     overload = False
@@ -309,6 +309,7 @@ class Display:
         self.redraws = 0
         self.steps = 0
         self.errors = 0  # bus errors (a display unplugged): the redraw is dropped, the next view tries again
+        self.standin = None  # on the unix port: the stand-in buses (tests read what was sent)
         if relay is not None:
             relay.value(1 - self.relay_on)
 
@@ -463,45 +464,55 @@ def make_display(cfg, hw=None, folder=".", faults=None):
 
 
 def _make(cfg, folder):
-    driver = cfg["driver"]
+    board = None
     if _unix():
         import display_standin
 
         board = display_standin.StandIn(cfg, folder)
-    else:
-        board = None
     relay = None
     if cfg.get("relay_pin") is not None:
         relay = board.pin(cfg["relay_pin"]) if board else _machine_pin(cfg["relay_pin"])
     on_frame = board.write_image if board else None
+    driver = cfg["driver"]
     if driver == "ssd1306":
-        import ssd1306
-
-        i2c = board.i2c() if board else _machine_i2c(cfg)
-        oled = ssd1306.SSD1306_I2C(cfg["width"], cfg["height"], i2c, addr=cfg.get("address", 0x3C))
-        panel = Ssd1306Panel(oled, on_frame)
-        layout = FullLayout(panel)
+        panel = _ssd1306(cfg, board, on_frame)
     elif driver == "max7219":
-        import max7219
-
-        spi, cs = (board.spi(), board.pin(cfg["cs"])) if board else _machine_spi(cfg)
-        panel = Max7219Panel(max7219.Matrix(spi, cs, cfg["modules"], cfg.get("intensity", 4)), on_frame)
-        layout = StripLayout(panel)
+        panel = _max7219(cfg, board, on_frame)
     elif driver == "ws2812":
-        if board:
-            np = board.neopixel(cfg["width"] * cfg["height"])
-        else:
-            import neopixel
-
-            np = neopixel.NeoPixel(_machine_pin(cfg["pin"]), cfg["width"] * cfg["height"])
-        panel = NeoPixelPanel(np, cfg["width"], cfg["height"], cfg.get("serpentine", True),
-                              cfg.get("brightness", 32), on_frame)
-        layout = StripLayout(panel)
+        panel = _ws2812(cfg, board, on_frame)
     else:
         raise ValueError("unknown display driver %s" % driver)
+    layout = FullLayout(panel) if driver == "ssd1306" else StripLayout(panel)
     disp = Display(panel, layout, relay, cfg.get("relay_active_low", False))
-    disp.standin = board  # the unix port's stand-in buses (tests read what was sent); None on a board
+    disp.standin = board
     return disp
+
+
+def _ssd1306(cfg, board, on_frame):
+    import ssd1306
+
+    i2c = board.i2c() if board else _machine_i2c(cfg)
+    return Ssd1306Panel(ssd1306.SSD1306_I2C(cfg["width"], cfg["height"], i2c, addr=cfg.get("address", 0x3C)),
+                        on_frame)
+
+
+def _max7219(cfg, board, on_frame):
+    import max7219
+
+    spi, cs = (board.spi(), board.pin(cfg["cs"])) if board else _machine_spi(cfg)
+    return Max7219Panel(max7219.Matrix(spi, cs, cfg["modules"], cfg.get("intensity", 4)), on_frame)
+
+
+def _ws2812(cfg, board, on_frame):
+    n = cfg["width"] * cfg["height"]
+    if board:
+        np = board.neopixel(n)
+    else:
+        import neopixel
+
+        np = neopixel.NeoPixel(_machine_pin(cfg["pin"]), n)
+    return NeoPixelPanel(np, cfg["width"], cfg["height"], cfg.get("serpentine", True), cfg.get("brightness", 32),
+                         on_frame)
 
 
 def _machine_pin(n):

@@ -211,6 +211,16 @@ class StandInNeoPixel:
         self.model.leds[:] = self.buf
 
 
+def _model(cfg):
+    """The panel that a display section describes."""
+    d = cfg["driver"]
+    if d == "ssd1306":
+        return Ssd1306Model(cfg["width"], cfg["height"], cfg.get("address", 0x3C))
+    if d == "max7219":
+        return Max7219Model(cfg["modules"])
+    return NeoPixelModel(cfg["width"], cfg["height"], cfg.get("serpentine", True))
+
+
 class StandIn:
     """The stand-in hardware of one display section; ``write_image()`` writes what the panel shows."""
 
@@ -220,13 +230,7 @@ class StandIn:
         self.sent = 0
         self.relay = None
         self.panel = None
-        d = cfg["driver"]
-        if d == "ssd1306":
-            self.model = Ssd1306Model(cfg["width"], cfg["height"], cfg.get("address", 0x3C))
-        elif d == "max7219":
-            self.model = Max7219Model(cfg["modules"])
-        else:
-            self.model = NeoPixelModel(cfg["width"], cfg["height"], cfg.get("serpentine", True))
+        self.model = _model(cfg)
         self.rgb = bytearray(3 * self.model.width * self.model.height)
 
     def i2c(self):
