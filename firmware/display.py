@@ -1,7 +1,7 @@
 """The public display: what the sign shows (the 1-minute LAeq, the limit in force, the time, the state) and drawing
 it in bounded slices so the audio never waits (docs/hardware.md, "Public display").
 
-    disp = display.make_display(board.get("display"))      # None without a display
+    disp = display.make_display(board.get("display"), hw, faults=app.faults)  # None without a display
     disp.update(display.view_for(app, "22:15"))            # once a second: cheap, stores the view
     disp.tick()                                             # every loop turn: at most one slice of work
 
@@ -24,7 +24,6 @@ STATES = ("under", "near", "over", "mic_fault", "overload", "no_measurement")
 NEAR_TENTHS = 30  # "near": within 3 dB below the limit
 MIC_FAULT_PREFIXES = ("mic", "i2s")  # faults that mean the microphone cannot be trusted
 STRIP_PAGE_S = 4  # a strip sign alternates number+limit and time, this many seconds (updates) each
-IMAGE_FILE = "display.ppm"
 
 # WS2812 palette indices (the strip's GS8 framebuf holds an index per pixel)
 OFF, GREEN, AMBER, RED, WHITE = 0, 1, 2, 3, 4
@@ -108,7 +107,7 @@ def number_text(t):
     """Tenths of a dB -> "72.4" (None -> "--.-")."""
     if t is None:
         return "--.-"
-    return "%d.%d" % (t // 10, t % 10)
+    return "%s%d.%d" % ("-" if t < 0 else "", abs(t) // 10, abs(t) % 10)
 
 
 def limit_text(t):
@@ -285,8 +284,8 @@ class StripLayout:
                 for x in range(0, 8 * len(s), 2):
                     fb.pixel(x, 7, 1)
             lim = tenths(view["limit"])
-            if lim is not None:
-                ls = "%d" % ((lim + 5) // 10)
+            ls = "" if lim is None else "%d" % ((lim + 5) // 10)
+            if ls and 8 * len(s) <= w - 4 * len(ls):  # the limit where it does not touch the number
                 draw_small(fb, ls, w - 4 * len(ls) + 1, 2, white)
         yield
 

@@ -11,6 +11,7 @@ import os
 
 SSD1306_ARGS = {0x20: 1, 0x21: 2, 0x22: 2, 0x81: 1, 0xA8: 1, 0xD3: 1, 0xDA: 1, 0xD5: 1, 0xD9: 1, 0xDB: 1,
                 0xAD: 1, 0x8D: 1}
+IMAGE_FILE = "display.ppm"
 OLED_ON = (255, 255, 255)
 LED_RED = (255, 0, 0)
 
@@ -265,7 +266,7 @@ class StandIn:
     def write_image(self):
         relay = -1 if self.relay is None else self.relay.v
         rgb = self.image()
-        path = self.folder + "/" + "display.ppm"
+        path = self.folder + "/" + IMAGE_FILE
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(b"P6\n# relay %d\n%d %d\n255\n" % (relay, self.model.width, self.model.height))

@@ -269,6 +269,7 @@ def test_number_and_limit_text_are_integer_rounded():
     assert fw_display.number_text(fw_display.tenths(72.45)) == "72.5"
     assert fw_display.number_text(fw_display.tenths(99.96)) == "100.0"
     assert fw_display.number_text(None) == "--.-"
+    assert fw_display.number_text(fw_display.tenths(-1.5)) == "-1.5"
     assert fw_display.limit_text(550) == "55" and fw_display.limit_text(455) == "45.5"
 
 
