@@ -83,7 +83,7 @@ print(json.dumps(results))
 """
 
 
-def run_firmware(script: str, spec: dict) -> dict:
+def run_firmware(script: str, spec: dict):
     r = subprocess.run([micropython_binary(), "-c", script], cwd=firmware_dir(), input=json.dumps(spec),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr + r.stdout
@@ -168,6 +168,56 @@ def test_relay_is_on_only_when_over(drawn):
             assert read_ppm(folder / f"{name}.ppm").relay == (1 if view["state"] == "over" else 0), (driver, name)
     folder, _ = drawn["max7219"]
     assert read_ppm(folder / "over.ppm").relay is None  # no relay configured
+
+
+ALLOC = r"""
+import json, micropython, sys
+import display
+cfg = json.loads(sys.stdin.read())
+d = display.make_display(cfg, None, "/tmp")
+
+
+class NullBus:  # a real bus's write is C code that allocates nothing; the stand-in's decoding is the host's work
+    def writeto(self, addr, buf):
+        pass
+
+    def writevto(self, addr, bufs):
+        pass
+
+    def write(self, buf):
+        pass
+
+    def __call__(self, v=None):
+        pass
+
+
+p = d.panel
+if cfg["driver"] == "ssd1306":
+    p.oled.i2c = NullBus()
+elif cfg["driver"] == "max7219":
+    p.chain.spi = p.chain.cs = NullBus()
+else:
+    p.np.write = lambda: None
+p.on_frame = None
+out = []
+for s in range(4):
+    view = {"laeq": 60.0 + s, "limit": 55, "band": "day", "time": "12:0%d" % s, "state": "over"}
+    a0 = micropython.mem_total()  # every byte allocated, frames on the heap included
+    d.update(view)
+    while d.tick():
+        pass
+    out.append(micropython.mem_total() - a0)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("driver", list(CONFIGS))
+def test_a_redraw_allocates_a_few_kilobytes(driver):
+    """Measured: 2.3 KB (SSD1306), 1.0 KB (WS2812), 2.0 KB (MAX7219) per update and redraw; there is at most one a
+    second (the number and the time change once a minute, a strip's page every 4 s), none per audio block."""
+    per_redraw = run_firmware(ALLOC, CONFIGS[driver])
+    assert max(per_redraw) <= 4 * 1024, per_redraw
 
 
 VIEW_FOR = r"""
