@@ -11,7 +11,7 @@ board goes to the REPL, so mpremote can always take it back; if not (a stray byt
 
 Files on the device: board.json (written by `slm deploy` from the board profile; read only), config.json (the
 configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store),
-and the record ring of minutes and events (record_ring, when the firmware has it).
+and the record ring of minutes and events (record_ring).
 """
 
 import gc
@@ -23,12 +23,8 @@ import clock
 import config_store
 import judge
 import protocol
+import record_ring
 from meter import LEVEL_KEYS, Meter
-
-try:
-    import record_ring
-except ImportError:  # firmware without the device record: minutes and events are only sent
-    record_ring = None
 
 FIRMWARE_VERSION = "0.1.0"
 CHUNK_BLOCKS = 20
@@ -188,12 +184,11 @@ class MeterApp:
         self.judge = judge.Judge(self.config)
         self.last_minute = None  # the last minute record (dict), for the display
         self.episode = None  # the open exceedance episode (dict), for the display
-        self.ring = None
-        if record_ring is not None:
-            try:
-                self.ring = record_ring.RecordRing()
-            except Exception as e:
-                self.faults.append("ring:%s" % type(e).__name__)
+        self.ring = None  # the device's own record; None (and a fault) when its files cannot be opened
+        try:
+            self.ring = record_ring.RecordRing()
+        except Exception as e:
+            self.faults.append("ring:%s" % type(e).__name__)
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
         self.wall_msec = 0

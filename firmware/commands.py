@@ -197,10 +197,9 @@ class CommandHandler:
 
     # -- the device's own record (record_ring; docs/protocol.md "Device record") -------------------------------
     def _ring(self):
-        ring = getattr(self.app, "ring", None)
-        if ring is None:  # an app that has not opened its record: open it now
-            import record_ring
-            ring = self.app.ring = record_ring.RecordRing()
+        ring = self.app.ring
+        if ring is None:  # its files could not be opened at start (the fault ring:... says why)
+            raise OSError("the device record could not be opened")
         return ring
 
     def cmd_ring(self, msg):

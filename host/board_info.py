@@ -83,7 +83,28 @@ def wiring_diagram(board: Board) -> str:
     if board.indicator_led is not None:
         level = "active low" if board.indicator_active_low else "active high"
         lines.append(f"  GPIO{board.indicator_led} -> indicator LED ({level})")
+    lines += [f"  {line}" for line in display_wiring(board)]
     return "\n".join(lines)
+
+
+def display_wiring(board: Board) -> list[str]:
+    """The public display's and the warning relay's wires (docs/hardware.md, "Public display")."""
+    d = board.display
+    if d is None:
+        return []
+    b = d.bus
+    if d.driver == "ssd1306":
+        lines = [f"GPIO{b['sda']} SDA, GPIO{b['scl']} SCL -> SSD1306 OLED {d.width}x{d.height} at I2C {b['address']:#x} "
+                 "(VCC to 3V3)"]
+    elif d.driver == "max7219":
+        lines = [f"GPIO{b['sck']} CLK, GPIO{b['mosi']} DIN, GPIO{b['cs']} CS -> MAX7219 chain of {b['modules']} 8x8 "
+                 "matrices (VCC 5 V)"]
+    else:
+        lines = [f"GPIO{b['pin']} -> WS2812 matrix {d.width}x{d.height} DIN (5 V supply, common GND)"]
+    if d.relay_pin is not None:
+        level = "active low" if d.relay_active_low else "active high"
+        lines.append(f"GPIO{d.relay_pin} -> relay module for the warning light ({level}; on while over the limit)")
+    return lines
 
 
 def describe(board: Board, with_eq: bool = True) -> list[tuple[str, str]]:
@@ -115,6 +136,7 @@ def describe(board: Board, with_eq: bool = True) -> list[tuple[str, str]]:
     else:
         level = "low" if board.indicator_active_low else "high"
         rows.append(("indicator LED", f"GPIO{board.indicator_led}, active {level}"))
+    rows.append(("display", "none" if board.display is None else "; ".join(display_wiring(board))))
     for note in mic_pins(m.model).notes:
         rows.append(("wiring note", note))
     if board.path is not None:
@@ -153,5 +175,6 @@ def as_json(board: Board) -> dict[str, Any]:
                                                "max_boost_db": round(rep.max_boost_db, 2)},
         "indicator_led": board.indicator_led,
         "indicator_active_low": board.indicator_active_low,
+        "display": None if board.display is None else board.display.device_config(),
         "wiring": wiring_diagram(board).splitlines(),
     }

@@ -44,6 +44,15 @@ RESPONSE_HZ_RANGE = (10.0, 24000.0)
 RESPONSE_DB_LIMIT = 20.0
 RESPONSE_1K_TOLERANCE_DB = 0.05  # tables are relative to 1 kHz
 SLOTS = ("left", "right")
+DISPLAY_DRIVERS = ("ssd1306", "max7219", "ws2812", "none")
+SSD1306_SIZES = ((128, 64),)  # the layout is drawn for 128x64 (docs/hardware.md)
+SSD1306_ADDRESSES = (0x3C, 0x3D)
+I2C_FREQ_RANGE = (10_000, 1_000_000)
+MAX7219_MODULES_RANGE = (4, 16)  # the strip layout needs 32 columns
+MAX7219_BAUD_RANGE = (100_000, 10_000_000)  # the MAX7219 clocks at most 10 MHz
+WS2812_WIDTH_RANGE = (32, 48)  # write() blocks 30 µs per LED: 48x8 = 11.5 ms, within a 20 ms loop turn
+WS2812_HEIGHT = 8
+BRIGHTNESS_RANGE = (1, 255)
 I2S_BITS = 32  # MicroPython >= 1.23 always clocks 32-bit slots on the ESP32 family
 
 
@@ -92,6 +101,29 @@ class Microphone:
 
 
 @dataclass(frozen=True)
+class Display:
+    """The public display (``[display]``): the driver, its size, bus and pins, an optional relay (warning light)."""
+
+    driver: str  # "ssd1306", "max7219", "ws2812"
+    width: int
+    height: int
+    bus: dict[str, int] = field(default_factory=dict)  # ssd1306: i2c_id sda scl address freq; max7219: spi_id sck
+    # mosi cs baudrate modules intensity; ws2812: pin
+    serpentine: bool = True  # ws2812: odd columns run bottom to top
+    brightness: int = 32  # ws2812: 1..255
+    relay_pin: int | None = None
+    relay_active_low: bool = False
+
+    def device_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"driver": self.driver, "width": self.width, "height": self.height}
+        cfg.update(self.bus)
+        if self.driver == "ws2812":
+            cfg.update(serpentine=self.serpentine, brightness=self.brightness)
+        cfg.update(relay_pin=self.relay_pin, relay_active_low=self.relay_active_low)
+        return cfg
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     description: str
@@ -102,6 +134,7 @@ class Board:
     rate: int
     indicator_led: int | None = None
     indicator_active_low: bool = False
+    display: Display | None = None
     path: Path | None = field(default=None, compare=False)
 
     def _where(self) -> str:
@@ -159,6 +192,7 @@ class Board:
             "startup_discard_s": m.startup_discard_s,
             "indicator_led": self.indicator_led,
             "indicator_active_low": self.indicator_active_low,
+            "display": self.display.device_config() if self.display is not None else None,
         }
 
 
@@ -194,11 +228,18 @@ def load_board(name_or_path: str | os.PathLike) -> Board:
 # --- validation -----------------------------------------------------------------------------------------------
 
 _TOP = {"name", "description", "chip", "flash_offset", "indicator_led", "indicator_active_low", "i2s",
-        "microphone", "sample"}
+        "microphone", "sample", "display"}
 _I2S = {"id", "sck", "ws", "sd", "slot", "bits"}
 _MIC = {"model", "sensitivity_dbfs", "self_noise_dba", "acoustic_overload_db", "data_bits", "input_shift",
         "dc_offset_note", "startup_discard_s", "response"}
 _SAMPLE = {"rate"}
+_DISPLAY_COMMON = {"driver", "relay_pin", "relay_active_low"}
+_DISPLAY = {
+    "none": set(),
+    "ssd1306": {"width", "height", "i2c_id", "sda", "scl", "address", "freq"},
+    "max7219": {"modules", "spi_id", "sck", "mosi", "cs", "baudrate", "intensity"},
+    "ws2812": {"width", "height", "pin", "serpentine", "brightness"},
+}
 _MISSING = object()
 
 
@@ -283,6 +324,11 @@ class _Validator:
         if led is not None:
             self.pin("indicator_led", led, chip_name, chip, output=True)
             pins["indicator_led"] = led
+        display = None
+        if "display" in data:
+            display = self.display(self.table(data, "display"), chip_name, chip)
+            if display is not None:
+                pins.update(display_pins(display))
         seen: dict[int, str] = {}
         for key, pin in pins.items():
             if pin in seen:
@@ -294,7 +340,8 @@ class _Validator:
         if rate not in SAMPLE_RATES:
             raise self.fail("sample.rate", f"{rate} is not one of {', '.join(map(str, SAMPLE_RATES))}")
         return Board(name=name, description=description, chip=chip_name, flash_offset=flash_offset, i2s=i2s,
-                     microphone=mic, rate=rate, indicator_led=led, indicator_active_low=active_low, path=self.path)
+                     microphone=mic, rate=rate, indicator_led=led, indicator_active_low=active_low, display=display,
+                     path=self.path)
 
     def pin(self, key: str, v: int, chip_name: str, chip: Chip, output: bool) -> None:
         self.in_range(key, v, *PIN_RANGE)
@@ -318,6 +365,69 @@ class _Validator:
         if bits != I2S_BITS:
             raise self.fail(p + "bits", f"{bits} is not supported: the receive path always uses {I2S_BITS}-bit slots")
         return I2SConfig(id=port, sck=pins["sck"], ws=pins["ws"], sd=pins["sd"], slot=slot, bits=bits)
+
+    def display(self, t: dict, chip_name: str, chip: Chip) -> Display | None:
+        p = "display."
+        driver = self.get(t, "driver", p, "str")
+        if driver not in DISPLAY_DRIVERS:
+            raise self.fail(p + "driver", f"'{driver}' is not one of {', '.join(DISPLAY_DRIVERS)}")
+        self.unknown(t, _DISPLAY_COMMON | _DISPLAY[driver], p)
+        if driver == "none":
+            if "relay_pin" in t or "relay_active_low" in t:
+                raise self.fail(p + "relay_pin", "a relay needs a display (driver is none)")
+            return None
+
+        def pin(key: str, required: bool = True) -> int | None:
+            v = self.get(t, key, p, "int", required=required)
+            if v is not None:
+                self.pin(p + key, v, chip_name, chip, output=True)
+            return v
+
+        def number(key: str, lo: int, hi: int, default: int) -> int:
+            v = self.get(t, key, p, "int", required=False, default=default)
+            self.in_range(p + key, v, lo, hi)
+            return v
+
+        bus: dict[str, int] = {}
+        serpentine, brightness = True, 32
+        if driver == "ssd1306":
+            width = number("width", 1, 128, 128)
+            height = number("height", 1, 64, 64)
+            if (width, height) not in SSD1306_SIZES:
+                raise self.fail(p + "width", f"{width}x{height} is not supported (the layout is drawn for "
+                                             f"{', '.join(f'{w}x{h}' for w, h in SSD1306_SIZES)})")
+            bus["i2c_id"] = number("i2c_id", 0, 1, 0)
+            bus["sda"], bus["scl"] = pin("sda"), pin("scl")
+            bus["address"] = self.get(t, "address", p, "int", required=False, default=0x3C)
+            if bus["address"] not in SSD1306_ADDRESSES:
+                raise self.fail(p + "address", f"{bus['address']:#x} is not an SSD1306 address (0x3c or 0x3d)")
+            bus["freq"] = number("freq", *I2C_FREQ_RANGE, 400_000)
+        elif driver == "max7219":
+            modules = self.get(t, "modules", p, "int")
+            self.in_range(p + "modules", modules, *MAX7219_MODULES_RANGE)
+            width, height = 8 * modules, 8
+            bus["modules"] = modules
+            bus["spi_id"] = number("spi_id", 1, 2, 1)
+            bus["sck"], bus["mosi"], bus["cs"] = pin("sck"), pin("mosi"), pin("cs")
+            bus["baudrate"] = number("baudrate", *MAX7219_BAUD_RANGE, 10_000_000)
+            bus["intensity"] = number("intensity", 0, 15, 4)
+        else:
+            width = self.get(t, "width", p, "int")
+            self.in_range(p + "width", width, *WS2812_WIDTH_RANGE)
+            if width % 8:
+                raise self.fail(p + "width", f"{width} is not a multiple of 8 (matrix panels are 8 LEDs a column)")
+            height = self.get(t, "height", p, "int")
+            if height != WS2812_HEIGHT:
+                raise self.fail(p + "height", f"{height} is not supported (the sign layout is {WS2812_HEIGHT} LEDs high)")
+            bus["pin"] = pin("pin")
+            serpentine = self.get(t, "serpentine", p, "bool", required=False, default=True)
+            brightness = number("brightness", *BRIGHTNESS_RANGE, 32)
+        relay = pin("relay_pin", required=False)
+        active_low = self.get(t, "relay_active_low", p, "bool", required=False, default=False)
+        if relay is None and "relay_active_low" in t:
+            raise self.fail(p + "relay_active_low", "given without relay_pin")
+        return Display(driver=driver, width=width, height=height, bus=bus, serpentine=serpentine,
+                       brightness=brightness, relay_pin=relay, relay_active_low=active_low)
 
     def microphone(self, t: dict) -> Microphone:
         p = "microphone."
@@ -373,6 +483,15 @@ class _Validator:
         if abs(at_1k) > RESPONSE_1K_TOLERANCE_DB:
             raise self.fail(key, f"reads {at_1k:+.2f} dB at 1 kHz; the table must be relative to 1 kHz (0 dB there)")
         return tuple(points)
+
+
+def display_pins(display: Display) -> dict[str, int]:
+    """The GPIOs a display uses, by profile key (for the check that no pin is used twice)."""
+    keys = {"ssd1306": ("sda", "scl"), "max7219": ("sck", "mosi", "cs"), "ws2812": ("pin",)}[display.driver]
+    pins = {f"display.{k}": display.bus[k] for k in keys}
+    if display.relay_pin is not None:
+        pins["display.relay_pin"] = display.relay_pin
+    return pins
 
 
 def _kind(v) -> str:

@@ -280,7 +280,9 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--dir", "device_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="The device's filesystem, kept (with config.json) across runs (default: a temporary folder).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, metavar="N", help="Master random seed.")
-def virtual(scenario, meter, speed, board, device_dir, seed):
+@click.option("--display", "display_png", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="Write what the board's public display shows to this PNG, each time it changes.")
+def virtual(scenario, meter, speed, board, device_dir, seed, display_png):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
     Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
@@ -291,25 +293,51 @@ def virtual(scenario, meter, speed, board, device_dir, seed):
     Examples:
       slm virtual
       slm virtual --scenario calibrator --speed 10 --dir out/board1
+      slm virtual --display out/display.png
     """
     import signal
     import threading
+    import time
 
     from slm.virtual_board import VirtualBoard
 
     vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
                       on_event=lambda text: click.echo(f"slm: {text}", err=True))
+    if display_png is not None:
+        _check_display(vb, display_png)
+        since_ns = time.time_ns()
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    mirror = None
     try:
         vb.start()
         click.echo(vb.describe())
+        if display_png is not None:  # the public display: the device folder's display.ppm -> the PNG
+            from slm.display_image import DisplayMirror
+
+            mirror = DisplayMirror(vb.device_dir / "display.ppm", display_png, since_ns=since_ns)
         while not done.wait(0.5):
-            pass
+            if mirror is not None:
+                mirror.poll()
     finally:
         vb.stop()
+        if mirror is not None:
+            mirror.poll()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _check_display(vb, png):
+    """`slm virtual --display` needs a board profile with a display and a folder to write the PNG in."""
+    from pathlib import Path
+
+    from slm.errors import InputError
+
+    if vb.board.display is None:
+        raise InputError(f"board {vb.board.name} has no [display] section; --display needs one "
+                         "(e.g. --board esp32-devkitc-inmp441)")
+    if not Path(png).resolve().parent.is_dir():
+        raise InputError(f"--display {png}: no folder {Path(png).parent}")
 
 
 @cli.command()

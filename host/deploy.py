@@ -80,6 +80,7 @@ MANIFEST = "slm_manifest.json"
 BOARD_FILE = "board.json"
 MAIN = "main.py"
 SKIP_SOURCES = ("__init__.py", "stream_runner.py")
+UNIX_ONLY = ("display_standin.py",)  # the display's stand-in buses: virtual boards only
 PROTECTED = frozenset({"config.json", "config.tmp", "calibration.json", "calibration.tmp", "calibration.bad",
                        "boot.py", "device_id.txt"})  # the device's own data (and boot.py): never written or removed
 UNIX_PLATFORMS = ("linux", "darwin", "win32")  # sys.platform of MicroPython's host ports (virtual boards)
@@ -555,6 +556,12 @@ def calibration_warning(board: Board, state: DeviceState) -> str | None:
             "microphone; it is kept, but recalibrate (slm calibrate) before measuring")
 
 
+def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
+    """The firmware files this device gets: all of them on a virtual board, on a real board all but the virtual
+    display's stand-in buses (``UNIX_ONLY``)."""
+    return sources if dev.unix_port else {name: p for name, p in sources.items() if name not in UNIX_ONLY}
+
+
 def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, Path], source: bool = False,
                 mpy_cross: MpyCross | None = None) -> DeployPlan:
     """What to write, keep and remove so that the device runs this firmware for this board (compiles the modules;
@@ -565,7 +572,7 @@ def plan_deploy(board: Board, port: str, state: DeviceState, sources: dict[str, 
     if dev.unix_port:  # a virtual board keeps its FIFO's name
         old = (state.board_config or {}).get("audio_path")
         audio_path = old if isinstance(old, str) else DEFAULT_AUDIO_PATH
-    files, build_notes = build_files(sources, dev, source, mpy_cross)
+    files, build_notes = build_files(sources_for(sources, dev), dev, source, mpy_cross)
     notes += build_notes
     files.append(DeployFile(BOARD_FILE, board_json(board, audio_path), "json"))
     assert all(f.name == BOARD_FILE or (_ours(f.name) and f.name != MANIFEST) for f in files)

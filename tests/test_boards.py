@@ -169,7 +169,7 @@ BAD = {
     "missing rate": (_del("sample.rate"), "sample.rate", "missing"),
     # unknown keys
     "unknown top key": (_set("colour", "red"), "colour", "unknown key"),
-    "unknown table": (_set("display", {"type": "oled"}), "display", "unknown key"),
+    "unknown table": (_set("screen", {"type": "oled"}), "screen", "unknown key"),
     "unknown i2s key": (_set("i2s.mclk", 0), "i2s.mclk", "unknown key"),
     "unknown mic key": (_set("microphone.gain_db", 3), "microphone.gain_db", "unknown key"),
     # wrong types

@@ -7,14 +7,9 @@ import json
 
 import pytest
 
-from slm.resources import firmware_dir
 from tests.test_minute import BAND_60, energy_mean, make_device, minutes_of, of, run, write_audio
 
-pytestmark = [
-    pytest.mark.micropython,
-    pytest.mark.skipif(not (firmware_dir() / "record_ring.py").exists(),
-                       reason="needs the device record, firmware/record_ring.py (issue 9: built beside this)"),
-]
+pytestmark = pytest.mark.micropython
 
 
 def test_an_episode_open_at_a_restart_is_closed_once_as_interrupted(tmp_path):
