@@ -60,7 +60,7 @@ def test_first_band_wins_and_bands_run_past_midnight(board):
                          "--band", "06:00-24:00=65:otherwise")
     assert code == 0, err
     assert timeline(out) == ["00:00-06:00 50 dB quiet", "06:00-12:00 65 dB otherwise", "12:00-14:30 50 dB noon",
-                             "14:30-24:00 65 dB otherwise"], out
+                             "14:30-22:00 65 dB otherwise", "22:00-24:00 50 dB quiet"], out
     assert [b["name"] for b in schedule(vb.port)["bands"]] == ["noon", "quiet", "otherwise"]
 
 
