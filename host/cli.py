@@ -794,11 +794,11 @@ def config_show(ctx, as_json=False):
 
     with _config_link(ctx) as link:
         config = config_cmd.read_config(link)
-        hello = link.hello
+        info = link.send("info")  # its hello fields, and the device's time (every record carries utc)
     if as_json:
         click.echo(json.dumps(config, ensure_ascii=False))
         return
-    for line in config_cmd.describe(config, hello, link.path):
+    for line in config_cmd.describe(config, info.get("result"), link.path, info.get("utc")):
         click.echo(line)
 
 

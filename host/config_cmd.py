@@ -8,6 +8,7 @@ anything is sent; ranges, names and the number of bands are the device's to judg
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -171,13 +172,30 @@ def day_timeline(config: dict[str, Any]) -> list[tuple[str, str, float | None, s
             for a, b, lim, band in spans]
 
 
-def describe(config: dict[str, Any], hello: dict[str, Any] | None = None, port: str | None = None) -> list[str]:
-    """The configuration as readable lines: the device, every key, the bands one per line, and (with a limit
-    schedule) the limit in force through the day."""
+def clock_line(utc: str | None, tz_min: int | None, source: str | None) -> str:
+    """The device's time as UTC and local time, and where it came from ("rtc", "host", "scenario", "unset")."""
+    if not utc:
+        return f"not set ({source})"
+    try:
+        t = dt.datetime.fromisoformat(utc.replace("Z", "+00:00"))
+    except ValueError:
+        return f"{utc} ({source})"
+    local = ""
+    if isinstance(tz_min, int):
+        local = f", local {(t + dt.timedelta(minutes=tz_min)).strftime('%Y-%m-%d %H:%M:%S')} (UTC{tz_min / 60:+g} h)"
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')} UTC{local}, from {source}"
+
+
+def describe(config: dict[str, Any], hello: dict[str, Any] | None = None, port: str | None = None,
+             utc: str | None = None) -> list[str]:
+    """The configuration as readable lines: the device (and its clock: ``utc`` of its reply to ``info``), every key,
+    the bands one per line, and (with a limit schedule) the limit in force through the day."""
     lines = []
     if hello:
         lines.append(f"device {hello.get('serial')} on {port} (firmware {hello.get('fw')}, board {hello.get('board')}, "
                      f"protocol {hello.get('proto')})")
+        if "clock" in hello:
+            lines.append(f"clock  {clock_line(utc, config.get('tz_min'), hello.get('clock'))}")
     keys = sorted(k for k in config if k != "bands")
     width = max([len(k) for k in keys] + [5])
     for k in keys:

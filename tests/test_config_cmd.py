@@ -171,3 +171,11 @@ def test_band_syntax():
                                 {"start": "22:00", "end": "06:00", "limit": 45, "name": "22:00-06:00"}]}
     assert config_cmd.limit_values(zone="none") == {"zone": None}
     assert config_cmd.limit_values(clear_bands=True) == {"bands": []}
+
+
+def test_clock_line():
+    assert config_cmd.clock_line("2026-07-15T13:50:00.250Z", 480, "scenario") == \
+        "2026-07-15 13:50:00 UTC, local 2026-07-15 21:50:00 (UTC+8 h), from scenario"
+    assert config_cmd.clock_line("2026-07-15T23:50:00.000Z", 480, "host").startswith(
+        "2026-07-15 23:50:00 UTC, local 2026-07-16 07:50:00")  # the next local day
+    assert config_cmd.clock_line(None, 480, "unset") == "not set (unset)"

@@ -106,3 +106,12 @@ def test_refused_schedule_changes_nothing(board, args, words):
     assert err.count("\n") == 1 and "nothing was changed" in err and all(w in err for w in words), err
     assert schedule(vb.port) == before  # the valid zone 2 was not applied either: all or nothing
     assert (d / "config.json").read_bytes() == before_file
+
+
+def test_show_gives_the_device_clock_in_local_time(board):
+    vb, _ = board
+    code, out, err = slm("config", "--port", vb.port, "show")
+    assert code == 0, err
+    clock = next(line for line in out.splitlines() if line.startswith("clock"))
+    # a virtual board's clock starts at its scenario's start (calibrator: 2026-07-15 20:00 +08:00)
+    assert "local 2026-07-15 20:0" in clock and clock.endswith("from scenario"), clock
