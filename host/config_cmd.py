@@ -45,9 +45,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if key in TEXT_KEYS and raw != "null":
         return key, raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
     try:
-        return key, json.loads(raw)
+        return key, json.loads(raw, parse_constant=_not_json)
     except ValueError:
         return key, raw
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # NaN, Infinity: kept as text, for the device to refuse
 
 
 def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, Any]:

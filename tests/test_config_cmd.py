@@ -156,6 +156,7 @@ def test_assignment_values():
     assert parse("day_start=06:00") == ("day_start", "06:00")  # not JSON: text
     assert parse('note="a b"') == ("note", "a b")
     assert parse("x=a=b") == ("x", "a=b")
+    assert parse("limit_hysteresis_db=NaN") == ("limit_hysteresis_db", "NaN")  # not a number the line could carry
     assert parse('bands=[{"start":"22:00","end":"06:00","limit":45,"name":"q"}]')[1][0]["limit"] == 45
 
 
