@@ -509,6 +509,101 @@ def boards_show(name, as_json):
     click.echo(wiring_diagram(board))
 
 
+@cli.group("config", invoke_without_command=True)
+@click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
+              "board found by USB id.")
+@click.pass_context
+def config_group(ctx, port):
+    """Read and change a meter's configuration (the device validates every change: all or nothing).
+
+    Without a subcommand: `show`. A refused change prints the device's message and exits 2; nothing changes.
+
+    \b
+    Examples:
+      slm config --port /dev/ttyUSB0 show
+      slm config --port /dev/ttyUSB0 set stream_hz=5 limit_hysteresis_db=2
+      slm config --port /dev/ttyUSB0 limits --zone 1 --band 19:00-21:30=65:dance
+    """
+    ctx.obj["config_port"] = port
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(config_show)
+
+
+def _config_link(ctx):
+    from slm import discovery
+    from slm.link import DeviceLink
+
+    return DeviceLink(discovery.resolve_port(ctx.obj.get("config_port")), timeout=5.0)
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the configuration as one JSON object.")
+@click.pass_context
+def config_show(ctx, as_json=False):
+    """Show the configuration: every key, the bands, and the limit in force through the local day."""
+    from slm import config_cmd
+
+    with _config_link(ctx) as link:
+        config = config_cmd.read_config(link)
+        info = link.send("info")  # its hello fields, and the device's time (every record carries utc)
+    if as_json:
+        click.echo(json.dumps(config, ensure_ascii=False))
+        return
+    for line in config_cmd.describe(config, info.get("result"), link.path, info.get("utc")):
+        click.echo(line)
+
+
+@config_group.command("set")
+@click.argument("assignments", nargs=-1, metavar="KEY=VALUE...")
+@click.pass_context
+def config_set(ctx, assignments):
+    """Set configuration values in one `set` (all or nothing). VALUE is JSON where it parses (5, 1.5, true, null,
+    [..], {..}, "text"), else text; zone is always a class name (0, 1, 2, 3, 4a, 4b) or null.
+
+    \b
+    Examples:
+      slm config set stream_hz=5
+      slm config set zone=1 episode_min_minutes=2 tz_min=480
+    """
+    from slm import config_cmd
+
+    values = config_cmd.parse_assignments(assignments)  # bad syntax: exit 2 before connecting
+    with _config_link(ctx) as link:
+        stored = config_cmd.send_set(link, values)
+    for key in sorted(stored):
+        click.echo(f"{key} = {config_cmd.format_value(stored[key])}")
+
+
+@config_group.command("limits")
+@click.option("--zone", default=None, metavar="CLASS", help="GB 3096-2008 zone class: 0, 1, 2, 3, 4a, 4b, or none.")
+@click.option("--day", default=None, metavar="HH:MM", help="Local start of the day period (default 06:00).")
+@click.option("--night", default=None, metavar="HH:MM", help="Local start of the night period (default 22:00).")
+@click.option("--band", "bands", multiple=True, metavar="HH:MM-HH:MM=DB[:NAME]",
+              help="A local time band with its own LAeq limit (repeatable, at most 8; the first band covering a "
+                   "time wins); the bands given replace the device's list. NAME defaults to the span.")
+@click.option("--clear-bands", is_flag=True, help="Remove every local band.")
+@click.pass_context
+def config_limits(ctx, zone, day, night, bands, clear_bands):
+    """Set the limit schedule: zone class, day/night hours, local bands; one `set`, so the device takes all of it
+    or none (its message is shown as it is). Prints the limit in force through the day.
+
+    \b
+    Examples:
+      slm config limits --zone 1
+      slm config limits --zone 1 --band 19:00-21:30=65:dance --band 12:00-14:30=50:noon
+      slm config limits --night 21:30 --clear-bands
+    """
+    from slm import config_cmd
+
+    values = config_cmd.limit_values(zone, day, night, bands, clear_bands)  # bad syntax: exit 2 before connecting
+    with _config_link(ctx) as link:
+        config_cmd.send_set(link, values)
+        config = config_cmd.read_config(link)
+    for line in config_cmd.describe({k: v for k, v in config.items()
+                                     if k in ("zone", "day_start", "night_start", "bands")}):
+        click.echo(line)
+
+
 @cli.command()
 @click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=2, show_default=True,
               help="How many virtual boards (meters of square-evening).")
