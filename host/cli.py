@@ -759,6 +759,51 @@ def _print_history(records: list, as_json: bool) -> None:
     console.print(table)
 
 
+@cli.command()
+@click.option("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT (or mqtts://HOST:PORT with --tls).")
+@click.option("--user", default=None, metavar="U", help="Broker user name (the collector's, from slm provision).")
+@click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")
+@click.option("--tls", "ca_file", default=None, metavar="CA", help="CA certificate: connect with TLS and check the "
+              "broker's certificate against it.")
+@click.option("--db", "db_url", default="fleet.sqlite", show_default=True, metavar="URL",
+              help="A SQLite file, or postgresql://USER@HOST:PORT/DB.")
+@click.option("--client-id", default="slm-collect", show_default=True, metavar="ID",
+              help="MQTT client id: the broker keeps this collector's session (and what it missed) under it.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, as_json):
+    """Store what the fleet publishes on an MQTT broker: devices, minutes, intervals, events, status.
+
+    Subscribes to slm/# and validates every message (topic slm/SITE/DEVICE/KIND, the serial record as JSON):
+    bad ones are counted and kept aside in the table `rejected`; a record sent again is stored once. At the end it
+    prints what it received, stored, dropped as duplicates and rejected. See docs/network.md.
+
+    \b
+    Examples:
+      slm collect --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
+      slm collect --broker mqtts://broker:8883 --tls ca.crt --user collector --password-file collector.pw \\
+                  --db postgresql://slm@db/slm
+    """
+    import signal
+    import threading
+
+    from slm import collect as collect_mod
+    from slm.fleet_db import open_db
+
+    target = collect_mod.parse_broker(broker, user, password_file, ca_file)
+    db = open_db(db_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop).as_dict()
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(f"received {counts['received']}, stored {sum(counts['stored'].values())} {counts['stored']}, "
+                   f"duplicates {sum(counts['duplicates'].values())}, rejected {sum(counts['rejected'].values())} "
+                   f"{counts['rejected']}, connections {counts['connects']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `slm` entry point: exit codes 0 success, 1 a failed operation, 2 bad input or usage, 130 interrupted;
     errors are one line on stderr (a traceback only with --debug)."""
