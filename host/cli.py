@@ -804,6 +804,45 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
                    f"{counts['rejected']}, connections {counts['connects']}")
 
 
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of the broker's files (created; files already there are updated).")
+@click.option("--device", "devices", multiple=True, metavar="ID", help="A device's id, its serial (repeatable).")
+@click.option("--devices-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="More device ids, one a line.")
+@click.option("--collector", default="collector", show_default=True, metavar="NAME", help="The collector's account.")
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="The broker's port.")
+@click.option("--bind", default=None, metavar="ADDRESS", help="Listen on this address only (default: all).")
+@click.option("--tls-cert", default=None, metavar="CERT", help="The broker's certificate (with --tls-key): TLS only.")
+@click.option("--tls-key", default=None, metavar="KEY", help="The broker's private key.")
+@click.option("--config-dir", default=None, metavar="DIR", help="Where the files will be on the broker's machine "
+              "(default: DIR itself), for the paths in mosquitto.conf.")
+@click.option("--rotate", multiple=True, metavar="ID", help="Give this account a new password (repeatable).")
+def provision(out_dir, devices, devices_file, collector, port, bind, tls_cert, tls_key, config_dir, rotate):
+    """Write the broker's security files: mosquitto.conf (no anonymous clients), passwd (one user per device and
+    the collector), acl (a device writes only slm/+/ITS-ID/#, the collector reads slm/#), and each account's
+    password in credentials/ID.json (and collector.password). Existing accounts keep their passwords.
+
+    \b
+    Example:
+      slm provision --out broker/ --device a0b1c2d3e4f5 --device 0a1b2c3d4e5f
+      mosquitto -c broker/mosquitto.conf
+    """
+    from pathlib import Path
+
+    from slm.errors import InputError
+    from slm.provision import provision as make_files
+
+    ids = list(devices)
+    if devices_file:
+        ids += [line.strip() for line in Path(devices_file).read_text().splitlines() if line.strip()]
+    if not ids and not Path(out_dir, "credentials").is_dir():
+        raise InputError("name at least one device (--device ID or --devices-file FILE)")
+    result = make_files(out_dir, ids, collector, port, tls_cert, tls_key, tuple(rotate), config_dir, bind)
+    click.echo(f"{len(result['accounts'])} accounts ({len(result['added'])} new) in {out_dir}: "
+               + ", ".join(result["files"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `slm` entry point: exit codes 0 success, 1 a failed operation, 2 bad input or usage, 130 interrupted;
     errors are one line on stderr (a traceback only with --debug)."""

@@ -80,7 +80,8 @@ def _mosquitto_user(folder: Path) -> str:
         user = pwd.getpwnam("mosquitto")
     except KeyError:
         return "user root"
-    os.chown(folder, user.pw_uid, user.pw_gid)
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
     return "user mosquitto"
 
 
@@ -89,11 +90,20 @@ class Mosquitto:
     security lines of `slm provision`). Persistence is on, in its folder, so a restart keeps the sessions and the
     QoS 1 messages queued for them, as a production broker does."""
 
-    def __init__(self, extra_config: str = "", anonymous: bool = True, port: int | None = None):
+    def __init__(self, extra_config: str = "", anonymous: bool = True, port: int | None = None,
+                 config_file: Path | None = None):
+        """`config_file`: run with that config instead (it must open `port` on 127.0.0.1); its folder is given
+        to the user mosquitto switches to, as for the generated one."""
         self.program = mosquitto_program()
         self.folder = Path(tempfile.mkdtemp(prefix="slm-mosquitto-"))
         self.port = port or free_port()
         self.config = self.folder / "mosquitto.conf"
+        self.proc: subprocess.Popen | None = None
+        self.log = self.folder / "mosquitto.log"
+        if config_file is not None:
+            self.config = Path(config_file)
+            _mosquitto_user(self.config.parent)
+            return
         lines = [f"listener {self.port} 127.0.0.1",
                  f"allow_anonymous {'true' if anonymous else 'false'}",
                  "persistence true",
@@ -106,8 +116,6 @@ class Mosquitto:
                  _mosquitto_user(self.folder),
                  extra_config]
         self.config.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen | None = None
-        self.log = self.folder / "mosquitto.log"
 
     @property
     def url(self) -> str:
