@@ -83,7 +83,7 @@ def hostile(rng: random.Random, devices: list[str]) -> tuple[str, bytes]:
                                 "x" * 300, 1e308])
         return t_minute, encode(good)
     if choice == 1:  # huge
-        return t_minute, b'{"t":"minute","pad":"' + b"A" * rng.randrange(4100, 200000) + b'"}'
+        return t_minute, b'{"t":"minute","pad":"' + b"A" * rng.randrange(4100, 70000) + b'"}'
     if choice == 2:  # wrong topic
         bad = rng.choice([f"slm/square/{dev}/level", f"slm/square/{dev}/minute/x", f"slm/{dev}/minute",
                           f"slm/sq uare/{dev}/minute", f"slm/square/{dev}/", "slm/square//minute",
