@@ -90,52 +90,75 @@ class Counts:
 
 
 class Collector:
-    """Validates and stores messages into a FleetDb; `handle` is the whole decision for one message."""
+    """Validates messages and stores them into a FleetDb. `handle` decides about one message and queues what it
+    writes; `commit` writes the batch (one statement per table and row kind, pipelined on PostgreSQL) and commits;
+    the counts change only with a commit."""
 
     def __init__(self, db: FleetDb):
         self.db = db
         self.counts = Counts()
-        self._seen: dict[str, tuple[str, str]] = {}  # device -> (site, when), written at commit
         self._db_errors = database_errors()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._pending = Counts()
+        self._rows: dict[str, list[dict]] = {}
+        self._devices: list[tuple[str, dict, str]] = []  # ("hello" | "offline", row, when), in arrival order
+        self._seen: dict[str, tuple[str, str]] = {}  # device -> (site, when) of its last record
+        self._rejects: list[tuple[str, str, str, bytes]] = []
 
     def handle(self, topic: str, payload: bytes, when: str) -> str:
-        """Store one message (in the open transaction); returns what happened: the kind stored, "duplicate",
-        "offline" or "rejected:<reason>"."""
-        self.counts.received += 1
+        """Queue one message; returns its kind, "offline" or "rejected:<reason>"."""
+        self._pending.received += 1
         try:
             kind, row = validate(topic, payload)
         except Rejected as e:
             return self._reject(topic, payload, when, e.reason)
         except Exception:  # a case validation does not foresee (a bug): kept aside all the same, never a crash
             return self._reject(topic, payload, when, "internal")
-        if kind == "offline":
-            self._seen.pop(row["device"], None)
-            self.db.offline(row["device"], row["site"], when)
-            self.counts.offline += 1
-            return "offline"
-        if kind == "hello":
-            self._seen.pop(row["device"], None)
-            self.db.seen(row["device"], row["site"], when, row)
-            self.counts.stored[kind] += 1
+        if kind in ("offline", "hello"):
+            self._seen.pop(row["device"], None)  # its own row says online or not
+            self._devices.append((kind, row, when))
+            if kind == "offline":
+                self._pending.offline += 1
+            else:
+                self._pending.stored[kind] += 1
             return kind
         self._seen[row["device"]] = (row["site"], when)
         row["received"] = when
-        if self.db.insert(TABLE_OF_KIND[kind], row):
-            self.counts.stored[kind] += 1
-            return kind
-        self.counts.duplicates[kind] += 1
-        return "duplicate"
+        self._rows.setdefault(kind, []).append(row)
+        return kind
 
     def _reject(self, topic: str, payload: bytes, when: str, reason: str) -> str:
-        self.counts.rejected[reason] += 1
-        self.db.reject(when, topic, reason, payload)
+        self._pending.rejected[reason] += 1
+        self._rejects.append((when, topic, reason, payload))
         return f"rejected:{reason}"
 
     def commit(self) -> None:
-        for device, (site, when) in self._seen.items():
-            self.db.seen(device, site, when)
-        self._seen.clear()
+        for kind, row, when in self._devices:
+            if kind == "offline":
+                self.db.offline(row["device"], row["site"], when)
+            else:
+                self.db.seen(row["device"], row["site"], when, row)
+        for kind, rows in self._rows.items():
+            stored = sum(self.db.insert_many(TABLE_OF_KIND[kind], rows))
+            self._pending.stored[kind] += stored
+            if len(rows) > stored:
+                self._pending.duplicates[kind] += len(rows) - stored
+        self.db.seen_many([(device, site, when) for device, (site, when) in self._seen.items()])
+        self.db.reject_many(self._rejects)
         self.db.commit()
+        c, p = self.counts, self._pending
+        c.received += p.received
+        c.offline += p.offline
+        c.stored.update(p.stored)
+        c.duplicates.update(p.duplicates)
+        c.rejected.update(p.rejected)
+        self._clear()
+
+    def rollback(self) -> None:
+        self.db.rollback()
+        self._clear()
 
     def store_batch(self, messages: list[tuple[str, bytes, str]]) -> None:
         """Store and commit messages; if the database refuses the batch (which validation should prevent), store
@@ -146,18 +169,16 @@ class Collector:
             self.commit()
             return
         except self._db_errors:
-            self.db.rollback()
-            self._seen.clear()
+            self.rollback()
         for topic, payload, when in messages:
             try:
                 self.handle(topic, payload, when)
                 self.commit()
             except self._db_errors as e:
-                self.db.rollback()
-                self._seen.clear()
-                self.counts.rejected["db_error"] += 1
-                self.db.reject(when, topic, "db_error", payload + b"  " + str(e).encode()[:200])
-                self.db.commit()
+                self.rollback()
+                self._reject(topic, payload + b"  " + str(e).encode()[:200], when, "db_error")
+                self._pending.received += 1
+                self.commit()
 
 
 class MqttSource:

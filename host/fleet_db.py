@@ -106,6 +106,30 @@ class FleetDb:
                "ON CONFLICT DO NOTHING")
         return self.execute(sql, tuple(row[n] for n in names)).rowcount == 1
 
+    def insert_many(self, table: str, rows: list[dict]) -> list[bool]:
+        """`insert` for many rows (all with the same columns); which were stored."""
+        return [self.insert(table, row) for row in rows]
+
+    def seen_many(self, devices: list[tuple[str, str, str]]) -> None:
+        """Many (device, site, when) heard from (no hello)."""
+        if devices:
+            self.conn.cursor().executemany(self._sql(self._seen_sql(["device", "site", "first_seen", "last_seen", "online",
+                                                            "offline_at"])),
+                                  [(d, s, w, w, True, None) for d, s, w in devices])
+
+    def reject_many(self, rejects: list[tuple[str, str, str, bytes]]) -> None:
+        """Many (when, topic, reason, payload) kept aside."""
+        if rejects:
+            self.conn.cursor().executemany(
+                self._sql("INSERT INTO rejected (received, topic, reason, size, payload) VALUES (?, ?, ?, ?, ?)"),
+                [(w, printable(t, 300), r, len(p), printable(p)) for w, t, r, p in rejects])
+
+    @staticmethod
+    def _seen_sql(names: list[str]) -> str:
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in ("device", "first_seen"))
+        return (f"INSERT INTO devices ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT (device) DO UPDATE SET {updates}")
+
     def seen(self, device: str, site: str, when: str, hello: dict | None = None) -> None:
         """A device was heard from: create or update its row (and its hello fields, when given)."""
         row = {"device": device, "site": site, "first_seen": when, "last_seen": when, "online": True,
@@ -113,20 +137,13 @@ class FleetDb:
         if hello:
             row.update({k: hello[k] for k in ("serial", "proto", "fw", "board", "mic", "rate", "hello")})
         names = list(row)
-        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in ("device", "first_seen"))
-        sql = (f"INSERT INTO devices ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-               f"ON CONFLICT (device) DO UPDATE SET {updates}")
-        self.execute(sql, tuple(row[n] for n in names))
+        self.execute(self._seen_sql(names), tuple(row[n] for n in names))
 
     def offline(self, device: str, site: str, when: str) -> None:
         """The broker published a device's last will."""
         self.execute("INSERT INTO devices (device, site, first_seen, last_seen, online, offline_at) "
                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET online = excluded.online, "
                      "offline_at = excluded.offline_at", (device, site, when, when, False, when))
-
-    def reject(self, when: str, topic: str, reason: str, payload: bytes) -> None:
-        self.execute("INSERT INTO rejected (received, topic, reason, size, payload) VALUES (?, ?, ?, ?, ?)",
-                     (when, printable(topic, 300), reason, len(payload), printable(payload)))
 
     def commit(self) -> None:
         self.conn.commit()
@@ -175,6 +192,22 @@ class PostgresFleetDb(FleetDb):
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s")
+
+    def insert_many(self, table: str, rows: list[dict]) -> list[bool]:
+        """One pipelined round trip for the batch (psycopg's executemany), RETURNING tells which rows were new."""
+        if not rows:
+            return []
+        names = list(rows[0])
+        sql = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               "ON CONFLICT DO NOTHING RETURNING 1")
+        cur = self.conn.cursor()
+        cur.executemany(self._sql(sql), [tuple(row[n] for n in names) for row in rows], returning=True)
+        stored = []
+        while True:
+            stored.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+        return stored
 
 
 def database_errors() -> tuple[type[BaseException], ...]:

@@ -113,6 +113,7 @@ class Mosquitto:
                  "log_type error",
                  "log_type warning",
                  "max_queued_messages 100000",
+                 "max_inflight_messages 1000",  # as slm provision writes it: acks after commit need a window
                  _mosquitto_user(self.folder),
                  extra_config]
         self.config.write_text("\n".join(lines) + "\n")
