@@ -16,13 +16,13 @@ class RunningCollector:
     """`slm collect`'s loop (slm.collect.run) on a thread; `stop()` returns its counts."""
 
     def __init__(self, broker_port: int, db_url: str, client_id: str, user: str | None = None,
-                 password: str | None = None):
+                 password: str | None = None, ca_file: str | None = None):
         self.stop_event = threading.Event()
         self.counts = None
         self.error: BaseException | None = None
         self.lines: list[str] = []
         self.subscribed = threading.Semaphore(0)
-        broker = Broker("127.0.0.1", broker_port, user, password)
+        broker = Broker("127.0.0.1", broker_port, user, password, ca_file)
         db = open_db(db_url)
 
         def log(line: str) -> None:

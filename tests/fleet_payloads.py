@@ -181,12 +181,14 @@ class Publisher:
     """A paho client that publishes QoS 1 messages and waits until the broker acknowledged all of them."""
 
     def __init__(self, port: int, client_id: str, user: str | None = None, password: str | None = None,
-                 will: tuple[str, bytes] | None = None):
+                 will: tuple[str, bytes] | None = None, ca_file: str | None = None):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         if user is not None:
             self.client.username_pw_set(user, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=ca_file)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.connected = threading.Event()

@@ -142,3 +142,52 @@ def test_collector_with_a_wrong_password_exits_1_in_one_line(secured, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "refused the connection" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def make_certificates(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl): (ca.crt, server.crt, server.key)."""
+    def openssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=folder)
+        assert done.returncode == 0, done.stderr
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", f"{name}-ca.key", "-out", f"{name}-ca.crt", "-days", "2",
+            "-subj", f"/CN={name} test CA")
+    openssl("req", *ec, "-keyout", f"{name}-server.key", "-out", f"{name}-server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", f"{name}-server.csr", "-CA", f"{name}-ca.crt", "-CAkey", f"{name}-ca.key",
+            "-CAcreateserial", "-out", f"{name}-server.crt", "-days", "2", "-extfile", "ext")
+    return folder / f"{name}-ca.crt", folder / f"{name}-server.crt", folder / f"{name}-server.key"
+
+
+def test_tls_broker_collector_checks_the_certificate():
+    folder = Path(tempfile.mkdtemp(prefix="slm-tls-"))
+    try:
+        ca, cert, key = make_certificates(folder, "fleet")
+        other_ca, _, _ = make_certificates(folder, "other")
+        port = free_port()
+        provision(str(folder), DEVICES, port=port, bind="127.0.0.1", tls_cert=str(cert), tls_key=str(key))
+        assert "certfile" in (folder / "mosquitto.conf").read_text()
+        with Mosquitto(config_file=folder / "mosquitto.conf", port=port):
+            db = str(folder / "fleet.sqlite")
+            collector = RunningCollector(port, db, "tls-collector", user="collector",
+                                         password=password(folder, "collector"), ca_file=str(ca))
+            collector.wait_subscribed()
+            device = Publisher(port, DEVICES[0], user=DEVICES[0], password=password(folder, DEVICES[0]),
+                               ca_file=str(ca))
+            try:
+                assert device.wait_connected()
+                device.publish([(topic(DEVICES[0], "minute"), encode(minute(0, 0, random.Random(1))))])
+                wait_until(lambda: count(db, "SELECT count(*) FROM minutes") == 1, "a minute over TLS",
+                           collector=collector)
+            finally:
+                device.close()
+            collector.stop()
+            done = subprocess.run([sys.executable, "-m", "slm.cli", "collect", "--broker", f"mqtts://127.0.0.1:{port}",
+                                   "--tls", str(other_ca), "--user", "collector", "--password-file",
+                                   str(folder / "collector.password"), "--db", str(folder / "x.sqlite"),
+                                   "--duration", "30"], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1
+            assert "certificate verify failed" in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
+                done.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
