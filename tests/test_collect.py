@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 import uuid
 
 import pytest
@@ -259,3 +260,38 @@ def test_cli_unreachable_broker_is_one_line_exit_1(tmp_path):
                "--duration", "5")
     assert done.returncode == 1
     assert "cannot reach the broker" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_collector_killed_mid_stream_loses_nothing(broker, db_url):
+    """A collector killed (SIGKILL) while it stores: what it had not committed was not acknowledged, so the broker
+    gives it again to the restarted collector (same client id); everything is stored exactly once."""
+    records = fleet_records(4, 400, seed=21)
+    client_id = f"killed-{uuid.uuid4().hex[:6]}"
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "collect", "--broker", broker.url, "--db", db_url,
+                                 "--client-id", client_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        line = proc.stderr.readline()
+        assert line.startswith("slm collect: subscribed"), line
+        return proc
+
+    proc = start()
+    publisher = threading.Thread(target=publish_as_devices, args=(broker.port, records, "k"))
+    publisher.start()
+    wait_until(lambda: count(db_url, "SELECT count(*) FROM minutes") >= 50, "the first minutes")
+    proc.kill()
+    proc.wait(timeout=60)
+    publisher.join(timeout=300)
+    assert count(db_url, "SELECT count(*) FROM minutes") < 1600  # it was killed before it had everything
+    proc = start()
+    try:
+        expected = {(t.split("/")[2], r["start"]) for t, r in records if r["t"] == "minute"}
+        wait_until(lambda: count(db_url, "SELECT count(*) FROM minutes") == len(expected), "every minute", )
+        sentinel(broker.port, db_url, None, 4)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    stored = set(stored_minutes(db_url)) - {(device_id(999), minute(999, 10_004, random.Random(4))["start"])}
+    assert stored == expected
+    assert count(db_url, "SELECT count(*) FROM intervals") == sum(1 for _, r in records if r["t"] == "interval")
