@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test soak coeffs bench bench-esp32 bench-sim bench-host lint accuracy clean
+.PHONY: all install services demo test soak fuzz-collect coeffs bench bench-esp32 bench-sim bench-host lint accuracy clean
 
 all: test
 
@@ -22,13 +22,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/slm demo $(if $(DURATION),--duration $(DURATION))
 
+# The broker and database the network tests start for themselves (Mosquitto, PostgreSQL): installed when missing.
+services:
+	@bash tests/ensure_services.sh
+
 # Two workers, one test file each at a time (a file's fixtures stay in one process): 4 min instead of 7.5 here.
-test: $(STAMP)
+test: $(STAMP) services
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Long soak and fuzz runs, not part of `make test`.
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# 100,000 malformed and hostile payloads through the collector (a sample of them runs in `make test`).
+fuzz-collect: $(STAMP) services
+	$(BIN)/python -m pytest -q -m slow tests/test_collect_fuzz.py
 
 coeffs: $(STAMP)
 	$(BIN)/python -m slm.weighting_design

@@ -915,6 +915,88 @@ def pull(port, out_dir, as_json):
             text += f", {r.lost} lost (overwritten on the device before they were pulled)"
         click.echo(text + f"; {report.out_dir} holds up to n={r.stored_last}")
 
+@click.option("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT (or mqtts://HOST:PORT with --tls).")
+@click.option("--user", default=None, metavar="U", help="Broker user name (the collector's, from slm provision).")
+@click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")
+@click.option("--tls", "ca_file", default=None, metavar="CA", help="CA certificate: connect with TLS and check the "
+              "broker's certificate against it.")
+@click.option("--db", "db_url", default="fleet.sqlite", show_default=True, metavar="URL",
+              help="A SQLite file, or postgresql://USER@HOST:PORT/DB.")
+@click.option("--client-id", default="slm-collect", show_default=True, metavar="ID",
+              help="MQTT client id: the broker keeps this collector's session (and what it missed) under it.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, as_json):
+    """Store what the fleet publishes on an MQTT broker: devices, minutes, intervals, events, status.
+
+    Subscribes to slm/# and validates every message (topic slm/SITE/DEVICE/KIND, the serial record as JSON):
+    bad ones are counted and kept aside in the table `rejected`; a record sent again is stored once. At the end it
+    prints what it received, stored, dropped as duplicates and rejected. See docs/network.md.
+
+    \b
+    Examples:
+      slm collect --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
+      slm collect --broker mqtts://broker:8883 --tls ca.crt --user collector --password-file collector.pw \\
+                  --db postgresql://slm@db/slm
+    """
+    import signal
+    import threading
+
+    from slm import collect as collect_mod
+    from slm.fleet_db import open_db
+
+    target = collect_mod.parse_broker(broker, user, password_file, ca_file)
+    db = open_db(db_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop).as_dict()
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(f"received {counts['received']}, stored {sum(counts['stored'].values())} {counts['stored']}, "
+                   f"duplicates {sum(counts['duplicates'].values())}, rejected {sum(counts['rejected'].values())} "
+                   f"{counts['rejected']}, connections {counts['connects']}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of the broker's files (created; files already there are updated).")
+@click.option("--device", "devices", multiple=True, metavar="ID", help="A device's id, its serial (repeatable).")
+@click.option("--devices-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="More device ids, one a line.")
+@click.option("--collector", default="collector", show_default=True, metavar="NAME", help="The collector's account.")
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="The broker's port.")
+@click.option("--bind", default=None, metavar="ADDRESS", help="Listen on this address only (default: all).")
+@click.option("--tls-cert", default=None, metavar="CERT", help="The broker's certificate (with --tls-key): TLS only.")
+@click.option("--tls-key", default=None, metavar="KEY", help="The broker's private key.")
+@click.option("--config-dir", default=None, metavar="DIR", help="Where the files will be on the broker's machine "
+              "(default: DIR itself), for the paths in mosquitto.conf.")
+@click.option("--rotate", multiple=True, metavar="ID", help="Give this account a new password (repeatable).")
+def provision(out_dir, devices, devices_file, collector, port, bind, tls_cert, tls_key, config_dir, rotate):
+    """Write the broker's security files: mosquitto.conf (no anonymous clients), passwd (one user per device and
+    the collector), acl (a device writes only slm/+/ITS-ID/#, the collector reads slm/#), and each account's
+    password in credentials/ID.json (and collector.password). Existing accounts keep their passwords.
+
+    \b
+    Example:
+      slm provision --out broker/ --device a0b1c2d3e4f5 --device 0a1b2c3d4e5f
+      mosquitto -c broker/mosquitto.conf
+    """
+    from pathlib import Path
+
+    from slm.errors import InputError
+    from slm.provision import provision as make_files
+
+    ids = list(devices)
+    if devices_file:
+        ids += [line.strip() for line in Path(devices_file).read_text().splitlines() if line.strip()]
+    if not ids and not Path(out_dir, "credentials").is_dir():
+        raise InputError("name at least one device (--device ID or --devices-file FILE)")
+    result = make_files(out_dir, ids, collector, port, tls_cert, tls_key, tuple(rotate), config_dir, bind)
+    click.echo(f"{len(result['accounts'])} accounts ({len(result['added'])} new) in {out_dir}: "
+               + ", ".join(result["files"]))
+
 
 def main(argv: list[str] | None = None) -> None:
     """The `slm` entry point: exit codes 0 success, 1 a failed operation, 2 bad input or usage, 130 interrupted;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests start for themselves are installed: Mosquitto 2 and a PostgreSQL server (Debian's
+# packages). Quick when they are there; as root it installs what is missing with apt-get; otherwise it says exactly
+# what to install and fails.
+set -euo pipefail
+
+have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }
+have_postgres() { command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+
+missing=()
+have_mosquitto || missing+=(mosquitto)
+have_postgres || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "make test needs ${missing[*]}: install with" >&2
+    echo "    sudo apt-get install -y ${missing[*]}" >&2
+    exit 2
+fi
+echo "installing ${missing[*]} (Debian packages) for the tests..." >&2
+start=$(date +%s)
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 -q -y "$@"; }
+# A fresh machine may have no package lists yet: update once only if the install cannot find the packages.
+apt_get install --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+    apt_get update >/dev/null
+    apt_get install --no-install-recommends "${missing[@]}" >/dev/null
+}
+echo "installed ${missing[*]} in $(( $(date +%s) - start )) s" >&2
+# The packages may start their own daemons where an init system runs; the tests start their own on free ports.
