@@ -6,6 +6,7 @@ only with --debug).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -529,11 +530,21 @@ def config_group(ctx, port):
         ctx.invoke(config_show)
 
 
-def _config_link(ctx):
+@contextlib.contextmanager
+def _device_link(port):
+    """An open link to one device (``--port``, a resolved port, or the only board found), its clock set from the host's on connect
+    (slm.link.sync_clock: every command that connects to a device does this)."""
     from slm import discovery
-    from slm.link import DeviceLink
+    from slm.link import DeviceLink, sync_clock
 
-    return DeviceLink(discovery.resolve_port(ctx.obj.get("config_port")), timeout=5.0)
+    target = port if isinstance(port, discovery.PortInfo) else discovery.resolve_port(port)
+    with DeviceLink(target, timeout=5.0) as link:
+        sync_clock(link)
+        yield link
+
+
+def _config_link(ctx):
+    return _device_link(ctx.obj.get("config_port"))
 
 
 @config_group.command("show")
@@ -692,7 +703,7 @@ def calibrate(port, calibrator_db, use_reference, check_db, show_history, refere
 
     from slm import calibration as cal
     from slm import discovery
-    from slm.link import DeviceLink, LinkError, sync_clock
+    from slm.link import LinkError
 
     chosen = [name for name, on in (("--calibrator", calibrator_db is not None), ("--reference", use_reference),
                                     ("--check", check_db is not None), ("--history", show_history)) if on]
@@ -711,8 +722,7 @@ def calibrate(port, calibrator_db, use_reference, check_db, show_history, refere
     target = discovery.resolve_port(port)  # exit 2 when missing; no --port and no USB board: says to give it
     err = Console(stderr=True)
     try:
-        with DeviceLink(target, timeout=5.0) as link:
-            sync_clock(link)
+        with _device_link(target) as link:
             if show_history:
                 _print_history(cal.read_history(link), as_json)
                 return
@@ -897,13 +907,10 @@ def pull(port, out_dir, as_json):
       slm pull --out square-north/
       slm pull --port /dev/ttyUSB0 --out square-north/ --json
     """
-    from slm import discovery
-    from slm.link import DeviceLink
     from slm.pull import PullStore, pull_record
 
     store = PullStore(out_dir)  # a directory that cannot take the pull is refused before the device is asked
-    target = discovery.resolve_port(port)
-    with DeviceLink(target, timeout=5.0) as link:
+    with _device_link(port) as link:
         report = pull_record(link, out_dir, store)
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
@@ -915,6 +922,8 @@ def pull(port, out_dir, as_json):
             text += f", {r.lost} lost (overwritten on the device before they were pulled)"
         click.echo(text + f"; {report.out_dir} holds up to n={r.stored_last}")
 
+
+@cli.command()
 @click.option("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT (or mqtts://HOST:PORT with --tls).")
 @click.option("--user", default=None, metavar="U", help="Broker user name (the collector's, from slm provision).")
 @click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")
