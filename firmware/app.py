@@ -21,6 +21,7 @@ import sys
 import calibration_store
 import clock
 import config_store
+import display
 import judge
 import protocol
 import record_ring
@@ -184,6 +185,10 @@ class MeterApp:
         self.judge = judge.Judge(self.config)
         self.last_minute = None  # the last minute record (dict), for the display
         self.episode = None  # the open exceedance episode (dict), for the display
+        self.display = None  # the public display (board.json "display"), unless the configuration turns it off
+        if self.config["display_on"]:
+            self.display = display.make_display(board.get("display"), hw, faults=self.faults)
+        self.display_due = 0  # samples until the next display update (one a second)
         self.ring = None  # the device's own record; None (and a fault) when its files cannot be opened
         try:
             self.ring = record_ring.RecordRing()
@@ -283,11 +288,24 @@ class MeterApp:
             self._send_level()
         if self.meter.interval_blocks() >= self.interval_target:
             self._close_interval()
+        if self.display is not None:
+            self.display_due -= samples
+            if self.display_due <= 0:
+                self.display_due += self.rate
+                self._update_display()
         self.since_status += samples
         if self.since_status >= self.status_every:
             self.since_status = 0
             self.writer.send("status", self.status())
         return samples
+
+    def _update_display(self):
+        """Once a device second: the display's view (the last minute's LAeq, the limit, the local time, the state);
+        it draws it in slices, one per loop turn (``turn``)."""
+        now = None
+        if self.clock.at(self.sec, self.msec):
+            now = display.hhmm(clock.local_minute(self.clock.ms, self.config["tz_min"]))
+        self.display.update(display.view_for(self, now))
 
     def _close_interval(self, early=False):
         """Close the interval in progress (at its end or the minute's end) and, when the minute ends with it, the
@@ -497,11 +515,14 @@ def _stored_minutes(ring):
 
 def turn(app, console):
     """One turn of the main loop: a chunk of audio and its records, then the console's share, then the watchdog.
-    False when the audio stream has ended. Allocates nothing unless it sends a record or answers a line."""
+    False when the audio stream has ended. Allocates nothing unless it sends a record, answers a line or redraws
+    the display (once a second)."""
     samples = app.step()
     if samples < 0:
         return False
     console.serve(samples)
+    if app.display is not None:
+        app.display.tick()
     app.hw.feed_watchdog()
     return True
 
