@@ -615,6 +615,10 @@ def config_limits(ctx, zone, day, night, bands, clear_bands):
         click.echo(line)
 
 
+DEMO_CONFIG = {"zone": "1", "bands": [{"start": "19:00", "end": "21:30", "limit": 65.0, "name": "dance"}]}
+"""The demo's boards: GB 3096 class 1 (55/45 dB) with a local dance band, as docs/enforcement.md configures a square."""
+
+
 @cli.command()
 @click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=2, show_default=True,
               help="How many virtual boards (meters of square-evening).")
@@ -622,8 +626,9 @@ def config_limits(ctx, zone, day, night, bands, clear_bands):
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
 @click.option("--speed", type=click.FloatRange(min=0.1, max=50), default=1.0, show_default=True, metavar="X",
               help="Device seconds per wall second.")
-@click.option("--limit", "limit_db", type=click.FloatRange(0, 200), default=70.0, show_default=True, metavar="DB",
-              help="The limit to mark.")
+@click.option("--limit", "limit_db", type=click.FloatRange(0, 200), default=None, metavar="DB",
+              help="A limit to mark instead of the boards' own (GB 3096 class 1 with a dance band 19:00-21:30 at "
+                   "65 dB).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
               help="Log every record with host time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -631,15 +636,18 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
     """Virtual boards on a simulated square evening, and the live monitor on them (`make demo`).
 
     Starts N virtual boards - the real firmware on the MicroPython unix port behind pseudo-terminals, each hearing
-    one meter of the square-evening scenario (the dance team's edge, the facade across the street, ...) - and runs
-    `slm monitor` on their ports.
+    one meter of the square-evening scenario (the dance team's edge, the facade across the street, ...) from 20:00
+    local time, each configured to GB 3096 class 1 with a local dance band (19:00-21:30, 65 dB) - and runs
+    `slm monitor` on their ports: the limit in force, minutes over it, exceedance episodes.
 
     \b
     Examples:
       slm demo
       slm demo --boards 4 --speed 5 --duration 60
     """
+    import tempfile
     from contextlib import ExitStack
+    from pathlib import Path
 
     from slm.sim.scenario import load_scenario
     from slm.virtual_board import VirtualBoard
@@ -649,7 +657,10 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
     with ExitStack() as stack:
         ports = []
         for m in meters:
-            vb = stack.enter_context(VirtualBoard(scenario="square-evening", meter=m, speed=speed))  # started
+            device = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"slm-demo-{m}-")))
+            (device / "config.json").write_text(json.dumps(DEMO_CONFIG))
+            vb = stack.enter_context(VirtualBoard(scenario="square-evening", meter=m, speed=speed,
+                                                  device_dir=device))  # started
             ports.append(vb.port)
             click.echo(f"virtual board {m}: {vb.port}", err=True)
         _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo")

@@ -1,0 +1,23 @@
+"""`make demo`'s command: virtual boards of the simulated square configured to GB 3096 class 1 with a dance band, and
+the monitor on them: the summary shows the boards' own limit in force and their exceedance episodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.micropython
+
+
+def test_demo_boards_judge_the_dance_team_against_their_dance_band():
+    # 25 s at 10x: 250 s of device time even on an idle machine, and the first minute closes under load too
+    r = subprocess.run([sys.executable, "-m", "slm.cli", "demo", "--boards", "1", "--speed", "10", "--duration", "25",
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (board,) = json.loads(r.stdout)["boards"]
+    # the dance team's edge at 20:00 local: the dance band's 65 dB is in force, and the team is far over it
+    assert board["band"] == "dance" and board["limit_db"] == 65.0
+    assert board["episodes"] == 1 and board["episode_open"] and board["LAeq_run"]["db"] > 80
