@@ -456,7 +456,7 @@ def make_display(cfg, hw=None, folder=".", faults=None):
         return None
     try:
         return _make(cfg, folder)
-    except OSError:  # no device at the address, a bus that cannot be opened
+    except (OSError, ImportError):  # no device at the address, a bus that cannot be opened, no driver (CPython)
         if faults is not None:
             faults.append("display_error")
         return None

@@ -34,9 +34,10 @@ def sha(data: bytes) -> str:
 
 def snapshot(d: Path) -> dict[str, tuple[str, int]]:
     """Every regular file in the device directory: (SHA-256, mtime in ns); not rtc.json, the virtual board's clock,
-    which its feeder rewrites at every start of the firmware (host/virtual/feeder.py)."""
+    which its feeder rewrites at every start of the firmware (host/virtual/feeder.py), nor display.ppm, the image of
+    its sign, which the display's stand-in rewrites as it draws (not flash content)."""
     return {p.name: (sha(p.read_bytes()), p.stat().st_mtime_ns) for p in sorted(d.iterdir())
-            if p.is_file() and p.name != "rtc.json"}
+            if p.is_file() and p.name not in ("rtc.json", "display.ppm")}
 
 
 def device_files(d: Path) -> set[str]:
