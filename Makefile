@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all install services demo test soak fuzz-collect coeffs bench bench-esp32 bench-sim bench-host lint accuracy clean
+.PHONY: all install services demo test soak fuzz-collect coeffs bench bench-device bench-esp32 bench-sim bench-host lint accuracy clean
 
 all: test
 
@@ -48,6 +48,10 @@ bench: $(STAMP)
 # Debian when run as root; skips with a message otherwise): instructions and cycles per sample on an ESP32.
 bench-esp32: $(STAMP)
 	$(BIN)/python bench/esp32_bench.py
+
+# The device application beside the meter: judging, the device's record, the display (unix port).
+bench-device: $(STAMP)
+	$(BIN)/python bench/bench_device.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
