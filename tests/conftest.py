@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -49,3 +50,13 @@ def pytest_addoption(parser):
                     help="The board's profile (boards/NAME.toml), e.g. esp32-devkitc-inmp441.")
     group.addoption("--firmware", default=None, metavar="PATH",
                     help="MicroPython .bin to flash in the flash test (without it that test is skipped).")
+
+
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+INTERRUPTIBLE = {"preexec_fn": _sigint_as_at_a_terminal}
+"""Popen arguments for a child that a test interrupts with SIGINT: Ctrl-C reaches it as at a terminal even when the
+tests run in a background job, whose children inherit SIGINT ignored (Python then installs no KeyboardInterrupt)."""
+

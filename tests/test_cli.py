@@ -12,6 +12,7 @@ import time
 import pytest
 
 from slm import errors
+from tests.conftest import INTERRUPTIBLE
 
 READY = "slm-cli-imported"
 # Imports the CLI, says so, then runs it: the test interrupts it at known points after the import.
@@ -73,7 +74,8 @@ def test_messages_are_one_line():
 def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, delay_s):
     """Interrupted while importing numpy/scipy, while simulating, ...: `slm: interrupted`, exit 130."""
     p = subprocess.Popen([sys.executable, "-c", RUNNER, "sim", "square-evening", "--out", tmp_path / "out",
-                          "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         **INTERRUPTIBLE)
     try:
         assert p.stdout.readline().strip() == READY
         time.sleep(delay_s)  # where it is interrupted varies; any moment must end the same way

@@ -17,6 +17,7 @@ import pytest
 from slm.sim.scenario import load_scenario
 from slm.sim.scene import NotEnoughSpaceError, output_bytes, simulate
 from slm.wav_io import read_header
+from tests.conftest import INTERRUPTIBLE
 
 SCENARIO = """
 [scene]
@@ -96,7 +97,7 @@ def test_ctrl_c_to_slm_sim_leaves_no_partial_wav(tmp_path):
     scenario = scenario_file(tmp_path, duration=3600.0, n_meters=1)  # ~15 s of work: SIGINT comes long before the end
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "sim", str(scenario), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **INTERRUPTIBLE)
     try:
         deadline = time.monotonic() + 120
         while not any(p.suffix == ".wav" and p.stat().st_size > 100_000 for p in out.rglob("*")):
