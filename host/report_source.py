@@ -1,0 +1,232 @@
+"""The records `slm report` reads, from any of its three sources, as the same rows: `Minute`s and `Event`s.
+
+A source is a collector database (a SQLite file or a ``postgresql://`` URL, host/fleet_db.py), a folder written by
+`slm pull` (minutes.csv, events.jsonl, device.json; host/pull.py) or a monitor log (``slm monitor --log``, .csv or
+.jsonl; host/record_log.py). Each has one small reader; all give minutes sorted by (device, start), one per
+(device, start) (a record stored twice is read once), and events of the kinds the report uses. Minutes without a
+clock time (``start`` null: the clock was unset) cannot be placed and are counted in ``Records.untimed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from slm.errors import InputError, OperationError
+
+UTC = dt.timezone.utc
+LEVELS = ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak")
+EVENT_KINDS = ("exceedance_start", "exceedance_end", "night_max")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ReportSourceError(InputError):
+    """The source is missing, of an unknown kind or not readable as one: exit 2."""
+
+
+@dataclass(frozen=True)
+class Minute:
+    device: str
+    site: str | None
+    start: dt.datetime  # UTC, the minute's start
+    local: dt.datetime  # the same instant on the device's local clock (naive)
+    s: float  # seconds of audio in it
+    LAeq: float | None
+    LAFmax: float | None
+    LA10: float | None
+    LA50: float | None
+    LA90: float | None
+    LCpeak: float | None
+    overload: bool
+    band: str | None
+    limit: float | None
+
+    @property
+    def valid(self) -> bool:
+        """Data that counts: a level, some audio, no overload."""
+        return self.LAeq is not None and self.s > 0 and not self.overload
+
+
+@dataclass(frozen=True)
+class Event:
+    device: str
+    kind: str
+    fields: dict[str, Any]  # the record as the device sent it
+
+
+@dataclass
+class Records:
+    source: str
+    kind: str  # "database", "pull" or "log"
+    minutes: list[Minute] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    untimed: int = 0
+    offsets: dict[str, dt.timedelta] = field(default_factory=dict)  # device -> local time minus UTC
+
+
+def parse_utc(text: str) -> dt.datetime:
+    """ISO 8601 time with Z or an offset -> aware UTC datetime."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def local_offset(start: dt.datetime, local_hhmm: str) -> dt.timedelta:
+    """The device's UTC offset from a minute's UTC start and its local HH:MM (-10:00 to +14:00)."""
+    h, m = local_hhmm.split(":")
+    diff = (int(h) * 60 + int(m) - (start.hour * 60 + start.minute)) % 1440
+    return dt.timedelta(minutes=diff - 1440 if diff > 840 else diff)
+
+
+def _num(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    return v is True or v == "true" or v == 1 or v == "1" or v == "t"
+
+
+class _Builder:
+    """Collects raw records into `Records`, one row per (device, start), whatever the source."""
+
+    def __init__(self, source: str, kind: str):
+        self.records = Records(source, kind)
+        self._minutes: dict[tuple[str, dt.datetime], Minute] = {}
+        self._events: dict[tuple[str, str, str], Event] = {}
+
+    def minute(self, device: str, site: str | None, rec: dict[str, Any]) -> None:
+        start_text, local_text = rec.get("start"), rec.get("local")
+        if not start_text or not local_text:
+            self.records.untimed += 1
+            return
+        start = parse_utc(start_text)
+        offset = local_offset(start, local_text)
+        self.records.offsets[device] = offset
+        limit = rec.get("limit", rec.get("limit_db"))
+        m = Minute(device, site or None, start, (start + offset).replace(tzinfo=None), float(_num(rec.get("s")) or 0.0),
+                   *(_num(rec.get(k)) for k in LEVELS), _bool(rec.get("overload")), rec.get("band") or None,
+                   _num(limit))
+        self._minutes.setdefault((device, start), m)
+
+    def event(self, device: str, rec: dict[str, Any]) -> None:
+        kind = rec.get("kind")
+        if kind not in EVENT_KINDS:
+            return
+        at = rec.get("start") or rec.get("time") or rec.get("utc") or ""
+        self._events.setdefault((device, kind, at), Event(device, kind, dict(rec)))
+
+    def done(self) -> Records:
+        self.records.minutes = sorted(self._minutes.values(), key=lambda m: (m.device, m.start))
+        self.records.events = sorted(self._events.values(),
+                                     key=lambda e: (e.device, e.fields.get("start") or e.fields.get("time") or ""))
+        return self.records
+
+
+def read_database(url: str, site: str | None) -> Records:
+    from slm.fleet_db import database_errors, open_db
+
+    if not url.startswith(("postgresql://", "postgres://")):
+        path = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+        if not path.is_file():
+            raise ReportSourceError(f"{url}: no such database file")
+    db = open_db(url)
+    b = _Builder(url, "database")
+    where, params = ("WHERE site = ?", (site,)) if site else ("", ())
+    try:
+        cols = ["device", "site", "start", "local", "s", "laeq", "lafmax", "la10", "la50", "la90", "lcpeak",
+                "overload", "band", "limit_db"]
+        for row in db.query(f"SELECT {', '.join(cols)} FROM minutes {where} ORDER BY device, start", params):
+            r = dict(zip(cols, row))
+            rec = {"start": r["start"], "local": r["local"], "s": r["s"], "overload": r["overload"],
+                   "band": r["band"], "limit": r["limit_db"], **{k: r[k.lower()] for k in LEVELS}}
+            b.minute(r["device"], r["site"], rec)
+        for device, payload in db.query(f"SELECT device, payload FROM events {where} ORDER BY device, at", params):
+            b.event(device, json.loads(payload))
+    except database_errors() as e:
+        raise OperationError(f"{url}: cannot read the collector's tables: {str(e).strip().splitlines()[0]}") from None
+    finally:
+        db.close()
+    return b.done()
+
+
+def read_pull_folder(folder: Path, site: str | None) -> Records:
+    from slm.pull import DEVICE_FILE, EVENTS_FILE, MINUTE_COLUMNS, MINUTES_FILE
+
+    b = _Builder(str(folder), "pull")
+    try:
+        device = json.loads((folder / DEVICE_FILE).read_text())["serial"] if (folder / DEVICE_FILE).exists() \
+            else folder.name
+        with open(folder / MINUTES_FILE, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != MINUTE_COLUMNS:
+                raise ReportSourceError(f"{folder / MINUTES_FILE}: not a minutes file of `slm pull`")
+            for rec in reader:
+                b.minute(device, site, rec)
+        events = folder / EVENTS_FILE
+        if events.exists():
+            for line in events.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    b.event(device, json.loads(line))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ReportSourceError(f"{folder}: not a folder of `slm pull` ({e})") from None
+    return b.done()
+
+
+def _log_rows(path: Path) -> Iterable[dict[str, Any]]:
+    from slm.record_log import CSV_COLUMNS
+
+    with open(path, newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".csv":
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+                raise ReportSourceError(f"{path}: not a log of `slm monitor --log` (other columns)")
+            yield from reader
+        else:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def read_monitor_log(path: Path, site: str | None) -> Records:
+    b = _Builder(str(path), "log")
+    try:
+        for rec in _log_rows(path):
+            device = rec.get("serial") or rec.get("port") or path.stem
+            if rec.get("t") == "minute":
+                b.minute(device, site, rec)
+            elif rec.get("t") == "event":
+                b.event(device, {k: v for k, v in rec.items() if v not in ("", None)})
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+        raise ReportSourceError(f"{path}: not a log of `slm monitor --log` ({e})") from None
+    return b.done()
+
+
+def read_source(source: str, site: str | None = None) -> Records:
+    """The records of SOURCE (see the module's docstring); ``site`` selects a site of a database, and names the site
+    of a pulled folder or a log (their records do not carry one)."""
+    if source.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        return read_database(source, site)
+    path = Path(source)
+    if "://" in source:
+        raise ReportSourceError(f"{source}: give a SQLite file, a postgresql:// URL, a folder of `slm pull` or a "
+                                "monitor log (.csv, .jsonl)")
+    if not path.exists():
+        raise ReportSourceError(f"{source}: no such file or folder")
+    if path.is_dir():
+        from slm.pull import MINUTES_FILE
+
+        if not (path / MINUTES_FILE).is_file():
+            raise ReportSourceError(f"{source}: a folder without {MINUTES_FILE}: not a folder of `slm pull`")
+        return read_pull_folder(path, site)
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head == SQLITE_MAGIC:
+        return read_database(source, site)
+    if path.suffix.lower() in (".csv", ".jsonl"):
+        return read_monitor_log(path, site)
+    raise ReportSourceError(f"{source}: unknown kind of source: give a SQLite file, a postgresql:// URL, a folder of "
+                            "`slm pull` or a monitor log (.csv, .jsonl)")
