@@ -252,3 +252,42 @@ def test_bad_input_is_one_line_and_exit_2(reports, tmp_path, args, says):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("r.*"))
+
+
+@pytest.mark.micropython
+def test_a_simulated_night_pulled_from_a_virtual_board_matches_the_truth(tmp_path):
+    """night-bang with an ideal microphone: the firmware on a virtual board hears 5 minutes of the square at 23:10; the
+    report of its pulled
+    record has the hour's LAeq of the simulator's truth (the judge's minutes) within 0.3 dB, and its bang."""
+    from slm.sim.scenario import load_scenario
+    from tests.episodes_truth import energy_mean, judge_truth
+    from tests.test_enforcement_device import run_board
+    from tests.test_enforcement_truth import CLASS_1, scene_truth
+
+    from slm.sim.scenario import scenario_path
+
+    # an ideal microphone (the INMP441's self-noise would add ~1.5 dB to this quiet night's 34-41 dB minutes)
+    text = scenario_path("night-bang").read_text()
+    assert 'microphone = "INMP441"\n' in text
+    scenario = tmp_path / "night-bang-ideal.toml"
+    scenario.write_text(text.replace('microphone = "INMP441"\n', 'microphone = "INMP441"\nideal = true\n'))
+    sc = load_scenario(scenario)
+    assert sc.meters[0].ideal
+    truth = judge_truth(scene_truth(sc), "facade", sc.start, CLASS_1)
+    _, pulled = run_board(tmp_path, str(scenario), "facade", CLASS_1)
+    start = sc.start.replace(tzinfo=None)
+    end = start + dt.timedelta(seconds=sc.duration_s)
+    tables = report_to(str(pulled), tmp_path / "out", "--from", start.isoformat(timespec="minutes"),
+                       "--to", end.isoformat(timespec="minutes"))
+    (hour,) = tables["hourly"]
+    assert hour["hour"] == "2026-07-15 23:00" and hour["valid_minutes"] == str(len(truth.minutes))
+    expected = energy_mean([(m.LAeq, m.s) for m in truth.minutes])
+    assert abs(float(hour["LAeq"]) - expected) <= 0.3, (hour["LAeq"], expected)
+    (bang,) = tables["night_max"]
+    (judged,) = truth.night_max
+    assert bang["time"] == (judged.time + TZ).strftime("%Y-%m-%d %H:%M")
+    (recorded,) = [json.loads(line) for line in (pulled / "events.jsonl").read_text().splitlines()
+                   if json.loads(line)["kind"] == "night_max"]
+    assert float(bang["LAFmax"]) == round(recorded["LAFmax"], 1)  # the device's own event, as recorded
+    summary = {r["indicator"]: r["dB"] for r in tables["summary"]}
+    assert summary["Ld"] == "" and abs(float(summary["Ln"]) - expected) <= 0.3  # all night: no day level
