@@ -17,7 +17,6 @@ from slm.report_source import Event, Minute, Records, parse_utc
 
 NIGHT_PENALTY_DB = 10.0  # Ldn's and Lden's night weighting
 EVENING_PENALTY_DB = 5.0  # Lden's evening weighting
-NIGHT_MAX_MARGIN_DB = 15.0  # GB 3096-2008: a single event at night may exceed the limit by at most 15 dB
 
 
 @dataclass(frozen=True)
@@ -150,14 +149,14 @@ class Episode:
 
 @dataclass
 class NightMax:
-    time: dt.datetime  # local
+    time: dt.datetime  # local, the minute's start
     LAFmax: float
-    limit: float | None
+    threshold: float | None  # the limit in force + 15 dB (the event's `limit`, docs/protocol.md)
 
     @property
     def margin(self) -> float | None:
         """Over the limit + 15 dB."""
-        return None if self.limit is None else self.LAFmax - self.limit - NIGHT_MAX_MARGIN_DB
+        return None if self.threshold is None else self.LAFmax - self.threshold
 
 
 def _num(v) -> float | None:

@@ -52,14 +52,15 @@ def tables(report: Report) -> dict[str, Table]:
             eps.append([m.device, site, _t(e.start), _t(e.end), _f(e.duration_s, "{:.0f}"), _f(e.LAeq), _f(e.LAFmax),
                         _f(e.limit), _f(e.margin, "{:+.1f}"), e.band or "", "yes" if e.interrupted else ""])
         for n in m.night_max:
-            nights.append([m.device, site, n.time.strftime(TIME), _f(n.LAFmax), _f(n.limit), _f(n.margin, "{:+.1f}")])
+            nights.append([m.device, site, n.time.strftime(TIME), _f(n.LAFmax), _f(n.threshold),
+                           _f(n.margin, "{:+.1f}")])
     return {
         "summary": (["device", "site", "indicator", "dB"], summary),
         "hourly": (["device", "site", "hour", "LAeq", "LAFmax", "LA10", "LA50", "LA90", "limit", "margin",
                     "valid_minutes", "coverage"], hourly),
         "episodes": (["device", "site", "start", "end", "duration_s", "LAeq", "LAFmax", "limit", "margin", "band",
                       "interrupted"], eps),
-        "night_max": (["device", "site", "time", "LAFmax", "limit", "over_limit_plus_15"], nights),
+        "night_max": (["device", "site", "time", "LAFmax", "limit_plus_15", "margin"], nights),
         "periods": (["period", "from", "to"], [["China day (Ld)", hm(p.cn_day), hm(p.cn_night)],
                                               ["China night (Ln)", hm(p.cn_night), hm(p.cn_day)],
                                               ["EU day", hm(p.eu_day), hm(p.eu_evening)],
@@ -120,10 +121,21 @@ def figures(report: Report, m: MeterReport) -> list[tuple[str, Any]]:
     out.append(("Hourly LAeq against the limit", fig))
 
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
-    valid = [x for x in m.minutes if x.valid]
-    t = [x.local + dt.timedelta(seconds=30) for x in valid]
-    ax.plot(t, [x.LAeq for x in valid], ".-", color="#1f77b4", markersize=3, linewidth=0.8, label="LAeq, 1 min")
-    ax.plot(t, [x.LAFmax for x in valid], ".", color="#9467bd", markersize=2, label="LAFmax, 1 min")
+    t: list[dt.datetime] = []
+    laeq: list[float] = []
+    lafmax: list[float] = []
+    for x in m.minutes:
+        if not x.valid:
+            continue
+        if t and x.local - t[-1] > dt.timedelta(seconds=60):  # a missing minute: no line across it
+            t.append(t[-1] + dt.timedelta(minutes=1))
+            laeq.append(float("nan"))
+            lafmax.append(float("nan"))
+        t.append(x.local + dt.timedelta(seconds=30))
+        laeq.append(x.LAeq)
+        lafmax.append(float("nan") if x.LAFmax is None else x.LAFmax)
+    ax.plot(t, laeq, ".-", color="#1f77b4", markersize=3, linewidth=0.8, label="LAeq, 1 min")
+    ax.plot(t, lafmax, ".", color="#9467bd", markersize=2, label="LAFmax, 1 min")
     lim = [x for x in m.minutes if x.limit is not None]
     if lim:
         ax.step([x.local for x in lim] + [lim[-1].local + dt.timedelta(minutes=1)],
@@ -149,13 +161,13 @@ def figures(report: Report, m: MeterReport) -> list[tuple[str, Any]]:
         for h in m.hours:
             if h.LAeq is not None:
                 grid[h.start.hour, days.index(h.start.date())] = h.LAeq
-        fig, ax = plt.subplots(figsize=(min(10, 2 + 0.9 * len(days)), 5.2), layout="constrained")
+        fig, ax = plt.subplots(figsize=(min(10, 5 + 0.6 * len(days)), 5.2), layout="constrained")
         im = ax.imshow(grid, aspect="auto", origin="upper", cmap="viridis",
                        extent=(-0.5, len(days) - 0.5, 23.5, -0.5), interpolation="nearest")
         ax.set_xticks(range(len(days)), [d.strftime("%a %d %b") for d in days], rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(0, 24, 2))
         ax.set_ylabel("hour of the day")
-        ax.set_title(f"{m.device}: LAeq per hour and day (blank: no data)")
+        ax.set_title(f"{m.device}: LAeq per hour and day\n(blank: no data)")
         fig.colorbar(im, ax=ax, label="LAeq, 1 h (dB)")
         out.append(("Week: hour x day heat map", fig))
     return out
@@ -224,6 +236,7 @@ def _table_pages(plt, title: str, header: list[str], rows: list[list[str]], per_
         tab = ax.table(cellText=chunk, colLabels=header, loc="upper center", cellLoc="right")
         tab.auto_set_font_size(False)
         tab.set_fontsize(8)
+        tab.auto_set_column_width(list(range(len(header))))
         yield fig
 
 

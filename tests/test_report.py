@@ -67,7 +67,7 @@ def synthetic_records() -> list[dict]:
               "minutes_over": 11, "interrupted": False},
              {"t": "event", "seq": 9003, "ms": 3, "utc": iso(FIRST_LOCAL + dt.timedelta(minutes=321) - TZ),
               "kind": "night_max", "time": iso(FIRST_LOCAL + dt.timedelta(minutes=320) - TZ), "LAFmax": 67.3,
-              "limit": 45.0, "band": "night"}]
+              "limit": 60.0, "band": "night"}]  # limit: the night limit + 15 dB (docs/protocol.md)
     return recs
 
 
@@ -205,7 +205,8 @@ def test_the_numbers_are_those_of_the_raw_minutes(reports):
     assert (ep["start"], ep["end"], ep["duration_s"], ep["LAeq"], ep["margin"]) == \
         ("2026-07-15 18:05", "2026-07-15 18:17", "720", "59.4", "+4.4")
     (night,) = tables["night_max"]
-    assert (night["time"], night["LAFmax"], night["over_limit_plus_15"]) == ("2026-07-15 23:20", "67.3", "+7.3")
+    assert (night["time"], night["LAFmax"], night["limit_plus_15"], night["margin"]) == \
+        ("2026-07-15 23:20", "67.3", "60.0", "+7.3")
 
 
 def test_the_period_selects_local_time_and_a_date_alone_is_the_whole_day(reports, tmp_path):
@@ -289,5 +290,6 @@ def test_a_simulated_night_pulled_from_a_virtual_board_matches_the_truth(tmp_pat
     (recorded,) = [json.loads(line) for line in (pulled / "events.jsonl").read_text().splitlines()
                    if json.loads(line)["kind"] == "night_max"]
     assert float(bang["LAFmax"]) == round(recorded["LAFmax"], 1)  # the device's own event, as recorded
+    assert bang["limit_plus_15"] == "60.0" and float(bang["margin"]) > 0
     summary = {r["indicator"]: r["dB"] for r in tables["summary"]}
     assert summary["Ld"] == "" and abs(float(summary["Ln"]) - expected) <= 0.3  # all night: no day level
