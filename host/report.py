@@ -70,6 +70,9 @@ def make_report(source: str, start: str | None, end: str | None, site: str | Non
         raise InputError(f"--out {out}: folder {out_path.parent} does not exist")
     if out_path.suffix and out_path.is_dir() and out_path.suffix.lower() in (".html", ".pdf"):
         raise InputError(f"--out {out}: is a folder")
-    records = read_source(source, site)
+    # the database is asked for the minutes around the period: local time is UTC + the device's offset (-10 to +14 h)
+    utc_from = None if t0 is None else (t0 - dt.timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    utc_to = None if t1 is None else (t1 + dt.timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    records = read_source(source, site, utc_from, utc_to)
     report = build_report(records, t0, t1, site, periods)
     return report, write_report(report, out_path)

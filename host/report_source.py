@@ -126,30 +126,62 @@ class _Builder:
         return self.records
 
 
-def read_database(url: str, site: str | None) -> Records:
-    from slm.fleet_db import database_errors, open_db
+def _connect_read_only(url: str):
+    """(connection, parameter mark) of a collector database, opened read-only: a report never writes, not even the
+    schema that `slm collect` would create in a file that lacks it."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
 
-    if not url.startswith(("postgresql://", "postgres://")):
-        path = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
-        if not path.is_file():
-            raise ReportSourceError(f"{url}: no such database file")
-    db = open_db(url)
+        try:
+            conn = psycopg.connect(url, connect_timeout=10, options="-c default_transaction_read_only=on")
+        except psycopg.Error as e:
+            raise OperationError(f"{url.split('@')[-1]}: PostgreSQL: {str(e).strip().splitlines()[0]}") from None
+        return conn, "%s"
+    import sqlite3
+
+    path = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+    if not path.is_file():
+        raise ReportSourceError(f"{url}: no such database file")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30), "?"
+    except sqlite3.Error as e:
+        raise ReportSourceError(f"{url}: cannot open the database ({e})") from None
+
+
+def read_database(url: str, site: str | None, utc_from: str | None = None, utc_to: str | None = None) -> Records:
+    """The minutes and events of a collector database (optionally of one site, and of minutes whose UTC start is
+    in [utc_from, utc_to): canonical "YYYY-MM-DDTHH:MM:SS.mmmZ" texts compare in time order)."""
+    from slm.fleet_db import database_errors
+
+    conn, mark = _connect_read_only(url)
     b = _Builder(url, "database")
-    where, params = ("WHERE site = ?", (site,)) if site else ("", ())
+    where, params = ["1 = 1"], []
+    if site:
+        where.append(f"site = {mark}")
+        params.append(site)
+    minute_where, minute_params = list(where), list(params)
+    for op, value in ((">=", utc_from), ("<", utc_to)):
+        if value:
+            minute_where.append(f"start {op} {mark}")
+            minute_params.append(value)
     try:
         cols = ["device", "site", "start", "local", "s", "laeq", "lafmax", "la10", "la50", "la90", "lcpeak",
                 "overload", "band", "limit_db"]
-        for row in db.query(f"SELECT {', '.join(cols)} FROM minutes {where} ORDER BY device, start", params):
+        rows = conn.execute(f"SELECT {', '.join(cols)} FROM minutes WHERE {' AND '.join(minute_where)} "
+                            "ORDER BY device, start", tuple(minute_params)).fetchall()
+        for row in rows:
             r = dict(zip(cols, row))
             rec = {"start": r["start"], "local": r["local"], "s": r["s"], "overload": r["overload"],
                    "band": r["band"], "limit": r["limit_db"], **{k: r[k.lower()] for k in LEVELS}}
             b.minute(r["device"], r["site"], rec)
-        for device, payload in db.query(f"SELECT device, payload FROM events {where} ORDER BY device, at", params):
+        for device, payload in conn.execute(f"SELECT device, payload FROM events WHERE {' AND '.join(where)} "
+                                            "ORDER BY device, at", tuple(params)).fetchall():
             b.event(device, json.loads(payload))
     except database_errors() as e:
-        raise OperationError(f"{url}: cannot read the collector's tables: {str(e).strip().splitlines()[0]}") from None
+        raise ReportSourceError(f"{url}: not a database of `slm collect` ({str(e).strip().splitlines()[0]})") \
+            from None
     finally:
-        db.close()
+        conn.close()
     return b.done()
 
 
@@ -205,11 +237,13 @@ def read_monitor_log(path: Path, site: str | None) -> Records:
     return b.done()
 
 
-def read_source(source: str, site: str | None = None) -> Records:
+def read_source(source: str, site: str | None = None, utc_from: str | None = None,
+                utc_to: str | None = None) -> Records:
     """The records of SOURCE (see the module's docstring); ``site`` selects a site of a database, and names the site
-    of a pulled folder or a log (their records do not carry one)."""
+    of a pulled folder or a log (their records do not carry one). A database is asked only for the minutes that
+    start in [utc_from, utc_to) (the other sources are read whole)."""
     if source.startswith(("postgresql://", "postgres://", "sqlite:///")):
-        return read_database(source, site)
+        return read_database(source, site, utc_from, utc_to)
     path = Path(source)
     if "://" in source:
         raise ReportSourceError(f"{source}: give a SQLite file, a postgresql:// URL, a folder of `slm pull` or a "
@@ -225,7 +259,7 @@ def read_source(source: str, site: str | None = None) -> Records:
     with open(path, "rb") as f:
         head = f.read(len(SQLITE_MAGIC))
     if head == SQLITE_MAGIC:
-        return read_database(source, site)
+        return read_database(source, site, utc_from, utc_to)
     if path.suffix.lower() in (".csv", ".jsonl"):
         return read_monitor_log(path, site)
     raise ReportSourceError(f"{source}: unknown kind of source: give a SQLite file, a postgresql:// URL, a folder of "

@@ -215,6 +215,9 @@ def test_the_period_selects_local_time_and_a_date_alone_is_the_whole_day(reports
     assert [r["hour"][-5:] for r in part["hourly"]] == ["22:00", "23:00"]
     assert part["hourly"] == out["pull"]["hourly"][4:6]
     assert part["episodes"] == [] and len(part["night_max"]) == 1
+    # a database is asked only for the minutes around the period: the same report
+    assert report_to(str(tmp / "fleet.sqlite"), tmp_path / "part-db", "--from", "2026-07-15T22:00", "--to",
+                     "2026-07-15") == part
 
 
 def test_the_pdf_renders_and_its_pages_are_pictures(reports, tmp_path):
@@ -293,3 +296,18 @@ def test_a_simulated_night_pulled_from_a_virtual_board_matches_the_truth(tmp_pat
     assert bang["limit_plus_15"] == "60.0" and float(bang["margin"]) > 0
     summary = {r["indicator"]: r["dB"] for r in tables["summary"]}
     assert summary["Ld"] == "" and abs(float(summary["Ln"]) - expected) <= 0.3  # all night: no day level
+
+
+def test_a_sqlite_file_of_something_else_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "notes.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('keep me')")
+    conn.close()
+    before = other.read_bytes()
+    r = slm("report", str(other), "--out", str(tmp_path / "r.html"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a database of `slm collect`" \
+        in r.stderr, r.stderr
+    assert other.read_bytes() == before and not (tmp_path / "r.html").exists()
