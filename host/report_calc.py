@@ -132,6 +132,30 @@ def indicators(minutes: list[Minute], p: Periods) -> Indicators:
 
 
 @dataclass
+class Day:
+    date: dt.date  # China's day starts at its day start on this date and its night ends the next morning
+    indicators: Indicators
+
+
+def daily(minutes: list[Minute], p: Periods, start: dt.datetime, end: dt.datetime) -> list[Day]:
+    """The indicators of each day of the period: China's over the 24 h from the day start of that date (its night
+    is the one after it), the EU's over the 24 h from the EU day start."""
+    def window(date: dt.date, at: int) -> list[Minute]:
+        t0 = dt.datetime.combine(date, dt.time()) + dt.timedelta(minutes=at)
+        return [m for m in minutes if t0 <= m.local < t0 + dt.timedelta(days=1)]
+
+    days = []
+    date = (start - dt.timedelta(minutes=min(p.cn_day, p.eu_day))).date()
+    while dt.datetime.combine(date, dt.time()) + dt.timedelta(minutes=min(p.cn_day, p.eu_day)) < end:
+        cn, eu = indicators(window(date, p.cn_day), p), indicators(window(date, p.eu_day), p)
+        ind = Indicators(cn.Ld, cn.Ln, cn.Ldn, eu.Lday, eu.Levening, eu.Lnight, eu.Lden)
+        if any(v is not None for _, v in ind.rows()):
+            days.append(Day(date, ind))
+        date += dt.timedelta(days=1)
+    return days
+
+
+@dataclass
 class Episode:
     start: dt.datetime  # local
     end: dt.datetime | None  # None: still open at the end of the records
@@ -195,7 +219,8 @@ class MeterReport:
     site: str | None
     minutes: list[Minute]  # of the period
     hours: list[Hour]
-    indicators: Indicators
+    indicators: Indicators  # over the whole period
+    days: list[Day]
     episodes: list[Episode]
     night_max: list[NightMax]
     coverage: float  # valid minutes / minutes of the period
@@ -232,6 +257,6 @@ def build_report(records: Records, start: dt.datetime | None, end: dt.datetime |
         period_minutes = (end - start).total_seconds() / 60
         report.meters.append(MeterReport(
             device, next((m.site for m in mins if m.site), site), mins, hourly(mins, start, end),
-            indicators(mins, periods), episodes(evs, offset, start, end), night_max(evs, offset, start, end),
+            indicators(mins, periods), daily(mins, periods, start, end), episodes(evs, offset, start, end), night_max(evs, offset, start, end),
             sum(m.valid for m in mins) / period_minutes))
     return report

@@ -37,6 +37,7 @@ def tables(report: Report) -> dict[str, Table]:
     p = report.periods
     hm = lambda minutes: f"{minutes // 60:02d}:{minutes % 60:02d}"  # noqa: E731
     summary: list[list[str]] = []
+    days: list[list[str]] = []
     hourly: list[list[str]] = []
     eps: list[list[str]] = []
     nights: list[list[str]] = []
@@ -45,6 +46,8 @@ def tables(report: Report) -> dict[str, Table]:
         for name, value in m.indicators.rows():
             summary.append([m.device, site, name, _f(value)])
         summary.append([m.device, site, "coverage", _f(m.coverage, "{:.3f}")])
+        for d in m.days:
+            days.append([m.device, site, d.date.isoformat()] + [_f(v) for _, v in d.indicators.rows()])
         for h in m.hours:
             hourly.append([m.device, site, h.start.strftime(TIME), _f(h.LAeq), _f(h.LAFmax), _f(h.LA10), _f(h.LA50),
                            _f(h.LA90), _f(h.limit), _f(h.margin, "{:+.1f}"), str(h.minutes), _f(h.coverage, "{:.3f}")])
@@ -56,6 +59,7 @@ def tables(report: Report) -> dict[str, Table]:
                            _f(n.margin, "{:+.1f}")])
     return {
         "summary": (["device", "site", "indicator", "dB"], summary),
+        "daily": (["device", "site", "date", "Ld", "Ln", "Ldn", "Lday", "Levening", "Lnight", "Lden"], days),
         "hourly": (["device", "site", "hour", "LAeq", "LAFmax", "LA10", "LA50", "LA90", "limit", "margin",
                     "valid_minutes", "coverage"], hourly),
         "episodes": (["device", "site", "start", "end", "duration_s", "LAeq", "LAFmax", "limit", "margin", "band",
@@ -210,6 +214,8 @@ def render_html(report: Report) -> str:
     for m in report.meters:
         parts.append(f"<h2>Meter {html.escape(m.device)}" + (f" ({html.escape(m.site)})" if m.site else "") + "</h2>")
         parts.append("<h3>Indicators</h3>" + _html_table(*_meter_rows(ts["summary"], m.device)))
+        parts.append("<h3>Indicators per day</h3><p>China's day from its day start, with the night after it; the "
+                     "EU's from the EU day start.</p>" + _html_table(*_meter_rows(ts["daily"], m.device)))
         for title, fig in figures(report, m):
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=100)
@@ -262,7 +268,8 @@ def write_pdf(report: Report, path: Path) -> None:
             for _title_text, fig in figures(report, m):
                 pdf.savefig(fig)
                 plt.close(fig)
-        for name, title in (("summary", "Indicators"), ("episodes", "Exceedance episodes"),
+        for name, title in (("summary", "Indicators"), ("daily", "Indicators per day"),
+                            ("episodes", "Exceedance episodes"),
                             ("night_max", "Night LAFmax events over the limit + 15 dB"),
                             ("hourly", "Hourly levels and data coverage"), ("periods", "Periods")):
             for fig in _table_pages(plt, title, *ts[name]):

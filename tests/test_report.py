@@ -106,7 +106,7 @@ def report_to(source: str, out: Path, *extra: str) -> dict[str, list[dict]]:
     r = slm("report", source, "--out", str(out), "--site", SITE, *extra)
     assert r.returncode == 0, r.stderr
     tables = {}
-    for name in ("summary", "hourly", "episodes", "night_max", "periods"):
+    for name in ("summary", "daily", "hourly", "episodes", "night_max", "periods"):
         with open(out / f"{name}.csv", newline="") as f:
             tables[name] = list(csv.DictReader(f))
     return tables
@@ -201,6 +201,18 @@ def test_the_numbers_are_those_of_the_raw_minutes(reports):
     for name in ("Ld", "Ln", "Ldn", "Lday", "Levening", "Lnight", "Lden"):
         assert abs(summary[name] - want[name]) <= 0.05, name
     assert summary["Ldn"] > summary["Ld"]  # the night weighting shows
+    # per day: China's 15 July is 06:00 on the 15th to 06:00 on the 16th; the EU's 07:00 to 07:00
+    first = {r["date"]: r for r in tables["daily"]}["2026-07-15"]
+    cn_day = [r for r in recs if r["t"] == "minute" and local_of(r) < dt.datetime(2026, 7, 16, 6)]
+    eu_day = [r for r in recs if r["t"] == "minute" and local_of(r) < dt.datetime(2026, 7, 16, 7)]
+    assert abs(float(first["Ld"]) - leq([m for m in cn_day if 6 <= local_of(m).hour < 22])) <= 0.05
+    assert abs(float(first["Ln"]) - leq([m for m in cn_day if local_of(m).hour >= 22 or local_of(m).hour < 6])) \
+        <= 0.05
+    assert abs(float(first["Lnight"]) - leq([m for m in eu_day if local_of(m).hour >= 23 or local_of(m).hour < 7])) \
+        <= 0.05
+    second = {r["date"]: r for r in tables["daily"]}["2026-07-16"]  # 06:00-08:00 of the 16th: a day without night
+    assert second["Ln"] == second["Ldn"] == "" and abs(float(second["Ld"]) - leq(
+        [m for m in recs if m["t"] == "minute" and local_of(m) >= dt.datetime(2026, 7, 16, 6)])) <= 0.05
     (ep,) = tables["episodes"]
     assert (ep["start"], ep["end"], ep["duration_s"], ep["LAeq"], ep["margin"]) == \
         ("2026-07-15 18:05", "2026-07-15 18:17", "720", "59.4", "+4.4")
