@@ -224,6 +224,7 @@ class MeterReport:
     episodes: list[Episode]
     night_max: list[NightMax]
     coverage: float  # valid minutes / minutes of the period
+    calibration: dict | None  # the calibration in force (the device's last hello in a database), None: unknown
 
 
 @dataclass
@@ -258,5 +259,5 @@ def build_report(records: Records, start: dt.datetime | None, end: dt.datetime |
         report.meters.append(MeterReport(
             device, next((m.site for m in mins if m.site), site), mins, hourly(mins, start, end),
             indicators(mins, periods), daily(mins, periods, start, end), episodes(evs, offset, start, end), night_max(evs, offset, start, end),
-            sum(m.valid for m in mins) / period_minutes))
+            sum(m.valid for m in mins) / period_minutes, records.calibration.get(device)))
     return report

@@ -41,8 +41,15 @@ def tables(report: Report) -> dict[str, Table]:
     hourly: list[list[str]] = []
     eps: list[list[str]] = []
     nights: list[list[str]] = []
+    calibration: list[list[str]] = []
     for m in report.meters:
         site = m.site or ""
+        cal = m.calibration
+        if cal is None:
+            calibration.append([m.device, site, "unknown (not in this source)", "", "", ""])
+        else:
+            calibration.append([m.device, site, str(cal.get("method") or "never calibrated"), str(cal.get("time") or ""),
+                                _f(cal.get("offset_db"), "{:+.2f}"), _f(cal.get("sensitivity_dbfs"))])
         for name, value in m.indicators.rows():
             summary.append([m.device, site, name, _f(value)])
         summary.append([m.device, site, "coverage", _f(m.coverage, "{:.3f}")])
@@ -65,6 +72,7 @@ def tables(report: Report) -> dict[str, Table]:
         "episodes": (["device", "site", "start", "end", "duration_s", "LAeq", "LAFmax", "limit", "margin", "band",
                       "interrupted"], eps),
         "night_max": (["device", "site", "time", "LAFmax", "limit_plus_15", "margin"], nights),
+        "calibration": (["device", "site", "method", "time", "offset_db", "sensitivity_dbfs"], calibration),
         "periods": (["period", "from", "to"], [["China day (Ld)", hm(p.cn_day), hm(p.cn_night)],
                                               ["China night (Ln)", hm(p.cn_night), hm(p.cn_day)],
                                               ["EU day", hm(p.eu_day), hm(p.eu_evening)],
@@ -226,6 +234,7 @@ def render_html(report: Report) -> str:
         parts.append("<h3>Exceedance episodes</h3>" + _html_table(*_meter_rows(ts["episodes"], m.device)))
         parts.append("<h3>Night LAFmax events over the limit + 15 dB</h3>"
                      + _html_table(*_meter_rows(ts["night_max"], m.device)))
+        parts.append("<h3>Calibration in force</h3>" + _html_table(*_meter_rows(ts["calibration"], m.device)))
         parts.append("<h3>Hourly levels and data coverage</h3>" + _html_table(*_meter_rows(ts["hourly"], m.device)))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -271,7 +280,8 @@ def write_pdf(report: Report, path: Path) -> None:
         for name, title in (("summary", "Indicators"), ("daily", "Indicators per day"),
                             ("episodes", "Exceedance episodes"),
                             ("night_max", "Night LAFmax events over the limit + 15 dB"),
-                            ("hourly", "Hourly levels and data coverage"), ("periods", "Periods")):
+                            ("hourly", "Hourly levels and data coverage"), ("calibration", "Calibration in force"),
+                            ("periods", "Periods")):
             for fig in _table_pages(plt, title, *ts[name]):
                 pdf.savefig(fig)
                 plt.close(fig)

@@ -66,6 +66,7 @@ class Records:
     events: list[Event] = field(default_factory=list)
     untimed: int = 0
     offsets: dict[str, dt.timedelta] = field(default_factory=dict)  # device -> local time minus UTC
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> its last hello's `cal`
 
 
 def parse_utc(text: str) -> dt.datetime:
@@ -177,6 +178,11 @@ def read_database(url: str, site: str | None, utc_from: str | None = None, utc_t
         for device, payload in conn.execute(f"SELECT device, payload FROM events WHERE {' AND '.join(where)} "
                                             "ORDER BY device, at", tuple(params)).fetchall():
             b.event(device, json.loads(payload))
+        for device, hello in conn.execute(f"SELECT device, hello FROM devices WHERE {' AND '.join(where)} "
+                                          "AND hello IS NOT NULL", tuple(params)).fetchall():
+            cal = json.loads(hello).get("cal")
+            if isinstance(cal, dict):
+                b.records.calibration[device] = cal
     except database_errors() as e:
         raise ReportSourceError(f"{url}: not a database of `slm collect` ({str(e).strip().splitlines()[0]})") \
             from None

@@ -78,7 +78,7 @@ def write_database(url: str, recs: list[dict]) -> None:
     for r in recs:
         col.handle(f"slm/{SITE}/{DEVICE}/{r['t']}", json.dumps(r).encode(), "2026-07-16T00:00:00.000Z")
     col.commit()
-    assert col.counts.stored["minute"] == sum(r["t"] == "minute" for r in recs)
+    assert col.counts.stored["minute"] == sum(r["t"] == "minute" for r in recs) and not col.counts.rejected
     db.close()
 
 
@@ -87,7 +87,8 @@ def write_pull_folder(folder: Path, recs: list[dict]) -> None:
     store.claim(DEVICE)
     for kind in ("minute", "event"):
         rows = [{**r, "n": i + 1} for i, r in enumerate(x for x in recs if x["t"] == kind)]
-        store.outputs[kind].append(rows)
+        if rows:
+            store.outputs[kind].append(rows)
     store.close()
 
 
@@ -106,7 +107,7 @@ def report_to(source: str, out: Path, *extra: str) -> dict[str, list[dict]]:
     r = slm("report", source, "--out", str(out), "--site", SITE, *extra)
     assert r.returncode == 0, r.stderr
     tables = {}
-    for name in ("summary", "daily", "hourly", "episodes", "night_max", "periods"):
+    for name in ("summary", "daily", "hourly", "episodes", "night_max", "calibration", "periods"):
         with open(out / f"{name}.csv", newline="") as f:
             tables[name] = list(csv.DictReader(f))
     return tables
@@ -323,3 +324,18 @@ def test_a_sqlite_file_of_something_else_is_refused_and_left_as_it_was(tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a database of `slm collect`" \
         in r.stderr, r.stderr
     assert other.read_bytes() == before and not (tmp_path / "r.html").exists()
+
+
+def test_the_calibration_in_force_comes_from_the_devices_hello_in_a_database(tmp_path):
+    recs = synthetic_records()[:30]
+    hello = {"t": "hello", "seq": 0, "ms": 0, "proto": 2, "fw": "0.9", "board": "esp32", "mic": "INMP441", "rate": 48000,
+             "serial": DEVICE, "cal": {"offset_db": 1.25, "sensitivity_dbfs": -26.0, "method": "calibrator",
+                                       "time": "2026-07-14T09:30"}}
+    url = str(tmp_path / "fleet.sqlite")
+    write_database(url, [hello] + recs)
+    (row,) = report_to(url, tmp_path / "out")["calibration"]
+    assert (row["method"], row["time"], row["offset_db"], row["sensitivity_dbfs"]) == \
+        ("calibrator", "2026-07-14T09:30", "+1.25", "-26.0")
+    write_pull_folder(tmp_path / "pulled", recs)  # a pulled folder has no hello: unknown
+    (row,) = report_to(str(tmp_path / "pulled"), tmp_path / "out-pull")["calibration"]
+    assert row["method"].startswith("unknown")
