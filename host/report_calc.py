@@ -98,10 +98,11 @@ def _clock(m: Minute) -> int:
 
 def _combine(parts: list[tuple[float | None, float, float]]) -> float | None:
     """10 lg of the hours-weighted mean of 10^((L + penalty)/10) over (L, penalty, hours); None when a part is."""
-    if any(level is None for level, _, _ in parts):
+    known = [(level, p, h) for level, p, h in parts if level is not None]
+    if len(known) < len(parts):
         return None
-    total = sum(h for _, _, h in parts)
-    return 10 * math.log10(sum(h * 10 ** ((level + p) / 10) for level, p, h in parts) / total)
+    total = sum(h for _, _, h in known)
+    return 10 * math.log10(sum(h * 10 ** ((level + p) / 10) for level, p, h in known) / total)
 
 
 @dataclass

@@ -108,9 +108,10 @@ class _Builder:
         offset = local_offset(start, local_text)
         self.records.offsets[device] = offset
         limit = rec.get("limit", rec.get("limit_db"))
-        m = Minute(device, site or None, start, (start + offset).replace(tzinfo=None), float(_num(rec.get("s")) or 0.0),
-                   *(_num(rec.get(k)) for k in LEVELS), _bool(rec.get("overload")), rec.get("band") or None,
-                   _num(limit))
+        levels = {k: _num(rec.get(k)) for k in LEVELS}
+        m = Minute(device, site or None, start, (start + offset).replace(tzinfo=None), _num(rec.get("s")) or 0.0,
+                   levels["LAeq"], levels["LAFmax"], levels["LA10"], levels["LA50"], levels["LA90"], levels["LCpeak"],
+                   _bool(rec.get("overload")), rec.get("band") or None, _num(limit))
         self._minutes.setdefault((device, start), m)
 
     def event(self, device: str, rec: dict[str, Any]) -> None:
