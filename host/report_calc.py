@@ -252,9 +252,16 @@ def build_report(records: Records, start: dt.datetime | None, end: dt.datetime |
             start = start or min(times).replace(minute=0, second=0, microsecond=0)
             end = end or max(times).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
     report = Report(records.source, start, end, site, periods, untimed=records.untimed)
-    for device in sorted({m.device for m in records.minutes} | {e.device for e in records.events}):
-        mins = [m for m in records.minutes if m.device == device and start <= m.local < end]
-        evs = [e for e in records.events if e.device == device]
+    minutes_of: dict[str, list[Minute]] = {}
+    events_of: dict[str, list[Event]] = {}
+    for m in records.minutes:
+        minutes_of.setdefault(m.device, [])
+        if start <= m.local < end:
+            minutes_of[m.device].append(m)
+    for e in records.events:
+        events_of.setdefault(e.device, []).append(e)
+    for device in sorted(minutes_of.keys() | events_of.keys()):
+        mins, evs = minutes_of.get(device, []), events_of.get(device, [])
         offset = records.offsets.get(device, dt.timedelta(0))
         period_minutes = (end - start).total_seconds() / 60
         report.meters.append(MeterReport(
