@@ -75,4 +75,8 @@ def make_report(source: str, start: str | None, end: str | None, site: str | Non
     utc_to = None if t1 is None else (t1 + dt.timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     records = read_source(source, site, utc_from, utc_to)
     report = build_report(records, t0, t1, site, periods)
+    if not any(m.minutes for m in report.meters):
+        where = f" of site {site}" if site and records.kind == "database" else ""
+        raise InputError(f"{source}: no minute records{where} from {report.start:%Y-%m-%d %H:%M} to "
+                         f"{report.end:%Y-%m-%d %H:%M}")
     return report, write_report(report, out_path)

@@ -217,8 +217,6 @@ def render_html(report: Report) -> str:
     if report.untimed:
         parts.append(f"<p>{report.untimed} minute records without a clock time are not shown.</p>")
     parts.append("<h2>Periods</h2>" + _html_table(*ts["periods"]))
-    if not report.meters:
-        parts.append("<p><b>No records in this period.</b></p>")
     for m in report.meters:
         parts.append(f"<h2>Meter {html.escape(m.device)}" + (f" ({html.escape(m.site)})" if m.site else "") + "</h2>")
         parts.append("<h3>Indicators</h3>" + _html_table(*_meter_rows(ts["summary"], m.device)))

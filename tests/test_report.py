@@ -256,13 +256,15 @@ def test_the_pdf_renders_and_its_pages_are_pictures(reports, tmp_path):
     (["{src}", "--out", "r.docx"], "--out"),
     (["{src}", "--eu-periods", "07:00,19:00", "--out", "r.html"], "--eu-periods"),
     (["{notes}", "--out", "r.html"], "unknown kind"),
+    (["{src}", "--from", "2030-01-01", "--out", "r.html"], "no minute records"),
+    (["{db}", "--site", "elsewhere", "--out", "r.html"], "no minute records of site elsewhere"),
     (["ftp://host/db", "--out", "r.html"], "give a SQLite file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(reports, tmp_path, args, says):
     _, _, tmp = reports
     notes = tmp_path / "notes.txt"
     notes.write_text("not records\n")
-    args = [a.format(src=tmp / "pulled", notes=notes) for a in args]
+    args = [a.format(src=tmp / "pulled", db=tmp / "fleet.sqlite", notes=notes) for a in args]
     args = [str(tmp_path / a) if a.startswith("r.") else a for a in args]
     r = slm("report", *args)
     assert r.returncode == 2, r.stderr
