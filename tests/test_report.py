@@ -341,3 +341,26 @@ def test_the_calibration_in_force_comes_from_the_devices_hello_in_a_database(tmp
     write_pull_folder(tmp_path / "pulled", recs)  # a pulled folder has no hello: unknown
     (row,) = report_to(str(tmp_path / "pulled"), tmp_path / "out-pull")["calibration"]
     assert row["method"].startswith("unknown")
+
+
+def test_the_html_opens_offline_in_headless_chromium(reports, tmp_path):
+    _, _, tmp = reports
+    page = tmp / "out-sqlite" / "report.html"
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text  # nothing to fetch: figures are data: URIs
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: tests/ensure_services.sh installs it"
+    shot = tmp_path / "page.png"
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,2400",
+                        page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and shot.exists(), r.stderr[-500:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1100, 2400)
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    # the page shows its figures: the bars' red, amber and green are on it, not only text on white
+    present = {c for _, c in colours}
+    for want in ((0xd6, 0x27, 0x28), (0xff, 0x7f, 0x0e), (0x2c, 0xa0, 0x2c)):
+        assert any(sum(abs(a - b) for a, b in zip(want, c)) < 12 for c in present), want
