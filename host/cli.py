@@ -935,6 +935,38 @@ def pull(port, out_dir, as_json):
 
 
 @cli.command()
+@click.argument("source", metavar="SOURCE")
+@click.option("--from", "start", default=None, metavar="T", help="Start, the meters' local time: 2026-07-15 or "
+              "2026-07-15T19:00 (default: the first record's hour).")
+@click.option("--to", "end", default=None, metavar="T", help="End (excluded; a date alone includes that day; "
+              "default: the end of the last record's hour).")
+@click.option("--site", default=None, metavar="NAME", help="The site to report from a database; the site's name "
+              "for a pulled folder or a log.")
+@click.option("--out", required=True, metavar="FILE|DIR", help="report.html, report.pdf, or a folder for both and "
+              "a CSV per table.")
+@click.option("--cn-periods", default="06:00,22:00", show_default=True, metavar="DAY,NIGHT",
+              help="Start of China's day and night (Ld, Ln, Ldn).")
+@click.option("--eu-periods", default="07:00,19:00,23:00", show_default=True, metavar="DAY,EVENING,NIGHT",
+              help="Start of the EU END day, evening and night (Lday, Levening, Lnight, Lden).")
+def report(source, start, end, site, out, cn_periods, eu_periods):
+    """Report the levels of a period: hourly LAeq against the limit, Ld/Ln/Ldn, Lden, episodes, night maxima.
+
+    SOURCE is a collector database (a SQLite file or postgresql://...), a folder written by `slm pull`, or a log
+    of `slm monitor --log` (.csv or .jsonl).
+
+    \b
+    Examples:
+      slm report fleet.sqlite --from 2026-07-15 --to 2026-07-21 --site square --out week/
+      slm report square-north/ --from 2026-07-15T19:00 --to 2026-07-16T07:00 --out night.pdf
+    """
+    from slm.report import make_report
+
+    rep, files = make_report(source, start, end, site, out, cn_periods, eu_periods)
+    click.echo(f"{len(rep.meters)} meters, {rep.start:%Y-%m-%d %H:%M} to {rep.end:%Y-%m-%d %H:%M}: "
+               + ", ".join(str(f) for f in files))
+
+
+@cli.command()
 @click.option("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT (or mqtts://HOST:PORT with --tls).")
 @click.option("--user", default=None, metavar="U", help="Broker user name (the collector's, from slm provision).")
 @click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")

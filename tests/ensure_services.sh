@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests start for themselves are installed: Mosquitto 2 and a PostgreSQL server (Debian's
-# packages). Quick when they are there; as root it installs what is missing with apt-get; otherwise it says exactly
-# what to install and fails.
+# packages), and for the report test pdftoppm (poppler-utils: renders the PDF) and chromium (opens the HTML headless).
+# Quick when they are there; as root it installs what is missing with apt-get; otherwise it says exactly what to
+# install and fails.
 set -euo pipefail
 
 have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }
@@ -10,6 +11,8 @@ have_postgres() { command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/post
 missing=()
 have_mosquitto || missing+=(mosquitto)
 have_postgres || missing+=(postgresql)
+command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
