@@ -404,7 +404,15 @@ class MeterApp:
         step = self.clock.step_s(day, ms, sec, msec)
         before = self.clock.iso(sec, msec)
         big = step is None or step > STEP_EVENT_S or step < -STEP_EVENT_S
-        if big:
+        # a step that lands inside the minute in progress, or less than a minute before it, keeps that minute open
+        # until the new clock reaches its end (it is shorter or longer than 60 s: its `s` says), so that no two
+        # minute records share a start; a larger step closes it early (a step back by a minute or more repeats
+        # minute starts: the clock_step event says why)
+        new_minute = big
+        if big and step is not None and self.minute_start is not None:
+            into = (day - self.minute_start[0]) * clock.DAY_MS + ms - self.minute_start[1]
+            new_minute = not -clock.MINUTE_MS < into < clock.MINUTE_MS
+        if new_minute:
             if self.meter.interval_blocks() > 0:
                 self._close_interval(True)
             if self.meter.totals_raw["blocks"] > 0:
@@ -413,11 +421,12 @@ class MeterApp:
         self.hw.set_rtc(day, ms)
         if "clock_unset" in self.faults:
             self.faults.remove("clock_unset")
-        if big:
+        if new_minute:
             self._start_minute()
+        if big:
             self._emit("event", {"kind": "clock_step", "from": before, "to": self.utc_now(),
                                  "step_s": None if step is None else round(step, 3)})
-        elif self.minute_start is not None:
+        if not new_minute and self.minute_start is not None:
             self.clock.at(sec, msec)
             left_ms = (self.minute_start[0] - self.clock.day) * clock.DAY_MS + self.minute_start[1] + \
                 clock.MINUTE_MS - self.clock.ms

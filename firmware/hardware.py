@@ -144,9 +144,7 @@ class Esp32Platform(_Clock):
         self.wdt = None
 
     def open_audio(self, board):
-        src = audio_source.I2SAudio(board)
-        self.wdt = self.machine.WDT(timeout=self.WATCHDOG_MS)
-        return src
+        return audio_source.I2SAudio(board)
 
     def reboot(self):
         self.machine.reset()
@@ -168,8 +166,12 @@ class Esp32Platform(_Clock):
         self.machine.RTC().datetime((y, mo, d, (day + 3) % 7, s // 3600, s // 60 % 60, s % 60, ms % 1000 * 1000))
 
     def feed_watchdog(self):
-        if self.wdt is not None:
-            self.wdt.feed()
+        """Called once per loop turn. The watchdog starts at the first call, not before: the start-up (the record's
+        scan of its files, closing an interrupted episode) may take seconds on the flash, and a watchdog that fired
+        during it would restart the board into the same start-up again."""
+        if self.wdt is None:
+            self.wdt = self.machine.WDT(timeout=self.WATCHDOG_MS)
+        self.wdt.feed()
 
     def unique_id(self):
         import binascii

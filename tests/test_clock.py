@@ -69,6 +69,24 @@ def test_time_command_steps_the_clock_closes_the_minute_and_realigns(tmp_path):
     assert [r["ms"] for r in recs] == sorted(r["ms"] for r in recs)
 
 
+@pytest.mark.parametrize("to, whole", [("2026-07-15T12:00:05.000Z", 55.0), ("2026-07-15T11:59:57.000Z", 63.0),
+                                       ("2026-07-15T11:58:30.000Z", None)])
+def test_a_step_within_the_minute_keeps_it_open_and_no_two_minutes_share_a_start(tmp_path, to, whole):
+    """+5 s lands inside the minute in progress: it stays open and ends on the UTC minute (55 s of audio); -3 s: it
+    stays open until the new clock reaches 12:01 (63 s); -90 s leaves it: it closes early, the next starts at 11:58."""
+    d = make_device(tmp_path, [60.0] * 130, "2026-07-15T12:00:00.000Z", {"zone": "1"})
+    recs = run(d, line({"cmd": "time", "id": 1, "utc": to}))
+    (step,) = of(recs, "event", "clock_step")
+    assert step["to"] == to
+    starts = [m["start"] for m in of(recs, "minute")]
+    first = of(recs, "minute")[0]
+    if whole is not None:
+        assert len(starts) == len(set(starts)), starts
+        assert first["start"] == "2026-07-15T12:00:00.000Z" and first["s"] == pytest.approx(whole, abs=0.05)
+    else:
+        assert starts[:2] == ["2026-07-15T12:00:00.000Z", "2026-07-15T11:58:00.000Z"] and first["s"] < 0.1
+
+
 def test_setting_an_unset_clock_is_a_step_from_nothing(tmp_path):
     d = make_device(tmp_path, [60.0] * 3, None)
     recs = run(d, line({"cmd": "time", "id": 1, "utc": "2026-07-15T12:00:00Z"}) + line({"cmd": "info", "id": 2}))
