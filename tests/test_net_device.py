@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -22,7 +23,7 @@ from slm.resources import firmware_dir
 from slm.sim import signals
 from tests.collect_helpers import WAIT_S, RunningCollector, count, wait_until
 from tests.conftest import words_of
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
 from tests.test_collect import minute_columns, stored_minutes
 from tests.test_device_app import parse
 from tests.test_minute import BAND_60, RATE, make_device, minutes_of, run
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.micropython
 
 SITE = "square"
 START = "2026-07-15T12:00:00.000Z"
+SECRET = "s3cret-broker-pw"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def networked(d: Path, port: int, device: str) -> Path:
     """Give a device folder (tests/test_minute.make_device) the MQTT library, an id and a net.json."""
     shutil.copytree(firmware_dir() / "lib", d / "lib", ignore=shutil.ignore_patterns("__pycache__"))
     (d / "device_id.txt").write_text(device + "\n")
-    (d / "net.json").write_text(json.dumps({"host": "127.0.0.1", "port": port, "site": SITE}))
+    (d / "net.json").write_text(json.dumps({"host": "127.0.0.1", "port": port, "site": SITE, "user": device,
+                                            "password": SECRET}))
     return d
 
 
@@ -99,6 +102,7 @@ def test_minutes_and_events_stored_once_equal_to_serial_levels_as_without_networ
                "every event stored", collector=collector)
     counts = collector.stop()
 
+    assert SECRET not in json.dumps(first + second)  # net.json's password never goes out over serial
     # the network changes nothing the meter measures or sends over serial (but the status's `net` counts)
     assert [r for r in first if r["t"] != "status"] == [r for r in alone if r["t"] != "status"]
     assert [{k: v for k, v in r.items() if k not in ("net", "uptime_s", "heap_free")} for r in first
@@ -231,3 +235,82 @@ def test_broker_stopped_and_restarted_nothing_lost_no_duplicates_order_kept(tmp_
     first_arrivals = list(dict.fromkeys(arrivals.starts))
     assert first_arrivals == [r["start"] for r in minutes]  # in the order measured
     assert max(s["net"]["dropped"] for s in statuses) == 0
+
+
+def test_slm_virtual_with_broker_publishes_into_the_collector(broker, tmp_path):
+    """`slm virtual --broker`: the virtual board of the square publishes its minutes; `slm collect` stores them."""
+    import sys
+
+    db = str(tmp_path / "fleet.sqlite")
+    collector = RunningCollector(broker.port, db, f"collect-{uuid.uuid4().hex[:8]}")
+    collector.wait_subscribed()
+    board_dir = tmp_path / "board"
+    proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "virtual", "--speed", "0", "--dir", str(board_dir),
+                             "--broker", broker.url, "--site", "square"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: count(db, "SELECT count(*) FROM minutes") >= 2, "two minutes of the virtual board",
+                   collector=collector)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=WAIT_S)
+    collector.stop()
+    serial = (board_dir / "device_id.txt").read_text().strip()
+    assert count(db, "SELECT count(*) FROM minutes WHERE device = ? AND site = 'square'", (serial,)) >= 2
+    assert count(db, "SELECT count(*) FROM devices WHERE device = ? AND hello IS NOT NULL", (serial,)) == 1
+    assert "password" not in (board_dir / "config.json").read_text()
+
+
+def test_slm_virtual_bad_broker_is_one_line_exit_2():
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "slm.cli", "virtual", "--broker", "http://x"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert "expected mqtt://HOST:PORT" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+class NtpServer(threading.Thread):
+    """An SNTP server on 127.0.0.1 answering every request with the time ``utc`` (stratum 2)."""
+
+    def __init__(self, utc: datetime):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seconds = int((utc - datetime(1900, 1, 1, tzinfo=timezone.utc)).total_seconds())
+        self.requests = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except OSError:
+                return
+            self.requests += 1
+            reply = bytearray(48)
+            reply[0], reply[1] = 0x1C, 2  # version 3, server; stratum 2
+            reply[40:44] = self.seconds.to_bytes(4, "big")
+            self.sock.sendto(bytes(reply), addr)
+
+
+def test_ntp_sets_the_clock_as_a_clock_step(tmp_path):
+    ntp = NtpServer(datetime(2026, 7, 15, 12, 5, 0, tzinfo=timezone.utc))
+    ntp.start()
+    try:
+        d = make_device(tmp_path, [50.0] * 180, START, {"status_s": 30})
+        networked(d, free_port(), "ntpdev")  # no broker there: the clock is set all the same
+        net = json.loads((d / "net.json").read_text())
+        net.update(ntp="127.0.0.1", ntp_port=ntp.port)
+        (d / "net.json").write_text(json.dumps(net))
+        recs = run_net(d)
+    finally:
+        ntp.sock.close()
+    assert ntp.requests >= 1
+    (step,) = [r for r in recs if r["t"] == "event" and r["kind"] == "clock_step"]
+    assert step["from"] < "2026-07-15T12:03:00.000Z"
+    assert "2026-07-15T12:05:00.000Z" <= step["to"] < "2026-07-15T12:06:00.000Z"  # + half the round trip
+    later = [r for r in recs if r["t"] == "minute" and r["seq"] > step["seq"]]
+    assert later and all(m["start"] >= "2026-07-15T12:05:00.000Z" for m in later)
+    statuses = [r for r in recs if r["t"] == "status"]
+    assert statuses[-1]["net"]["state"] == "down" and statuses[-1]["net"]["errors"] >= 1  # no broker
