@@ -208,12 +208,14 @@ class Net:
             return
         if self.unsaved:
             self._save_cursor()
+        c = self.client
+        assert c is not None
         if hw.ticks_diff(t0, self.last_io) >= PING_MS:
-            self.client.sock.settimeout(OP_TIMEOUT_S)
-            self.client.ping()
+            c.sock.settimeout(OP_TIMEOUT_S)
+            c.ping()
             self.last_io = t0
         else:
-            self.client.check_msg()  # consumes a PINGRESP without waiting (raises when the broker has gone)
+            c.check_msg()  # consumes a PINGRESP without waiting (raises when the broker has gone)
 
     def _send_from_ring(self):
         """Publish the oldest ring record not yet acknowledged (events first); False when there is none."""
@@ -247,6 +249,7 @@ class Net:
 
     def _publish(self, kind, payload, retain):
         c = self.client
+        assert c is not None
         c.sock.settimeout(OP_TIMEOUT_S)  # umqtt.simple leaves its socket blocking after each read
         c.publish(self.prefix + kind, payload, retain, 1)
         self.sent += 1
@@ -358,9 +361,10 @@ def _tls_context(ca):
     if ca:
         with open(ca, "rb") as f:
             ctx.load_verify_locations(cadata=f.read())
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
     else:
-        ctx.verify_mode = ssl.CERT_NONE  # encrypted, the broker not authenticated: give "ca" in net.json
+        # encrypted, the broker not authenticated: give "ca" in net.json
+        ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
     return ctx
 
 
