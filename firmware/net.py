@@ -44,6 +44,7 @@ NTP_EVERY_MS = 3600000
 NTP_WAIT_MS = 2000
 NTP_DELTA_DAYS = 25567  # days from 1900-01-01 (NTP) to 1970-01-01
 RING_KINDS = ("event", "minute")
+PUBLISHED = ("hello", "status", "interval", "minute", "event")
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -98,6 +99,7 @@ class Net:
         self.backoff = BACKOFF_MIN_MS
         self.wifi_since = 0
         self.outbox = []  # [kind, payload bytes, retain]
+        self.hello = None  # the device's hello (payload)
         self.last_io = 0
         self.unsaved = 0
         self.ntp_sock = None
@@ -108,13 +110,14 @@ class Net:
         self.skipped = 0  # live records that found no room or no connection
         self.errors = 0
         self.last_error = None
+        self.max_ms = 0  # the longest tick() so far (CPU clock, ms)
         self.cursor = self._load_cursor()
 
     # -- what the device sends -------------------------------------------------------------------------------------
     def record(self, rec):
         """A record just sent over serial (its dict, encoded now: level fields are reused objects)."""
         kind = rec["t"]
-        if kind == "level" or kind == "error" or kind == "reply":
+        if kind not in PUBLISHED:
             return
         if kind in RING_KINDS and self.ring is not None:
             return  # read back from the ring
@@ -122,10 +125,13 @@ class Net:
             if self.intervals:
                 self.skipped += 1
             return
-        if kind not in ("hello", "status", "interval", "minute", "event"):
-            return
         payload = _encode(rec)
-        if kind == "hello" or kind == "status":
+        if kind == "hello":  # published first on every connection (and now, when connected)
+            self.hello = payload
+            if self.state == "up":
+                self._queue_hello()
+            return
+        if kind == "status":
             for item in self.outbox:
                 if item[0] == kind:
                     item[1] = payload  # only the newest counts
@@ -136,11 +142,12 @@ class Net:
                     del self.outbox[i]
                     self.skipped += 1
                     break
-        self.outbox.append([kind, payload, kind == "hello" or kind == "status"])
+        self.outbox.append([kind, payload, kind == "status"])
 
     # -- the loop's turn -------------------------------------------------------------------------------------------
     def tick(self):
         """One bounded step of the network's work; never raises."""
+        t0 = self.hw.ticks_ms()
         try:
             if self.state == "up":
                 self._publish_some()
@@ -148,6 +155,9 @@ class Net:
                 self._bring_up()
         except Exception as e:  # a bug or an unforeseen error: count it, drop the connection, try again later
             self._failed(e)
+        took = self.hw.ticks_diff(self.hw.ticks_ms(), t0)
+        if took > self.max_ms:
+            self.max_ms = took
 
     def _bring_up(self):
         hw = self.hw
@@ -183,9 +193,18 @@ class Net:
         self.client = client
         client.connect(timeout=OP_TIMEOUT_S)
         self.state = "up"
+        self._queue_hello()
         self.connects += 1
         self.backoff = BACKOFF_MIN_MS
         self.last_io = self.hw.ticks_ms()
+
+    def _queue_hello(self):
+        if self.hello is None:
+            return
+        if self.outbox and self.outbox[0][0] == "hello":
+            self.outbox[0][1] = self.hello
+        else:
+            self.outbox.insert(0, ["hello", self.hello, True])
 
     def _publish_some(self):
         hw = self.hw
@@ -323,8 +342,9 @@ class Net:
         out = {}
         for kind in RING_KINDS:
             v = cur.get(kind) if isinstance(cur, dict) else None
-            if not isinstance(v, int) or v < 0:
-                v = 0  # none known: everything the ring holds is sent
+            if not isinstance(v, int) or v < 0:  # none known: everything the ring holds is sent
+                first = self.ring.rings[kind].first if self.ring is not None else 0
+                v = first - 1 if first > 0 else 0
             out[kind] = v
         return out
 
@@ -351,7 +371,8 @@ class Net:
 
     def counts(self):
         return {"state": self.state, "connects": self.connects, "sent": self.sent, "backlog": self.backlog(),
-                "dropped": self.dropped, "skipped": self.skipped, "errors": self.errors, "error": self.last_error}
+                "dropped": self.dropped, "skipped": self.skipped, "errors": self.errors, "error": self.last_error,
+                "max_ms": self.max_ms}
 
 
 def _tls_context(ca):
