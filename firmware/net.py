@@ -93,6 +93,7 @@ class Net:
         self.cursor_path = cursor_path
         self.intervals = settings.get("intervals") is True
         self.client = None
+        self.tls = None  # the TLS wrapper of the connection (_Tls), when net.json asks for TLS
         self.state = "down"  # down (waiting to try), wifi (joining), up (connected to the broker)
         self.failed_at = hw.ticks_ms()
         self.wait_ms = 0  # after a failure: the wait before the next try (backing off)
@@ -185,7 +186,8 @@ class Net:
         s = self.s
         ssl = None
         if s.get("tls"):
-            ssl = _tls_context(s.get("ca"))
+            ssl = _Tls(s.get("ca"))
+        self.tls = ssl
         port = s.get("port", 8883 if ssl else 1883)
         client = MQTTClient(self.device, s["host"], port, user=s.get("user"), password=s.get("password"),
                             keepalive=KEEPALIVE_S, ssl=ssl)
@@ -230,7 +232,7 @@ class Net:
         c = self.client
         assert c is not None
         if hw.ticks_diff(t0, self.last_io) >= PING_MS:
-            c.sock.settimeout(OP_TIMEOUT_S)
+            self._timeout()
             c.ping()
             self.last_io = t0
         else:
@@ -269,9 +271,17 @@ class Net:
     def _publish(self, kind, payload, retain):
         c = self.client
         assert c is not None
-        c.sock.settimeout(OP_TIMEOUT_S)  # umqtt.simple leaves its socket blocking after each read
+        self._timeout()
         c.publish(self.prefix + kind, payload, retain, 1)
         self.sent += 1
+
+    def _timeout(self):
+        """Bound the next socket operation: umqtt.simple leaves its socket blocking after each read, and a TLS
+        socket has no settimeout (its TCP socket has)."""
+        c = self.client
+        assert c is not None
+        sock = self.tls.raw if self.tls is not None else c.sock
+        sock.settimeout(OP_TIMEOUT_S)
 
     def _failed(self, e):
         self.errors += 1
@@ -375,13 +385,31 @@ class Net:
                 "max_ms": self.max_ms}
 
 
+class _Tls:
+    """What umqtt.simple's ``ssl`` argument needs (``wrap_socket(sock, server_hostname)``), keeping the TCP socket
+    (``raw``) whose timeout bounds the TLS socket's reads."""
+
+    def __init__(self, ca):
+        self.ctx = _tls_context(ca)
+        self.raw = None
+
+    def wrap_socket(self, sock, server_hostname=None):
+        self.raw = sock
+        return self.ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
 def _tls_context(ca):
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca:
         with open(ca, "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())
+            data = f.read()
+        if data.startswith(b"-----BEGIN"):  # PEM: MicroPython's mbedtls takes the DER inside
+            from binascii import a2b_base64
+
+            data = a2b_base64(b"".join(x for x in data.split(b"\n") if x.strip() and not x.startswith(b"-----")))
+        ctx.load_verify_locations(cadata=data)
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
     else:
         # encrypted, the broker not authenticated: give "ca" in net.json

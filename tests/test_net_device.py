@@ -315,3 +315,45 @@ def test_ntp_sets_the_clock_as_a_clock_step(tmp_path):
     assert later and all(m["start"] >= "2026-07-15T12:05:00.000Z" for m in later)
     statuses = [r for r in recs if r["t"] == "status"]
     assert statuses[-1]["net"]["state"] == "down" and statuses[-1]["net"]["errors"] >= 1  # no broker
+
+
+@pytest.mark.parametrize("right_ca", [True, False], ids=["its-ca", "another-ca"])
+def test_device_over_tls_with_its_provisioned_account(tmp_path, right_ca):
+    """The broker as `slm provision` secures it (accounts, ACL, TLS): the device connects with its own account and
+    checks the broker's certificate against the CA in its net.json; given another CA it refuses the broker."""
+    import tempfile
+
+    from slm.provision import provision
+    from tests.test_provision import make_certificates, password
+
+    device = "tlsdev01"
+    folder = Path(tempfile.mkdtemp(prefix="slm-tls-dev-"))  # not under pytest's root-only tmp: mosquitto reads it
+    try:
+        ca, cert, key = make_certificates(folder, "fleet")
+        other_ca, _, _ = make_certificates(folder, "other")
+        port = free_port()
+        provision(str(folder), [device], port=port, bind="127.0.0.1", tls_cert=str(cert), tls_key=str(key))
+        with Mosquitto(config_file=folder / "mosquitto.conf", port=port):
+            db = str(tmp_path / "fleet.sqlite")
+            collector = RunningCollector(port, db, "tls-collector", user="collector",
+                                         password=password(folder, "collector"), ca_file=str(ca))
+            collector.wait_subscribed()
+            d = networked(make_device(tmp_path, minutes_of([55.0, 60.0]), START, {"status_s": 30}), port, device)
+            shutil.copy(ca if right_ca else other_ca, d / "ca.crt")
+            net = json.loads((d / "net.json").read_text())
+            net.update(tls=True, ca="ca.crt", password=password(folder, device))
+            (d / "net.json").write_text(json.dumps(net))
+            first = run_net(d)
+            second = restart_briefly(d, "2026-07-15T12:30:00.000Z")
+            minutes = [r for r in first + second if r["t"] == "minute"]
+            if right_ca:
+                wait_until(lambda: count(db, "SELECT count(*) FROM minutes") == len(minutes), "the minutes over TLS",
+                           collector=collector)
+                assert stored_minutes(db) == {(device, r["start"]): minute_columns(r) for r in minutes}
+            statuses = [r["net"] for r in first + second if r["t"] == "status"]
+            collector.stop()
+        if not right_ca:
+            assert count(db, "SELECT count(*) FROM devices") == 0  # nothing reached the broker
+            assert all(s["connects"] == 0 for s in statuses) and statuses[-1]["errors"] >= 1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
