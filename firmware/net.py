@@ -352,9 +352,10 @@ class Net:
         out = {}
         for kind in RING_KINDS:
             v = cur.get(kind) if isinstance(cur, dict) else None
-            if not isinstance(v, int) or v < 0:  # none known: everything the ring holds is sent
-                first = self.ring.rings[kind].first if self.ring is not None else 0
-                v = first - 1 if first > 0 else 0
+            r = self.ring.rings[kind] if self.ring is not None else None
+            if not isinstance(v, int) or v < 0 or (r is not None and v > r.last):
+                # none known, or a ring that was emptied since: everything the ring holds is sent
+                v = r.first - 1 if r is not None and r.first > 0 else 0
             out[kind] = v
         return out
 

@@ -59,7 +59,8 @@ class DeviceDirectory:
             shutil.copyfile(src, d / src.name)
         lib = Path(firmware_dir()) / "lib"  # libraries the firmware imports (umqtt.simple), as `slm deploy` puts them
         if lib.is_dir():
-            shutil.copytree(lib, d / "lib", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(lib, d / "lib", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.md"))
         board = dict(self.device_config)
         board["audio_path"] = FIFO_NAME
         tmp = d / "board.tmp"
