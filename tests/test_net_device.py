@@ -90,6 +90,8 @@ def test_minutes_and_events_stored_once_equal_to_serial_levels_as_without_networ
     (alone_dir / "device_id.txt").write_text(device + "\n")
     alone = run(alone_dir)
     d = networked(make_device(tmp_path, levels, START, config, name="net"), broker.port, device)
+    net = json.loads((d / "net.json").read_text())
+    (d / "net.json").write_text(json.dumps({**net, "intervals": True}))  # live interval records too
     db = str(tmp_path / "fleet.sqlite")
     collector = RunningCollector(broker.port, db, f"collect-{uuid.uuid4().hex[:8]}")
     collector.wait_subscribed()
@@ -115,6 +117,15 @@ def test_minutes_and_events_stored_once_equal_to_serial_levels_as_without_networ
     assert {e["kind"] for e in events} >= {"exceedance_start", "exceedance_end"}
     assert stored_events(db, device) == sorted((e["kind"], e["seq"]) for e in events)
     assert sum(counts.rejected.values()) == 0
+    from slm.fleet_db import open_db
+    con = open_db(db)
+    try:
+        intervals = {row[0]: row[1:] for row in con.query("SELECT utc, seq, ms, laeq, lafmax FROM intervals")}
+    finally:
+        con.close()
+    sent_intervals = {r["utc"]: (r["seq"], r["ms"], r["LAeq"], r["LAFmax"]) for r in first + second
+                      if r["t"] == "interval"}
+    assert intervals and all(sent_intervals[utc] == v for utc, v in intervals.items())
     assert count(db, "SELECT count(*) FROM devices WHERE device = ? AND hello IS NOT NULL", (device,)) == 1
     assert count(db, "SELECT count(*) FROM statuses WHERE device = ?", (device,)) >= 1
     assert [r["net"]["connects"] for r in first if r["t"] == "status"][-1] >= 1
