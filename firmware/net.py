@@ -101,6 +101,7 @@ class Net:
         self.wifi_since = 0
         self.outbox = []  # [kind, payload bytes, retain]
         self.hello = None  # the device's hello (payload)
+        self.status = None  # its last status (payload): retained again on every connection, over the last will
         self.last_io = 0
         self.unsaved = 0
         self.ntp_sock = None
@@ -133,6 +134,7 @@ class Net:
                 self._queue_hello()
             return
         if kind == "status":
+            self.status = payload
             for item in self.outbox:
                 if item[0] == kind:
                     item[1] = payload  # only the newest counts
@@ -201,6 +203,9 @@ class Net:
         self.last_io = self.hw.ticks_ms()
 
     def _queue_hello(self):
+        """hello first, and the last status (the broker may hold the last will's `offline` as retained status)."""
+        if self.status is not None and not any(item[0] == "status" for item in self.outbox):
+            self.outbox.append(["status", self.status, True])
         if self.hello is None:
             return
         if self.outbox and self.outbox[0][0] == "hello":
