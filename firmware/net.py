@@ -20,7 +20,8 @@ the newest status replaces an older one, and what finds no room is counted in ``
 
 The loop never waits on the network for long: ``tick()`` does one step per loop turn (poll the Wi-Fi, one NTP
 packet, one connection attempt, or publishes for at most BUDGET_MS / PUBLISH_PER_TURN), and every blocking socket
-operation has the timeout OP_TIMEOUT_S (umqtt.simple is blocking: a QoS 1 publish waits for its PUBACK).
+operation has a timeout, ``timeout_ms`` in net.json, default OP_TIMEOUT_MS (umqtt.simple is blocking: a QoS 1
+publish waits for its PUBACK).
 Failures back off from BACKOFF_MIN_MS, doubling, to BACKOFF_MAX_MS.
 """
 
@@ -30,7 +31,7 @@ import os
 NET_FILE = "net.json"
 CURSOR_FILE = "net_sent.json"
 OFFLINE = b'{"t":"status","state":"offline"}'
-OP_TIMEOUT_S = 1.0  # connect, CONNACK, PUBACK: the longest one turn can wait on a silent broker
+OP_TIMEOUT_MS = 1000  # connect, CONNACK, PUBACK: the longest one turn waits on a silent broker (net.json timeout_ms)
 BUDGET_MS = 20  # publishing stops for this turn once it has taken this long
 PUBLISH_PER_TURN = 8
 OUTBOX_MAX = 8  # live records (hello, status, interval) waiting for the broker
@@ -58,9 +59,14 @@ def load_settings(path=NET_FILE):
     except ValueError:
         return None, "net_corrupt"
     if not isinstance(s, dict) or not isinstance(s.get("host"), str) or not s["host"] or \
-            not valid_id(s.get("site")) or not isinstance(s.get("port", 1883), int):
+            not valid_id(s.get("site")) or not _int_in(s.get("port", 1883), 1, 65535) or \
+            not _int_in(s.get("timeout_ms", OP_TIMEOUT_MS), 1, 60000):
         return None, "net_corrupt"
     return s, None
+
+
+def _int_in(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def valid_id(text):
@@ -92,6 +98,7 @@ class Net:
         self.wlan = wlan
         self.cursor_path = cursor_path
         self.intervals = settings.get("intervals") is True
+        self.timeout_s = settings.get("timeout_ms", OP_TIMEOUT_MS) / 1000
         self.client = None
         self.tls = None  # the TLS wrapper of the connection (_Tls), when net.json asks for TLS
         self.state = "down"  # down (waiting to try), wifi (joining), up (connected to the broker)
@@ -195,7 +202,7 @@ class Net:
                             keepalive=KEEPALIVE_S, ssl=ssl)
         client.set_last_will(self.prefix + "status", OFFLINE, retain=True, qos=1)
         self.client = client
-        client.connect(timeout=OP_TIMEOUT_S)
+        client.connect(timeout=self.timeout_s)
         self.state = "up"
         self._queue_hello()
         self.connects += 1
@@ -286,7 +293,7 @@ class Net:
         c = self.client
         assert c is not None
         sock = self.tls.raw if self.tls is not None else c.sock
-        sock.settimeout(OP_TIMEOUT_S)
+        sock.settimeout(self.timeout_s)
 
     def _failed(self, e):
         self.errors += 1

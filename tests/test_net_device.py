@@ -368,3 +368,17 @@ def test_device_over_tls_with_its_provisioned_account(tmp_path, right_ca):
             assert all(s["connects"] == 0 for s in statuses) and statuses[-1]["errors"] >= 1
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("text", ["{", '{"host": "127.0.0.1", "site": "bad site"}', '{"site": "sq"}',
+                                  '{"host": "127.0.0.1", "site": "sq", "port": "1883"}'])
+def test_a_broken_net_json_is_a_fault_and_the_meter_runs_as_without_network(tmp_path, text):
+    levels = minutes_of([55.0])
+    alone = run(make_device(tmp_path, levels, START, {"status_s": 30}, name="alone"))
+    d = make_device(tmp_path, levels, START, {"status_s": 30}, name="broken")
+    (d / "net.json").write_text(text)
+    recs = run_net(d)
+    assert recs[0]["t"] == "hello" and "net_corrupt" in recs[0]["faults"]
+    assert [r for r in recs[1:] if r["t"] != "status"] == [r for r in alone[1:] if r["t"] != "status"]
+    statuses = [r for r in recs if r["t"] == "status"]
+    assert statuses and not any("net" in r for r in statuses)
