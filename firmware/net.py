@@ -4,7 +4,8 @@ micropython-lib's umqtt.simple, store-and-forward from the device's record ring,
 Settings come from net.json (kept apart from config.json; `hello` and `get` never show them)::
 
     {"host": "10.0.0.2", "port": 1883, "user": "<device id>", "password": "...", "site": "square",
-     "tls": false, "ca": "ca.pem", "ssid": "...", "wifi_password": "...", "intervals": false, "ntp": "10.0.0.2"}
+     "tls": false, "ca": "ca.pem", "ssid": "...", "wifi_password": "...", "intervals": false, "ntp": "10.0.0.2",
+     "ntp_port": 123, "timeout_ms": 1000}
 
 Only ``host`` and ``site`` are required. Without ``ssid`` (or without the ``network`` module: the unix port of a
 virtual board) the network is taken as there. Records go to ``slm/<site>/<device>/<kind>`` as the JSON of the serial
@@ -18,11 +19,11 @@ before it could be sent is counted in ``dropped``. The ring bounds what is kept 
 events). hello, status and (with ``"intervals": true``) interval records are live only: at most OUTBOX_MAX wait,
 the newest status replaces an older one, and what finds no room is counted in ``skipped``.
 
-The loop never waits on the network for long: ``tick()`` does one step per loop turn (poll the Wi-Fi, one NTP
+The loop does not wait on the network for long: ``tick()`` does one step per loop turn (poll the Wi-Fi, one NTP
 packet, one connection attempt, or publishes for at most BUDGET_MS / PUBLISH_PER_TURN), and every blocking socket
 operation has a timeout, ``timeout_ms`` in net.json, default OP_TIMEOUT_MS (umqtt.simple is blocking: a QoS 1
-publish waits for its PUBACK).
-Failures back off from BACKOFF_MIN_MS, doubling, to BACKOFF_MAX_MS.
+publish waits for its PUBACK; on an ESP32 a wait longer than the I2S buffer, 85 ms at 48 kHz, loses audio, and a TLS
+handshake is not bounded: docs/network.md). Failures back off from BACKOFF_MIN_MS, doubling, to BACKOFF_MAX_MS.
 """
 
 import json
