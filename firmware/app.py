@@ -11,7 +11,7 @@ board goes to the REPL, so mpremote can always take it back; if not (a stray byt
 
 Files on the device: board.json (written by `slm deploy` from the board profile; read only), config.json (the
 configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store),
-and the record ring of minutes and events (record_ring).
+and the record ring of minutes and events (record_ring); net.json, when the meter is on a network (net.py).
 """
 
 import gc
@@ -23,6 +23,7 @@ import clock
 import config_store
 import display
 import judge
+import net
 import protocol
 import record_ring
 from meter import LEVEL_KEYS, Meter
@@ -194,6 +195,7 @@ class MeterApp:
             self.ring = record_ring.RecordRing()
         except Exception as e:
             self.faults.append("ring:%s" % type(e).__name__)
+        self.net = None  # the network (net.py), when net.json exists: set by run()
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
         self.wall_msec = 0
@@ -382,8 +384,10 @@ class MeterApp:
                 wire[k] = self.levels.put(k, wire[k])
         self.writer.send(kind, wire)
         if self.ring is not None:
-            rec = dict(fields)
+            rec = {k: _sent_value(v) for k, v in wire.items()}  # as sent: net.py publishes it from the ring
             rec["t"] = kind
+            rec["seq"] = self.writer.seq - 1
+            rec["ms"] = self.device_ms()
             rec["utc"] = self.utc_now()
             try:
                 self.ring.add(rec)
@@ -483,6 +487,8 @@ class MeterApp:
               "lmax": self.levels.put("lmax", self.lmax), "lmax_ms": self.lmax_ms, "interrupts": self.interrupts}
         if self.console is not None:
             st["console"] = self.console.counts()
+        if self.net is not None:
+            st["net"] = self.net.counts()
         return st
 
     # -- configuration (commands.py calls these) ---------------------------------------------------------------
@@ -504,6 +510,13 @@ class MeterApp:
     def reset_statistics(self):
         self.overload_total = False
         self._restart_meter()
+
+
+def _sent_value(v):
+    """A value as the serial line carries it: a level object of protocol.Levels (MicroPython) as its 0.01 dB."""
+    if hasattr(v, "v") and not isinstance(v, (int, float)):
+        return float(repr(v))
+    return v
 
 
 def _stored_minutes(ring):
@@ -532,6 +545,8 @@ def turn(app, console):
     console.serve(samples)
     if app.display is not None:
         app.display.tick()
+    if app.net is not None:
+        app.net.tick()
     app.hw.feed_watchdog()
     return True
 
@@ -555,6 +570,9 @@ def run(hw, out, stdin, poller):
         writer.send("error", {"id": None, "cmd": None, "code": "io_error", "message": fault})
         return
     app = MeterApp(hw, board, out)
+    app.net = net.start(hw, app.ring, app.set_clock, app.faults)  # None without net.json
+    if app.net is not None:
+        app.writer.tap = app.net.record
     app.writer.send("hello", app.hello())
     app.close_interrupted_episode()
     console = Console(stdin, poller, commands.CommandHandler(app), app.rate)

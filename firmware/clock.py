@@ -11,7 +11,7 @@ import protocol
 
 DAY_MS = 86400000
 MINUTE_MS = 60000
-SOURCES = ("rtc", "host", "scenario", "unset")
+SOURCES = ("rtc", "host", "scenario", "ntp", "unset")
 
 
 def days_from_civil(y, m, d):

@@ -254,6 +254,7 @@ class RecordWriter:
         self.clock_ms = clock_ms  # function: device time in ms (from the audio clock)
         self.clock_utc = clock_utc  # function: UTC now as ISO 8601 text, or None when the clock is unset
         self.seq = 0
+        self.tap = None  # called with each record sent (its dict): the network's copy (net.py)
 
     def send(self, kind, fields):
         """Write one record; returns its length in characters. ValueError (nothing sent, seq unchanged) when the
@@ -264,4 +265,6 @@ class RecordWriter:
         line = encode(rec)
         self.seq += 1
         self.out.write(line)
+        if self.tap is not None:
+            self.tap(rec)
         return len(line)

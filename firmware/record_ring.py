@@ -47,7 +47,8 @@ NUM = 8  # an int32 (state 2, 4 bytes) or a float (state 3, 8 bytes)
 
 MINUTE_FIELDS = (("utc", TIME), ("ms", U48), ("start", TIME), ("local", HHMM), ("s", SMALL), ("LAeq", LEVEL),
                  ("LAFmax", LEVEL), ("LA10", LEVEL), ("LA50", LEVEL), ("LA90", LEVEL), ("LCpeak", LEVEL),
-                 ("overload", BOOL), ("band", TEXT), ("limit", LEVEL), ("over", BOOL))
+                 ("overload", BOOL), ("band", TEXT), ("limit", LEVEL), ("over", BOOL),
+                 ("seq", U48))  # seq last: slots written before it decode unchanged (its state bits were 0)
 EVENT_FIELDS = (("utc", TIME), ("ms", U48), ("kind", KIND), ("start", TIME), ("end", TIME), ("time", TIME),
                 ("duration_s", NUM), ("LAeq", LEVEL), ("LAFmax", LEVEL), ("limit", LEVEL), ("band", TEXT),
                 ("minutes_over", NUM), ("interrupted", BOOL), ("from", TIME), ("to", TIME), ("step_s", NUM))

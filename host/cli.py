@@ -283,7 +283,12 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, metavar="N", help="Master random seed.")
 @click.option("--display", "display_png", type=click.Path(dir_okay=False), default=None, metavar="PNG",
               help="Write what the board's public display shows to this PNG, each time it changes.")
-def virtual(scenario, meter, speed, board, device_dir, seed, display_png):
+@click.option("--broker", default=None, metavar="URL",
+              help="Publish to this MQTT broker (mqtt://HOST:PORT) as a meter on the network (docs/network.md).")
+@click.option("--site", default="virtual", show_default=True, metavar="NAME", help="With --broker: the topics' site.")
+@click.option("--user", default=None, metavar="U", help="With --broker: the board's broker account.")
+@click.option("--password-file", default=None, metavar="F", help="With --broker: a file holding its password.")
+def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
     Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
@@ -295,15 +300,26 @@ def virtual(scenario, meter, speed, board, device_dir, seed, display_png):
       slm virtual
       slm virtual --scenario calibrator --speed 10 --dir out/board1
       slm virtual --display out/display.png
+      slm virtual --broker mqtt://127.0.0.1:1883 --site square
     """
+    import re
     import signal
     import threading
     import time
 
     from slm.virtual_board import VirtualBoard
 
+    net = None
+    if broker is not None:  # net.json of the board (firmware/net.py)
+        from slm.collect import parse_broker
+        from slm.errors import InputError
+
+        b = parse_broker(broker, user, password_file)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", site):
+            raise InputError(f"--site {site}: 1-64 characters of A-Z a-z 0-9 - _")
+        net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password}
     vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
-                      on_event=lambda text: click.echo(f"slm: {text}", err=True))
+                      on_event=lambda text: click.echo(f"slm: {text}", err=True), net=net)
     if display_png is not None:
         _check_display(vb, display_png)
         since_ns = time.time_ns()

@@ -556,6 +556,39 @@ def calibration_warning(board: Board, state: DeviceState) -> str | None:
             "microphone; it is kept, but recalibrate (slm calibrate) before measuring")
 
 
+LIBRARY_DIR = "lib"  # firmware/lib: third-party libraries the firmware imports (umqtt.simple), under /lib on the device
+
+
+def library_files() -> dict[str, Path]:
+    """The libraries to install: device path (lib/umqtt/simple.py) -> file (firmware/lib/...)."""
+    folder = Path(firmware_sources()[MAIN]).parent / LIBRARY_DIR
+    return {p.relative_to(folder.parent).as_posix(): p for p in sorted(folder.rglob("*.py"))}
+
+
+def install_libraries(session: adapter.DeviceSession, port: str) -> list[str]:
+    """Write each library file the device does not hold with the same SHA-256 (folders made as needed); they are
+    not in the manifest and never removed. Returns the paths written."""
+    files = library_files()
+    try:
+        have = session.hash_files(sorted(files))
+        written = []
+        for name, path in files.items():
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if have.get(name) == digest:
+                continue
+            parts = name.split("/")[:-1]
+            dirs = ["/".join(parts[:i + 1]) for i in range(len(parts))]
+            session.exec("import os\nfor _slm_d in %r:\n    try:\n        os.mkdir(_slm_d)\n    except OSError:\n"
+                         "        pass\n" % (dirs,), what=f"making the folder of {name}")
+            session.write_file_atomic(name, data, digest)
+            written.append(name)
+    except adapter.AdapterError as e:
+        raise DeployOperationError(f"deploy interrupted while installing the libraries on {port}: {e}; "
+                                   "run `slm deploy` again") from None
+    return written
+
+
 def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
     """The firmware files this device gets: all of them on a virtual board, on a real board all but the virtual
     display's stand-in buses (``UNIX_ONLY``)."""
@@ -687,6 +720,7 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
         plan = plan_deploy(board, port, state, sources, source)
         check_room(plan)
         applied = apply_plan(session, plan, step)
+        plan.notes.extend(f"library {name} installed" for name in install_libraries(session, plan.port))
         step("restart")
         try:
             session.restart_app()

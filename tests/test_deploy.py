@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from slm import deploy as deploy_mod
 from slm.boards import load_board
 from slm.cli import main
 from slm.deploy import (MANIFEST, DeployInputError, DeployOperationError, DeviceFacts, build_files, check_device,
-                        chip_of_machine, deploy, firmware_sources)
+                        chip_of_machine, deploy, firmware_sources, library_files)
 from slm.link import DeviceLink
 
 BOARD = "esp32-devkitc-inmp441"
@@ -130,7 +131,9 @@ def vb(tmp_path_factory):
     try:
         board.kill()
         for p in d.iterdir():
-            if p.name not in ("board.json", "device_id.txt"):
+            if p.is_dir():
+                shutil.rmtree(p)  # lib/: no library either
+            elif p.name not in ("board.json", "device_id.txt"):
                 p.unlink()  # "from scratch": no firmware, no configuration
         board.restart()  # `import main` fails: the board waits at the REPL
         yield board
@@ -163,6 +166,8 @@ def test_deploy_from_scratch(vb, first):
     assert report.changed and report.verified and report.removed == [] and report.unchanged == []
     assert report.format == "mpy" and report.device["arch"] == "x64" and report.device["mpy"] == "6.3"
     assert report.bytes_written == sum((d / n).stat().st_size for n in expected)
+    for name, path in library_files().items():  # umqtt.simple under lib/, as the firmware imports it
+        assert (d / name).read_bytes() == path.read_bytes() and f"library {name} installed" in report.notes
     # every file on the device hashes as reported, as the manifest says, and as built here
     manifest = json.loads((d / MANIFEST).read_text())
     assert manifest["board"] == BOARD

@@ -51,12 +51,13 @@ class VirtualBoard:
     scenario's first); speed: device seconds per wall second (0 or inf: as fast as the firmware reads); board: a
     board profile name or path; device_dir: the device's filesystem (default: a temporary directory); seed: the
     scene's master seed (default: the scenario's); on_event: called with one-line messages (process started,
-    rebooted, exited), from the I/O thread.
+    rebooted, exited), from the I/O thread; net: the settings of net.json (firmware/net.py: the board publishes to
+    an MQTT broker), None: none written.
     """
 
     def __init__(self, scenario: str = "square-evening", meter: str | None = None, speed: float = 1.0,
                  board: str = "esp32-devkitc-inmp441", device_dir: str | os.PathLike | None = None,
-                 seed: int | None = None, on_event: Callable[[str], None] | None = None):
+                 seed: int | None = None, on_event: Callable[[str], None] | None = None, net: dict | None = None):
         self.scenario = load_scenario(scenario)
         self.meter_id = meter if meter is not None else self.scenario.meters[0].id
         self.scenario.meter(self.meter_id)  # ScenarioError naming the meters
@@ -76,7 +77,7 @@ class VirtualBoard:
         self.boots = 0  # processes started
         self.exit_codes: collections.deque[int] = collections.deque(maxlen=32)  # of past processes, newest last
         self.errors: list[str] = []  # thread failures (one line each)
-        self._dir = DeviceDirectory(device_dir, self.device_config)
+        self._dir = DeviceDirectory(device_dir, self.device_config, net)
         self._bridge = ConsoleBridge()
         self._process: BoardProcess | None = None
         self._feeder: AudioFeeder | None = None

@@ -3,7 +3,8 @@
 firmware/*.py (not __init__.py, stream_runner.py), board.json (the board profile's ``device_config()`` plus
 ``"audio_path": "audio.fifo"``), device_id.txt (the serial number: ``virtual-<hash of the directory>``, kept once
 written), config.json as the firmware saves it (``{}`` on a fresh board), rtc.json (the board's clock, written by the
-feeder when it opens a FIFO; here only marked as following the audio), and the FIFO audio.fifo. A given directory
+feeder when it opens a FIFO; here only marked as following the audio), lib/ (firmware/lib: umqtt.simple), net.json
+when the board is given a broker, and the FIFO audio.fifo. A given directory
 keeps its files across runs (only the FIFO is removed); a temporary one is removed entirely.
 """
 
@@ -29,9 +30,10 @@ class DeviceDirectory:
     """``prepare()`` lays out the files (``path``, ``serial`` are set then), ``fresh_fifo()`` makes a new audio FIFO,
     ``clean_up()`` removes the directory (temporary) or the FIFO (given)."""
 
-    def __init__(self, given: str | os.PathLike | None, device_config: dict):
+    def __init__(self, given: str | os.PathLike | None, device_config: dict, net: dict | None = None):
         self.given = Path(given) if given is not None else None
         self.device_config = device_config
+        self.net = net  # net.json's settings (the board publishes to a broker), None: leave net.json as it is
         self.path: Path | None = None
         self.serial: str | None = None
 
@@ -55,12 +57,18 @@ class DeviceDirectory:
             raise VirtualBoardError(f"no firmware in {firmware_dir()} (main.py missing)")
         for src in sources:
             shutil.copyfile(src, d / src.name)
+        lib = Path(firmware_dir()) / "lib"  # libraries the firmware imports (umqtt.simple), as `slm deploy` puts them
+        if lib.is_dir():
+            shutil.copytree(lib, d / "lib", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.md"))
         board = dict(self.device_config)
         board["audio_path"] = FIFO_NAME
         tmp = d / "board.tmp"
         tmp.write_text(json.dumps(board))
         os.replace(tmp, d / "board.json")
         (d / RTC_NAME).write_text(json.dumps({"follows_audio": True}))  # the feeder writes the time
+        if self.net is not None:
+            (d / "net.json").write_text(json.dumps(self.net))
         config = d / "config.json"
         if not config.exists():  # a freshly set-up board runs on the defaults (a lost file is a fault, this is not)
             config.write_text("{}")
