@@ -294,20 +294,20 @@ class MeterApp:
             self.display_due -= samples
             if self.display_due <= 0:
                 self.display_due += self.rate
-                self._update_display()
+                self._update_display(self.display)
         self.since_status += samples
         if self.since_status >= self.status_every:
             self.since_status = 0
             self.writer.send("status", self.status())
         return samples
 
-    def _update_display(self):
+    def _update_display(self, disp):
         """Once a device second: the display's view (the last minute's LAeq, the limit, the local time, the state);
         it draws it in slices, one per loop turn (``turn``)."""
         now = None
         if self.clock.at(self.sec, self.msec):
             now = display.hhmm(clock.local_minute(self.clock.ms, self.config["tz_min"]))
-        self.display.update(display.view_for(self, now))
+        disp.update(display.view_for(self, now))
 
     def _close_interval(self, early=False):
         """Close the interval in progress (at its end or the minute's end) and, when the minute ends with it, the
