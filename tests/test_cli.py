@@ -15,8 +15,17 @@ from slm import errors
 from tests.conftest import INTERRUPTIBLE
 
 READY = "slm-cli-imported"
-# Imports the CLI, says so, then runs it: the test interrupts it at known points after the import.
-RUNNER = f"import sys, slm.cli; print({READY!r}, flush=True); slm.cli.main(sys.argv[1:])"
+# Runs the CLI and says so from inside slm.cli.main (where an interrupt is slm's to handle), before the command
+# imports numpy/scipy and simulates: the test interrupts it at known points after that.
+RUNNER = f"""
+import sys, slm.cli
+group_main = slm.cli.cli.main
+def announced(*args, **kwargs):
+    print({READY!r}, flush=True)
+    return group_main(*args, **kwargs)
+slm.cli.cli.main = announced
+slm.cli.main(sys.argv[1:])
+"""
 
 
 def slm(*args, timeout=120):
