@@ -56,6 +56,7 @@ from typing import Any, Callable, Iterable
 from slm import discovery
 from slm.errors import OperationError
 from slm.protocol import MAX_LINE, PROTOCOL_VERSION, BadLine, command, parse_line
+from slm.utc import parse_utc, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +97,6 @@ class DeviceError(LinkError):
     @classmethod
     def from_record(cls, rec: dict[str, Any], cmd: str | None = None) -> "DeviceError":
         return cls(rec.get("cmd") or cmd, str(rec.get("code") or "error"), str(rec.get("message") or ""))
-
-
-def utc_text(t: dt.datetime) -> str:
-    """A UTC time as the device writes it: 2026-07-15T13:50:00.250Z."""
-    t = t.astimezone(dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
-
-
-def parse_utc(text: Any) -> dt.datetime | None:
-    """A record's ``utc`` (ISO 8601) as an aware datetime, None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
 
 
 def sync_clock(link: "DeviceLink", info_reply: dict[str, Any] | None = None,

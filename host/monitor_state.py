@@ -32,7 +32,6 @@ How the levels are made (docs/protocol.md records):
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import math
 import os
 import time
@@ -40,6 +39,7 @@ from typing import Any, Iterable
 
 from slm.link import CLOSED, CONNECTED, LOST, RECONNECTING, REFUSED
 from slm.record_log import iso_time
+from slm.utc import parse_utc
 
 """Seconds between frames: the live view refreshes 4 times a second."""
 WINDOW_1S_MS = 1000
@@ -60,17 +60,6 @@ def energy_mean_db(levels: Iterable[float], weights: Iterable[float] | None = No
     if not levels or total <= 0:
         return None
     return 10 * math.log10(sum(wi * 10 ** (li / 10) for li, wi in zip(levels, w)) / total)
-
-
-def parse_utc(text: Any) -> dt.datetime | None:
-    """A record's UTC time ("2026-07-15T13:50:00.250Z") as an aware datetime; None when absent or unreadable."""
-    if not isinstance(text, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else None
 
 
 def short_port(port: str) -> str:

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from slm.report_source import Event, Minute, Records, parse_utc
+from slm.report_source import Event, Minute, Records
+from slm.utc import utc_time
 
 NIGHT_PENALTY_DB = 10.0  # Ldn's and Lden's night weighting
 EVENING_PENALTY_DB = 5.0  # Lden's evening weighting
@@ -192,7 +193,7 @@ def episodes(events: list[Event], offset: dt.timedelta, start: dt.datetime, end:
     """The episodes that start in [start, end) (local): each `exceedance_end`, and an `exceedance_start` without one
     (open)."""
     def local(text: str) -> dt.datetime:
-        return (parse_utc(text) + offset).replace(tzinfo=None)
+        return (utc_time(text) + offset).replace(tzinfo=None)
 
     ended = {e.fields["start"] for e in events if e.kind == "exceedance_end"}
     out = []
@@ -208,7 +209,7 @@ def episodes(events: list[Event], offset: dt.timedelta, start: dt.datetime, end:
 
 
 def night_max(events: list[Event], offset: dt.timedelta, start: dt.datetime, end: dt.datetime) -> list[NightMax]:
-    out = [NightMax((parse_utc(e.fields["time"]) + offset).replace(tzinfo=None), float(e.fields["LAFmax"]),
+    out = [NightMax((utc_time(e.fields["time"]) + offset).replace(tzinfo=None), float(e.fields["LAFmax"]),
                     _num(e.fields.get("limit")))
            for e in events if e.kind == "night_max"]
     return sorted((n for n in out if start <= n.time < end), key=lambda n: n.time)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from slm.errors import InputError, OperationError
+from slm.utc import utc_time
 
-UTC = dt.timezone.utc
 LEVELS = ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak")
 EVENT_KINDS = ("exceedance_start", "exceedance_end", "night_max")
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -69,11 +69,6 @@ class Records:
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> its last hello's `cal`
 
 
-def parse_utc(text: str) -> dt.datetime:
-    """ISO 8601 time with Z or an offset -> aware UTC datetime."""
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
 def local_offset(start: dt.datetime, local_hhmm: str) -> dt.timedelta:
     """The device's UTC offset from a minute's UTC start and its local HH:MM (-10:00 to +14:00)."""
     h, m = local_hhmm.split(":")
@@ -104,7 +99,7 @@ class _Builder:
         if not start_text or not local_text:
             self.records.untimed += 1
             return
-        start = parse_utc(start_text)
+        start = utc_time(start_text)
         offset = local_offset(start, local_text)
         self.records.offsets[device] = offset
         limit = rec.get("limit", rec.get("limit_db"))

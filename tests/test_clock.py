@@ -12,7 +12,8 @@ import time
 import pytest
 
 from slm.firmware_engine import micropython_binary
-from slm.link import DeviceLink, parse_utc, sync_clock, utc_text
+from slm.link import DeviceLink, sync_clock
+from slm.utc import parse_utc, utc_text
 from slm.sim.scenario import load_scenario
 from slm.virtual_board import VirtualBoard
 from tests.test_device_app import line

@@ -33,7 +33,7 @@ from rich.console import Console
 
 from slm import discovery
 from slm.cli import cli
-from slm.link import utc_text
+from slm.utc import utc_text
 from slm.monitor import (CSV_COLUMNS, SILENT, Monitor, MonitorState, RecordLog, energy_mean_db, level_bar,
                          render_summary, render_table)
 from slm.protocol import BadLine, encode_line, parse_line
