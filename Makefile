@@ -28,7 +28,7 @@ services:
 
 # Two workers, one test file each at a time (a file's fixtures stay in one process): 4 min instead of 7.5 here.
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # Long soak and fuzz runs, not part of `make test`.
 soak: $(STAMP)

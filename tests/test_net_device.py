@@ -257,15 +257,21 @@ def test_slm_virtual_with_broker_publishes_into_the_collector(broker, tmp_path):
     collector = RunningCollector(broker.port, db, f"collect-{uuid.uuid4().hex[:8]}")
     collector.wait_subscribed()
     board_dir = tmp_path / "board"
-    proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "virtual", "--speed", "0", "--dir", str(board_dir),
-                             "--broker", broker.url, "--site", "square"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = tmp_path / "virtual.err"  # a file, not a pipe: a pipe nobody reads can fill and block the command
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "slm.cli", "virtual", "--speed", "0", "--dir", str(board_dir),
+                                 "--broker", broker.url, "--site", "square"],
+                                stdout=subprocess.DEVNULL, stderr=err_file)
     try:
         wait_until(lambda: count(db, "SELECT count(*) FROM minutes") >= 2, "two minutes of the virtual board",
                    collector=collector)
     finally:
         proc.terminate()
-        proc.wait(timeout=WAIT_S)
+        try:
+            proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("slm virtual did not stop on SIGTERM: " + err.read_text()[-2000:]) from None
     collector.stop()
     serial = (board_dir / "device_id.txt").read_text().strip()
     assert count(db, "SELECT count(*) FROM minutes WHERE device = ? AND site = 'square'", (serial,)) >= 2

@@ -3,7 +3,7 @@ killed (SIGKILL) at random moments, round after round, while an episode is open;
 hold no record twice, lose at most the record being written, and close every interrupted episode exactly once.
 
 Each round the clock starts an hour later (as an RTC that ran on while the board was off), so the minutes of two
-rounds never share a start. `make test` runs 12 rounds; `make soak` runs 100.
+rounds never share a start. `make test` runs 8 rounds; `make soak` runs 100.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def kill_rounds(tmp_path, rounds: int, seed: int) -> None:
 
 
 def test_killed_at_random_moments_the_record_stays_whole(tmp_path):
-    kill_rounds(tmp_path, rounds=12, seed=9)
+    kill_rounds(tmp_path, rounds=8, seed=9)
 
 
 @pytest.mark.slow
