@@ -7,25 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from slm import config_cmd
-from slm.cli import main
 from slm.link import DeviceLink
 from slm.virtual_board import VirtualBoard
+from tests.test_calibration import slm
 
 BOARD = "esp32-devkitc-inmp441"
-
-
-def slm(*args: str) -> tuple[int, str, str]:
-    """`slm ARGS` in this process through slm.cli.main (its one-line errors and exit codes)."""
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def device_config(port: str) -> dict:
