@@ -20,7 +20,7 @@ supplies buses that record what the driver sends, decode it back into the panel'
 
 import sys
 
-STATES = ("under", "near", "over", "mic_fault", "overload", "no_measurement")
+STATES = ("under", "near", "over", "mic_fault", "overload", "no_measurement", "no_clock")
 NEAR_TENTHS = 30  # "near": within 3 dB below the limit
 MIC_FAULT_PREFIXES = ("mic", "i2s")  # faults that mean the microphone cannot be trusted
 STRIP_PAGE_S = 4  # a strip sign alternates number+limit and time, this many seconds (updates) each
@@ -29,7 +29,7 @@ STRIP_PAGE_S = 4  # a strip sign alternates number+limit and time, this many sec
 OFF, GREEN, AMBER, RED, WHITE = 0, 1, 2, 3, 4
 PALETTE = ((0, 0, 0), (0, 255, 0), (255, 150, 0), (255, 0, 0), (255, 255, 255))
 STATE_COLOUR = {"under": GREEN, "near": AMBER, "over": RED, "mic_fault": RED, "overload": RED,
-                "no_measurement": WHITE}
+                "no_measurement": WHITE, "no_clock": WHITE}
 
 # seven segments a b c d e f g (bit 0 = a) for the big digits
 SEGMENTS = {"0": 0x3F, "1": 0x06, "2": 0x5B, "3": 0x4F, "4": 0x66, "5": 0x6D, "6": 0x7D, "7": 0x07, "8": 0x7F,
@@ -51,7 +51,9 @@ def tenths(db):
 def display_state(laeq, limit, faults=(), overload=False, over=None):
     """The state shown for a minute's LAeq against the limit in force, the device's faults and overload.
 
-    Order: a microphone fault, then overload (the number is not valid), then no measurement, then over / near / under.
+    Order: a microphone fault, then overload (the number is not valid), then no measurement, then no clock (the RTC
+    was never set, e.g. after a power cut on a board without a battery: the time of day and so the limit in force are
+    unknown, and a green "under" would be a verdict the meter cannot give), then over / near / under.
     ``over`` is the minute record's own verdict (the judge's, so the sign and the record always agree); without it
     LAeq and limit are compared in tenths of a dB. "near": not over and at most 3.0 dB under the limit. Without a
     limit in force the state is "under" (there is nothing to exceed)."""
@@ -63,6 +65,8 @@ def display_state(laeq, limit, faults=(), overload=False, over=None):
         return "overload"
     if laeq is None:
         return "no_measurement"
+    if "clock_unset" in faults:
+        return "no_clock"
     if limit is None:
         return "under"
     level, lim = tenths(laeq), tenths(limit)
@@ -175,7 +179,7 @@ class FullLayout:
     LIMIT_Y = 44
     BAR_Y = 54
     BAR_TEXT = {"under": "UNDER LIMIT", "near": "NEAR LIMIT", "over": "OVER LIMIT", "mic_fault": "NOT MEASURING",
-                "overload": "NOT VALID", "no_measurement": "NO MEASUREMENT"}
+                "overload": "NOT VALID", "no_measurement": "NO MEASUREMENT", "no_clock": "CLOCK NOT SET"}
 
     def __init__(self, panel):
         import framebuf
@@ -211,7 +215,10 @@ class FullLayout:
             self.centre_text("OVERLOAD" if t is None else "OVERLOAD >%s" % limit_text(t - t % 10), self.LIMIT_Y)
         else:
             yield from self.draw_number(tenths(view["laeq"]))
-            self.centre_text("NO LIMIT" if lim is None else "LIMIT %s dB" % limit_text(lim), self.LIMIT_Y)
+            if state == "no_clock":
+                self.centre_text("LIMIT UNKNOWN", self.LIMIT_Y)
+            else:
+                self.centre_text("NO LIMIT" if lim is None else "LIMIT %s dB" % limit_text(lim), self.LIMIT_Y)
         yield
         self.draw_bar(state)
         yield

@@ -42,6 +42,7 @@ VIEWS = {
     "mic_fault": {"laeq": None, "limit": 45, "band": "night", "time": "22:16", "state": "mic_fault"},
     "overload": {"laeq": 121.27, "limit": 80, "band": "dance", "time": "19:40", "state": "overload"},
     "no_measurement": {"laeq": None, "limit": 55, "band": "day", "time": "06:01", "state": "no_measurement"},
+    "no_clock": {"laeq": 63.18, "limit": None, "band": None, "time": None, "state": "no_clock"},
 }
 STRIP_TIME_PAGE = ("time_page", dict(VIEWS["under"]), fw_display.STRIP_PAGE_S)  # shown after STRIP_PAGE_S updates
 # what one tick may put on the bus at most: an SSD1306 page and its 6 addressing commands (2 bytes each over I2C),
@@ -284,6 +285,8 @@ def test_view_for_reads_faults_overload_and_missing_minutes():
     none = view_for(minute=None, now="06:00")
     assert none == {"laeq": None, "limit": None, "band": None, "time": "06:00", "state": "no_measurement"}
     assert view_for(now=None)["time"] == "22:15"  # the minute's own local time when the app has none
+    unset = view_for(minute=dict(MINUTE, limit=None, band=None, over=None, local=None), faults=["clock_unset"], now=None)
+    assert unset == {"laeq": 72.44, "limit": None, "band": None, "time": None, "state": "no_clock"}
 
 
 @pytest.mark.parametrize("laeq,limit,state", [
@@ -311,7 +314,9 @@ def test_display_state_order_of_precedence():
     assert fw_display.display_state(None, 55, ["i2s_errors:4"]) == "mic_fault"
     assert fw_display.display_state(70.0, 55, ["clock_unset"], True) == "overload"
     assert fw_display.display_state(None, 55, [], True) == "overload"
-    assert fw_display.display_state(40.0, 55, ["clock_unset"]) == "under"
+    assert fw_display.display_state(None, None, ["clock_unset"]) == "no_measurement"
+    assert fw_display.display_state(40.0, None, ["clock_unset"]) == "no_clock"  # never a green "under" without a clock
+    assert fw_display.display_state(80.0, None, ["clock_unset", "config_missing"]) == "no_clock"
 
 
 def test_number_and_limit_text_are_integer_rounded():
