@@ -1028,6 +1028,61 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
 
 
 @cli.command()
+@click.option("--db", "db_url", required=True, metavar="URL", help="The collector's database: a SQLite file, or "
+              "postgresql://USER@HOST:PORT/DB.")
+@click.option("--to", "target", required=True, metavar="HOST:PORT", help="The platform's TCP address.")
+@click.option("--mn", "stations", multiple=True, metavar="DEVICE=MN", help="Send this device as the station MN "
+              "(repeatable; other devices are not sent).")
+@click.option("--pw", required=True, metavar="PW", help="The platform's access password (PW).")
+@click.option("--state", "state_file", default=None, metavar="FILE", help="What the platform acknowledged "
+              "(default: DB.hj212-HOST-PORT.json next to a SQLite database).")
+@click.option("--utc-offset", default="+08:00", show_default=True, metavar="+HH:MM",
+              help="The platform's local time, for QN and DataTime (China Standard Time).")
+@click.option("--no-ack", is_flag=True, help="Flag=4: do not ask the platform for data replies (default Flag=5).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="S", help="Wait this long for a data reply before sending again.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Sends again without a reply before the connection is dropped and made again.")
+@click.option("--rtd-interval", "rtd_interval_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="S", help="Real-time LA (CN=2011, from interval records) at most this often; 0: none.")
+@click.option("--poll", "poll_s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="S", help="Look for new rows this often.")
+@click.option("--once", is_flag=True, help="Send what is due, then stop (exit 1 if the platform fails).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def hj212(db_url, target, stations, pw, state_file, utc_offset, no_ack, timeout_s, retries, rtd_interval_s, poll_s,
+          once, duration_s, as_json):
+    """Send the collector's data to an environmental platform by HJ 212-2017 (ST=23): real-time LA (CN=2011),
+    minutes (2051), hours (2061) and days (2031: Ld, Ln, Ldn), resuming after the last acknowledged. See
+    docs/hj212.md.
+
+    \b
+    Example:
+      slm hj212 --db fleet.sqlite --to 10.1.2.3:9000 --mn a0b1c2d3e4f5=010000A8900016F000169DC0 --pw 100000
+    """
+    import signal
+    import threading
+    from pathlib import Path
+
+    from slm import hj212 as hj
+
+    host, port = hj.parse_target(target)
+    options = hj.Options(host, port, hj.parse_stations(stations), hj.check_pw(pw), hj.parse_offset(utc_offset),
+                         not no_ack, timeout_s, retries, rtd_interval_s, poll_s)
+    state = Path(state_file) if state_file else hj.default_state_path(db_url, host, port)
+    db = hj.open_source_db(db_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counts = hj.run(db, state, options, stop=stop, once=once, duration_s=duration_s).as_dict()
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(f"sent {sum(counts['sent'].values())} {counts['sent']}, resent {counts['resent']}, "
+                   f"connections {counts['connects']}, failures {counts['failures']}")
+
+
+@cli.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the broker's files (created; files already there are updated).")
 @click.option("--device", "devices", multiple=True, metavar="ID", help="A device's id, its serial (repeatable).")
