@@ -118,7 +118,12 @@ def measure(file, sensitivity, board, interval_s, engine, channel, skip_s, as_js
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def monitor(ports, log_file, limit_db, duration_s, as_json):
+@click.option("--broker", default=None, metavar="URL", help="Watch the whole fleet through this MQTT broker "
+              "(mqtt://HOST:PORT or mqtts://HOST:PORT with --tls) instead of serial ports.")
+@click.option("--user", default=None, metavar="U", help="Broker user name (with --broker).")
+@click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")
+@click.option("--tls", "ca_file", default=None, metavar="CA", help="CA certificate of the broker (TLS).")
+def monitor(ports, log_file, limit_db, duration_s, as_json, broker, user, password_file, ca_file):
     """Watch boards live: level now, LAeq of the last second and minute, LAFmax, LCpeak, the limit, link health.
 
     One row per board, refreshed 4 times a second on a terminal: a bar meter of LAF with the limit marked, LAF,
@@ -145,9 +150,25 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
       slm monitor
       slm monitor --port /dev/ttyUSB0 --port /dev/ttyUSB1 --limit 65 --log evening.csv
       slm monitor --port /dev/pts/3 --duration 60 --json --log minute.jsonl
+      slm monitor --broker mqtt://127.0.0.1:1883 --user collector --password-file collector.password
+
+    With --broker: one row per device publishing on slm/SITE/DEVICE/..., its link being its MQTT session
+    (OFFLINE after its last will) and when it was last seen; see docs/network.md.
     """
     from slm import discovery
 
+    if broker is not None or user is not None or password_file is not None or ca_file is not None:
+        from slm.collect import parse_broker
+        from slm.errors import InputError
+        from slm.monitor_mqtt import BrokerMonitor
+
+        if broker is None:
+            raise InputError("--user, --password-file and --tls go with --broker")
+        if ports:
+            raise InputError("give --broker or --port, not both")
+        _watch(None, log_file, limit_db, duration_s, as_json,
+               mon=BrokerMonitor(parse_broker(broker, user, password_file, ca_file), limit_db=limit_db))
+        return
     if ports:
         targets = [discovery.resolve_port(p) for p in ports]
     else:
@@ -160,8 +181,8 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
     _watch(targets, log_file, limit_db, duration_s, as_json)
 
 
-def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"):
-    """The monitor's live view and summary over the given ports (monitor and demo)."""
+def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor", mon=None):
+    """The monitor's live view and summary over the given ports (monitor and demo), or of `mon` (a BrokerMonitor)."""
     import signal
 
     from rich.console import Console
@@ -173,7 +194,7 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
     debug = bool((click.get_current_context().obj or {}).get("debug"))
     if log_file:
         RecordLog.format_of(log_file)  # a bad name is bad input: say so before opening any port
-    mon = Monitor(targets, limit_db=limit_db)
+    mon = mon or Monitor(targets, limit_db=limit_db)
     try:
         mon.open()
     except LinkError as e:
