@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from slm.errors import InputError, OperationError
+from slm.fleet_db import database_errors
 
 ST_NOISE = "23"  # system code: acoustic environment quality monitoring
 ST_REPLY = "91"  # system code: system interaction (the platform's replies)
@@ -425,6 +426,7 @@ class Sender:
     def __init__(self, source: Source, state: State, link: Link, options: Options, clock=None):
         self.source, self.state, self.link, self.o = source, state, link, options
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.should_stop = lambda: False
         self._last_rtd: dict[str, float] = {}
 
     def _send(self, device: str, kind: str, packet: Packet) -> None:
@@ -461,6 +463,8 @@ class Sender:
         while True:
             batch = self.source.minutes_after(device, self.state.get(device, mn, "minute") or "")
             for m in batch:
+                if self.should_stop():
+                    return sent
                 self._send(device, "minute", Packet(CN_MINUTE, mn, m.start_key, m.start, minute_items(m)))
                 sent += 1
             if len(batch) < MINUTES_PER_QUERY:
@@ -477,7 +481,7 @@ class Sender:
         done = self.state.get(device, mn, "hour")
         hour = (datetime.fromisoformat(done) + timedelta(hours=1) if done
                 else first.replace(minute=0, second=0, microsecond=0))
-        while hour + timedelta(hours=1) <= last:
+        while hour + timedelta(hours=1) <= last and not self.should_stop():
             values = hour_items(self.source.minutes_between(device, hour, hour + timedelta(hours=1)))
             if values:
                 self._send(device, "hour", Packet(CN_HOUR, mn, hour.isoformat(), hour, values))
@@ -489,7 +493,7 @@ class Sender:
         day = (date.fromisoformat(done) + timedelta(days=1) if done
                else (first - timedelta(minutes=DAY_START_MIN)).date())
         while datetime.combine(day + timedelta(days=1), datetime.min.time()) + timedelta(minutes=DAY_START_MIN) \
-                <= last:
+                <= last and not self.should_stop():
             begin = datetime.combine(day, datetime.min.time()) + timedelta(minutes=DAY_START_MIN)
             values = day_items(self.source.minutes_between(device, begin, begin + timedelta(days=1)))
             midnight = datetime.combine(day, datetime.min.time())
@@ -516,14 +520,23 @@ def run(db, state_path: Path, options: Options, stop: threading.Event | None = N
     link = Link(options.host, options.port, options.pw, options.timeout_s, options.retries, counts, log)
     sender = Sender(Source(db, options.offset), state, link, options)
     deadline = None if duration_s is None else time.monotonic() + duration_s
+    sender.should_stop = lambda: stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+    db_errors = database_errors()
     backoff = 1.0
     try:
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        while not sender.should_stop():
             try:
                 sent = sender.cycle()
                 backoff = 1.0
-            except LinkDown as e:
-                link.close()
+            except (LinkDown, *db_errors) as e:
+                if isinstance(e, LinkDown):
+                    link.close()
+                else:
+                    try:
+                        db.rollback()  # PostgreSQL: end the failed transaction, or every query after fails too
+                    except db_errors:
+                        pass
+                    e = f"reading the database failed: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
                 counts.failures += 1
                 if once:
                     raise Hj212Error(str(e)) from None

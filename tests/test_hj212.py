@@ -406,3 +406,31 @@ def test_a_corrupt_state_file_and_an_unreachable_platform_are_one_line(fleet, tm
         port = s.getsockname()[1]
     r = slm(*base, "--to", f"127.0.0.1:{port}", timeout=60)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot connect" in r.stderr, r.stderr
+
+
+def test_from_postgresql(tmp_path):
+    """The same sender on the collector's PostgreSQL: 70 minutes of one device, one complete hour."""
+    from tests.services import Postgres
+
+    device, mn = device_id(1), STATIONS[device_id(1)]
+    rng = random.Random(5)
+    raw = [minute(1, n, rng) for n in range(70)]
+    with Postgres() as pg:
+        collector = Collector(open_db(pg.url))
+        for rec in raw:
+            collector.handle(topic(device, "minute"), json.dumps(rec).encode(), rec["utc"])
+        collector.commit()
+        collector.db.close()
+        platform = Platform()
+        try:
+            r = slm("hj212", "--db", pg.url, "--to", f"127.0.0.1:{platform.port}", "--mn", f"{device}={mn}",
+                    "--pw", "100000", "--state", str(tmp_path / "state.json"), "--once", "--json")
+        finally:
+            platform.close()
+    assert r.returncode == 0, r.stderr
+    minutes = [values(p) for p in platform.packets if p["CN"] == "2051"]
+    assert [m["DataTime"] for m in minutes] == [local(rec["start"]).strftime("%Y%m%d%H%M%S") for rec in raw]
+    hours = {values(p)["DataTime"]: values(p) for p in platform.packets if p["CN"] == "2061"}
+    want = expected_hours(raw)
+    assert sorted(hours) == sorted(want) == ["20260715200000"]
+    assert_levels(hours["20260715200000"], want["20260715200000"])
