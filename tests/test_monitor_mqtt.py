@@ -147,3 +147,35 @@ def test_cli_monitor_broker_json_and_bad_options(broker):
         port = other.port
     r = slm("monitor", "--broker", f"mqtt://127.0.0.1:{port}", "--duration", "1")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot reach the broker" in r.stderr, r.stderr
+
+
+@pytest.mark.micropython
+def test_a_virtual_board_publishing_is_a_row_and_offline_when_it_stops(broker, tmp_path):
+    """The firmware on the unix port (tests/test_net_device.py) publishes 2 minutes with interval records through
+    the broker; when its process ends, its connection drops without a DISCONNECT and the broker publishes its will."""
+    from tests.test_minute import BAND_60, make_device, minutes_of
+    from tests.test_net_device import networked, run_net
+
+    device = f"vb{uuid.uuid4().hex[:8]}"
+    d = networked(make_device(tmp_path, minutes_of([55.0, 65.0]), "2026-07-15T12:00:00.000Z",
+                              {"bands": BAND_60, "status_s": 30}), broker.port, device)
+    net = json.loads((d / "net.json").read_text())
+    (d / "net.json").write_text(json.dumps({**net, "intervals": True}))
+    mon = BrokerMonitor(Broker("127.0.0.1", broker.port)).open()
+    try:
+        started = time.time()
+        serial = run_net(d)
+        ended = time.time()
+        wait_for(mon, lambda: device in by_name(mon) and by_name(mon)[device].offline, "the board's last will")
+        st = by_name(mon)[device]
+    finally:
+        mon.close()
+    by_seq = {r["seq"]: r for r in serial}
+    assert st.serial == device and st.hello["serial"] == device and st.view_state == "lost"
+    assert started - 1 <= st.last_seen_wall <= ended + 1
+    assert st.types_seen["hello"] >= 1 and st.types_seen["interval"] >= 1
+    assert st.minute is not None  # the first minute went out while the second was measured
+    assert by_seq[st.minute["seq"]] == st.minute  # shown as the board sent it over serial, field for field
+    assert st.limit_db == 60 and st.band == "test"
+    newest = [r for r in serial if r["t"] == "interval" and r["end_ms"] == st._intervals[-1][1]]
+    assert len(newest) == 1 and st.laeq_1s.db == pytest.approx(newest[0]["LAeq"], abs=0.006)
