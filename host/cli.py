@@ -118,7 +118,12 @@ def measure(file, sensitivity, board, interval_s, engine, channel, skip_s, as_js
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def monitor(ports, log_file, limit_db, duration_s, as_json):
+@click.option("--broker", default=None, metavar="URL", help="Watch the whole fleet through this MQTT broker "
+              "(mqtt://HOST:PORT or mqtts://HOST:PORT with --tls) instead of serial ports.")
+@click.option("--user", default=None, metavar="U", help="Broker user name (with --broker).")
+@click.option("--password-file", default=None, metavar="F", help="File holding that user's password.")
+@click.option("--tls", "ca_file", default=None, metavar="CA", help="CA certificate of the broker (TLS).")
+def monitor(ports, log_file, limit_db, duration_s, as_json, broker, user, password_file, ca_file):
     """Watch boards live: level now, LAeq of the last second and minute, LAFmax, LCpeak, the limit, link health.
 
     One row per board, refreshed 4 times a second on a terminal: a bar meter of LAF with the limit marked, LAF,
@@ -145,9 +150,25 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
       slm monitor
       slm monitor --port /dev/ttyUSB0 --port /dev/ttyUSB1 --limit 65 --log evening.csv
       slm monitor --port /dev/pts/3 --duration 60 --json --log minute.jsonl
+      slm monitor --broker mqtt://127.0.0.1:1883 --user collector --password-file collector.password
+
+    With --broker: one row per device publishing on slm/SITE/DEVICE/..., its link being its MQTT session
+    (OFFLINE after its last will) and when it was last seen; see docs/network.md.
     """
     from slm import discovery
 
+    if broker is not None or user is not None or password_file is not None or ca_file is not None:
+        from slm.collect import parse_broker
+        from slm.errors import InputError
+        from slm.monitor_mqtt import BrokerMonitor
+
+        if broker is None:
+            raise InputError("--user, --password-file and --tls go with --broker")
+        if ports:
+            raise InputError("give --broker or --port, not both")
+        _watch(None, log_file, limit_db, duration_s, as_json,
+               mon=BrokerMonitor(parse_broker(broker, user, password_file, ca_file), limit_db=limit_db))
+        return
     if ports:
         targets = [discovery.resolve_port(p) for p in ports]
     else:
@@ -160,8 +181,8 @@ def monitor(ports, log_file, limit_db, duration_s, as_json):
     _watch(targets, log_file, limit_db, duration_s, as_json)
 
 
-def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"):
-    """The monitor's live view and summary over the given ports (monitor and demo)."""
+def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor", mon=None):
+    """The monitor's live view and summary over the given ports (monitor and demo), or of `mon` (a BrokerMonitor)."""
     import signal
 
     from rich.console import Console
@@ -173,7 +194,7 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
     debug = bool((click.get_current_context().obj or {}).get("debug"))
     if log_file:
         RecordLog.format_of(log_file)  # a bad name is bad input: say so before opening any port
-    mon = Monitor(targets, limit_db=limit_db)
+    mon = mon or Monitor(targets, limit_db=limit_db)
     try:
         mon.open()
     except LinkError as e:
@@ -1025,6 +1046,61 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
         click.echo(f"received {counts['received']}, stored {sum(counts['stored'].values())} {counts['stored']}, "
                    f"duplicates {sum(counts['duplicates'].values())}, rejected {sum(counts['rejected'].values())} "
                    f"{counts['rejected']}, connections {counts['connects']}")
+
+
+@cli.command()
+@click.option("--db", "db_url", required=True, metavar="URL", help="The collector's database: a SQLite file, or "
+              "postgresql://USER@HOST:PORT/DB.")
+@click.option("--to", "target", required=True, metavar="HOST:PORT", help="The platform's TCP address.")
+@click.option("--mn", "stations", multiple=True, metavar="DEVICE=MN", help="Send this device as the station MN "
+              "(repeatable; other devices are not sent).")
+@click.option("--pw", required=True, metavar="PW", help="The platform's access password (PW).")
+@click.option("--state", "state_file", default=None, metavar="FILE", help="What the platform acknowledged "
+              "(default: DB.hj212-HOST-PORT.json next to a SQLite database).")
+@click.option("--utc-offset", default="+08:00", show_default=True, metavar="+HH:MM",
+              help="The platform's local time, for QN and DataTime (China Standard Time).")
+@click.option("--no-ack", is_flag=True, help="Flag=4: do not ask the platform for data replies (default Flag=5).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="S", help="Wait this long for a data reply before sending again.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Sends again without a reply before the connection is dropped and made again.")
+@click.option("--rtd-interval", "rtd_interval_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="S", help="Real-time LA (CN=2011, from interval records) at most this often; 0: none.")
+@click.option("--poll", "poll_s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="S", help="Look for new rows this often.")
+@click.option("--once", is_flag=True, help="Send what is due, then stop (exit 1 if the platform fails).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def hj212(db_url, target, stations, pw, state_file, utc_offset, no_ack, timeout_s, retries, rtd_interval_s, poll_s,
+          once, duration_s, as_json):
+    """Send the collector's data to an environmental platform by HJ 212-2017 (ST=23): real-time LA (CN=2011),
+    minutes (2051), hours (2061) and days (2031: Ld, Ln, Ldn), resuming after the last acknowledged. See
+    docs/hj212.md.
+
+    \b
+    Example:
+      slm hj212 --db fleet.sqlite --to 10.1.2.3:9000 --mn a0b1c2d3e4f5=010000A8900016F000169DC0 --pw 100000
+    """
+    import signal
+    import threading
+    from pathlib import Path
+
+    from slm import hj212 as hj
+
+    host, port = hj.parse_target(target)
+    options = hj.Options(host, port, hj.parse_stations(stations), hj.check_pw(pw), hj.parse_offset(utc_offset),
+                         not no_ack, timeout_s, retries, rtd_interval_s, poll_s)
+    state = Path(state_file) if state_file else hj.default_state_path(db_url, host, port)
+    db = hj.open_source_db(db_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counts = hj.run(db, state, options, stop=stop, once=once, duration_s=duration_s).as_dict()
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(f"sent {sum(counts['sent'].values())} {counts['sent']}, resent {counts['resent']}, "
+                   f"connections {counts['connects']}, failures {counts['failures']}")
 
 
 @cli.command()

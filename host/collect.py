@@ -70,6 +70,21 @@ def parse_broker(url: str, user: str | None = None, password_file: str | None = 
     return Broker(parts.hostname, port, user, password, ca_file)
 
 
+def mqtt_client(broker: Broker, client_id: str, clean_session: bool, manual_ack: bool = False):
+    """A paho-mqtt client for the broker (its user, password and TLS), reconnecting after 1 s, then up to 10 s
+    (shared by `slm collect` and `slm monitor --broker`)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                         manual_ack=manual_ack)
+    if broker.user is not None:
+        client.username_pw_set(broker.user, broker.password)
+    if broker.ca_file:
+        client.tls_set(ca_certs=broker.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client
+
+
 def now_utc() -> str:
     t = datetime.now(timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
@@ -186,21 +201,13 @@ class MqttSource:
     acknowledges them once stored."""
 
     def __init__(self, broker: Broker, client_id: str, log=None):
-        import paho.mqtt.client as mqtt
-
         self.broker = broker
         self.messages: queue.Queue = queue.Queue()
         self.log = log or (lambda line: print(f"slm collect: {line}", file=sys.stderr, flush=True))
         self.connects = 0
         self.fatal: str | None = None
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                  manual_ack=True)
-        if broker.user is not None:
-            self.client.username_pw_set(broker.user, broker.password)
-        if broker.ca_file:
-            self.client.tls_set(ca_certs=broker.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client = mqtt_client(broker, client_id, clean_session=False, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

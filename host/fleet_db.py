@@ -39,6 +39,7 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
 }
 TABLE_OF_KIND = {"minute": "minutes", "interval": "intervals", "event": "events", "status": "statuses"}
 KEEP_REJECTED_BYTES = 1024  # of a rejected payload, kept for a person to look at
+KEEP_REJECTED_ROWS = 100_000  # the newest rejected messages kept (~130 MB at most); the counts stay exact
 
 
 class FleetDbError(OperationError):
@@ -123,6 +124,9 @@ class FleetDb:
             self.conn.cursor().executemany(
                 self._sql("INSERT INTO rejected (received, topic, reason, size, payload) VALUES (?, ?, ?, ?, ?)"),
                 [(w, printable(t, 300), r, len(p), printable(p)) for w, t, r, p in rejects])
+            # the table keeps the newest KEEP_REJECTED_ROWS (ids only grow): a flood cannot fill the disk
+            self.execute("DELETE FROM rejected WHERE id <= (SELECT max(id) FROM rejected) - ?",
+                         (KEEP_REJECTED_ROWS,))
 
     @staticmethod
     def _seen_sql(names: list[str]) -> str:

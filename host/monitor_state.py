@@ -151,6 +151,10 @@ class MonitorState:
         self.records_seen = 0
         self.faults_seen: dict[str, None] = {}  # every fault the device reported, in order (a dict as ordered set)
         self.buffered_records = 0  # records sent while no host listened (their host times derived: see slm.monitor)
+        # through a broker (slm.monitor_mqtt): no level records, the link is the device's MQTT session
+        self.via_broker = False
+        self.last_seen_wall: float | None = None  # when the device last published (its utc for retained records)
+        self.offline = False  # the broker published the device's last will (and nothing came since)
         # the whole run (kept across device restarts)
         self.opened_mono: float | None = None  # the first link state: the board is watched from then
         self.closed_mono: float | None = None  # the link closed: the watch ended
@@ -258,6 +262,12 @@ class MonitorState:
     def silent_after_s(self) -> float:
         config = (self.hello or {}).get("config")
         periods = []
+        if self.via_broker:  # what a device publishes: status every status_s (10 s), intervals only if enabled
+            cfg = config if isinstance(config, dict) else {}
+            periods.append(_num(cfg.get("status_s")) or 10.0)
+            if self.types_seen.get("interval") and _num(cfg.get("interval_s")):
+                periods.append(_num(cfg.get("interval_s")))
+            return max(SILENT_MIN_S, 3 * min(p for p in periods if p > 0))
         if isinstance(config, dict):
             for key in ("interval_s", "status_s"):
                 v = _num(config.get(key))
@@ -549,6 +559,8 @@ class MonitorState:
             "reconnects": st.get("reconnects", 0), "restarts": st.get("restarts", 0),
             "dropped_records": st.get("dropped_records", 0),
             "last_record_age_s": None if age is None else round(age, 3),
+            **({"last_seen": iso_time(self.last_seen_wall) if self.last_seen_wall else None,
+                "offline": self.offline} if self.via_broker else {}),
             "device": {"faults": self.device_faults(), "dropped": status.get("dropped"), "late": status.get("late"),
                        "heap_free": status.get("heap_free"), "uptime_s": status.get("uptime_s")},
         }

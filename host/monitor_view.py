@@ -75,6 +75,8 @@ def _link_cell(st: MonitorState, now_mono: float):
     elif state == CONNECTED:
         text.append("connected", style="green")
         text.append(" %s" % _fmt_age(st.record_age(now_mono)), style="dim")
+    elif state == LOST and st.offline:
+        text.append("OFFLINE", style="bold red")
     elif state in (LOST, RECONNECTING):
         lost_for = None if st.lost_since is None else now_mono - st.lost_since
         text.append("LOST %s" % _fmt_age(lost_for), style="bold red")
@@ -84,6 +86,9 @@ def _link_cell(st: MonitorState, now_mono: float):
         text.append("REFUSED", style="bold red")
     else:
         text.append(state, style="dim")
+    if st.via_broker:  # no serial link counts: when the device last published
+        text.append("\nseen %s" % _fmt_clock(st.last_seen_wall), style="dim")
+        return text
     s = st.link_stats
     gaps, lost = s.get("gaps", 0), s.get("lost_records", 0)
     counts = []
