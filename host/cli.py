@@ -1152,7 +1152,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code if isinstance(code, int) else 0)  # click returns ctx.exit()'s code in this mode
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:  # usage: click's own message, exit 2
+    except click.UsageError as e:  # one line: what is wrong, and where the help is
+        where = e.ctx.command_path if e.ctx is not None else "slm"
+        message = " ".join(e.format_message().split())
+        click.echo(f"{where}: {message} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:  # click's own message (a file it could not open, ...), exit 1 or 2
         e.show()
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):

@@ -62,6 +62,20 @@ def test_unknown_command_is_usage_exit_2():
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args,words", [
+    (("no-such-command",), "No such command"),
+    (("monitor", "--bogus"), "--bogus"),
+    (("measure", "--interval", "nope", "x.wav"), "--interval"),
+    (("hj212", "--db", "x.sqlite", "--to", "127.0.0.1:9", "--mn", "a=b", "--pw", "1", "--timeout", "0"), "--timeout"),
+    (("report",), "Missing argument"),
+])
+def test_usage_errors_are_one_line_with_where_to_find_help(args, words):
+    r = slm(*args)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("slm") and words in lines[0] and "--help'" in lines[0], lines[0]
+
+
 def test_debug_shows_the_traceback(tmp_path):
     r = slm("--debug", "measure", tmp_path / "nothing.wav")
     assert r.returncode != 0 and "Traceback" in r.stderr
