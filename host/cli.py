@@ -1028,6 +1028,29 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
 
 
 @cli.command()
+@click.option("--db", "db_url", default="fleet.sqlite", show_default=True, metavar="URL",
+              help="The collector's database: a SQLite file, or postgresql://USER@HOST:PORT/DB (opened read-only).")
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Listen on this address (0.0.0.0: every interface; see docs/web.md, Security).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: any free port, printed).")
+@click.option("--positions", default=None, metavar="FILE", help="TOML file placing each site's meters on its plan "
+              "(a scenario's meters or x, y in metres; docs/web.md).")
+def serve(db_url, host, port, positions):
+    """Serve a web page per site: the meters on a plan of the square, live levels, the limit and state, the last
+    hour's chart, and the report of a chosen period. Read-only. See docs/web.md.
+
+    \b
+    Examples:
+      slm serve --db fleet.sqlite --positions square.toml
+      slm serve --db postgresql://slm@db/slm --host 0.0.0.0 --port 8080
+    """
+    from slm.serve import serve as run_server
+
+    run_server(db_url, host, port, positions)
+
+
+@cli.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the broker's files (created; files already there are updated).")
 @click.option("--device", "devices", multiple=True, metavar="ID", help="A device's id, its serial (repeatable).")
