@@ -288,7 +288,10 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--site", default="virtual", show_default=True, metavar="NAME", help="With --broker: the topics' site.")
 @click.option("--user", default=None, metavar="U", help="With --broker: the board's broker account.")
 @click.option("--password-file", default=None, metavar="F", help="With --broker: a file holding its password.")
-def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file):
+@click.option("--intervals", is_flag=True, help="With --broker: publish the interval records too (the live level of "
+              "`slm serve`).")
+def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file,
+            intervals):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
     Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
@@ -317,7 +320,8 @@ def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker
         b = parse_broker(broker, user, password_file)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", site):
             raise InputError(f"--site {site}: 1-64 characters of A-Z a-z 0-9 - _")
-        net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password}
+        net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password,
+               "intervals": intervals}
     vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
                       on_event=lambda text: click.echo(f"slm: {text}", err=True), net=net)
     if display_png is not None:

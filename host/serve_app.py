@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from slm.errors import InputError, one_line
+from slm.errors import InputError, OperationError, one_line
 from slm.serve_data import FleetReader, ServeDbUnavailable, parse_utc
 from slm.serve_live import LiveViews, event_stream
 from slm.serve_plan import ID_RE, Plan
@@ -160,8 +160,8 @@ def build_app(reader: FleetReader, plans: dict[str, Plan], db_url: str, stopping
     async def input_error(request: Request, exc: InputError) -> Response:
         return error(request, 400, str(exc))
 
-    async def unavailable(request: Request, exc: ServeDbUnavailable) -> Response:
-        return error(request, 503, str(exc))
+    async def unavailable(request: Request, exc: OperationError) -> Response:
+        return error(request, 503, str(exc))  # the database (or a report's turn) is not to be had now
 
     async def internal(request: Request, exc: Exception) -> Response:
         return error(request, 500, f"internal error: {type(exc).__name__}")
@@ -178,7 +178,7 @@ def build_app(reader: FleetReader, plans: dict[str, Plan], db_url: str, stopping
         Mount("/static", app=StaticFiles(directory=WEB / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, InputError: input_error,
-                                                       ServeDbUnavailable: unavailable, Exception: internal})
+                                                       OperationError: unavailable, Exception: internal})
     app.add_middleware(SecurityHeaders)
     app.state.stopping = stopping
     return app

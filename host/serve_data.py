@@ -95,14 +95,19 @@ class FleetReader:
             sql = sql.replace("?", self.mark)
         with self._lock:
             try:
+                if self.conn is None:  # a PostgreSQL connection lost earlier: connect again
+                    self.conn, _ = _connect(self.url)
                 return self.conn.execute(sql, params).fetchall()
             except self._errors as e:
+                if self.mark != "?" and self.conn is not None and self.conn.closed:
+                    self.conn = None  # the server went away; the next query reconnects
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ServeDbUnavailable(f"the database: {text}") from None
 
     def close(self) -> None:
         try:
-            self.conn.close()
+            if self.conn is not None:
+                self.conn.close()
         except self._errors:
             pass
 

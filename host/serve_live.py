@@ -75,19 +75,27 @@ class LiveViews:
     def __init__(self, reader: FleetReader, ttl_s: float = 0.5):
         self.reader = reader
         self.ttl_s = ttl_s
-        self._views: dict[str, tuple[float, dict | None]] = {}
+        self._views: dict[str, tuple[float, dict | None, str]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, site: str) -> dict | None:
+        return self._entry(site)[0]
+
+    def get_json(self, site: str) -> str:
+        """The view as JSON text, encoded once per rebuild (every stream sends the same text)."""
+        return self._entry(site)[1]
+
+    def _entry(self, site: str) -> tuple[dict | None, str]:
         with self._guard:
             lock = self._locks.setdefault(site, threading.Lock())
         with lock:  # one rebuild at a time per site; the others wait for it and take its result
-            at, view = self._views.get(site, (-1e9, None))
+            at, view, text = self._views.get(site, (-1e9, None, "null"))
             if time.monotonic() - at >= self.ttl_s:
                 view = site_view(self.reader, site)
-                self._views[site] = (time.monotonic(), view)
-            return view
+                text = json.dumps(view, separators=(",", ":"))
+                self._views[site] = (time.monotonic(), view, text)
+            return view, text
 
 
 async def event_stream(views: LiveViews, site: str, stopping: asyncio.Event):
@@ -98,9 +106,9 @@ async def event_stream(views: LiveViews, site: str, stopping: asyncio.Event):
     yield "retry: 2000\n\n"
     n = 0
     while not stopping.is_set():
-        view = await run_in_threadpool(views.get, site)
+        text = await run_in_threadpool(views.get_json, site)
         n += 1
-        yield f"id: {n}\nevent: live\ndata: {json.dumps(view, separators=(',', ':'))}\n\n"
+        yield f"id: {n}\nevent: live\ndata: {text}\n\n"
         try:
             await asyncio.wait_for(stopping.wait(), STREAM_PERIOD_S)
         except asyncio.TimeoutError:

@@ -267,8 +267,9 @@ def test_nothing_changes_anything(square):
             assert status == 405, (method, path, body)
 
 
-def small_db(path: Path) -> str:
-    """A database stored by the collector from real record payloads (one device, two minutes, intervals)."""
+def small_db(path: Path | str) -> str:
+    """A database (a SQLite path or a PostgreSQL URL) stored by the collector from real record payloads (one
+    device, two minutes, intervals)."""
     db = open_db(str(path))
     c = Collector(db)
     topic = "slm/plaza/lamp-1/"
@@ -293,28 +294,45 @@ def small_db(path: Path) -> str:
     return str(path)
 
 
+def check_plaza(url: str) -> None:
+    """The JSON feeds and pages of small_db's site as served."""
+    status, body, headers = get(url + "api/sites/plaza")
+    assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
+    view = json.loads(body)
+    (m,) = view["meters"]
+    assert m["live"]["utc"] == "2026-07-15T12:02:03.000Z" and m["live"]["laeq"] == 64.0
+    # 71.25 dB is exactly halfway between tenths: the sign rounds half away from zero
+    assert m["minute"]["laeq"] == 71.25 and m["minute"]["text"] == "71.3" and m["minute"]["limit"] == 65.0
+    assert m["state"] == "over" and view["plan"] is None
+    status, body, _ = get(url + "api/sites/plaza/history")
+    assert [r["laeq"] for r in json.loads(body)["minutes"]["lamp-1"]] == [58.24, 71.25]
+    status, body, _ = get(url)
+    assert status == 200 and 'href="/sites/plaza"' in body
+    status, body, _ = get(url + "sites/plaza")
+    assert status == 200 and 'data-site="plaza"' in body and "/static/site.js" in body
+
+
 def test_json_view_of_a_stored_site_and_the_database_unchanged(tmp_path):
     db = small_db(tmp_path / "fleet.sqlite")
     before = hashlib.sha256(Path(db).read_bytes()).hexdigest()
     proc, url = start_server(db)
     try:
-        status, body, headers = get(url + "api/sites/plaza")
-        assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
-        view = json.loads(body)
-        (m,) = view["meters"]
-        assert m["live"]["utc"] == "2026-07-15T12:02:03.000Z" and m["live"]["laeq"] == 64.0
-        # 71.25 dB is exactly halfway between tenths: the sign rounds half away from zero
-        assert m["minute"]["laeq"] == 71.25 and m["minute"]["text"] == "71.3" and m["minute"]["limit"] == 65.0
-        assert m["state"] == "over" and view["plan"] is None
-        status, body, _ = get(url + "api/sites/plaza/history")
-        assert [r["laeq"] for r in json.loads(body)["minutes"]["lamp-1"]] == [58.24, 71.25]
-        status, body, _ = get(url)
-        assert status == 200 and 'href="/sites/plaza"' in body
-        status, body, _ = get(url + "sites/plaza")
-        assert status == 200 and 'data-site="plaza"' in body and "/static/site.js" in body
+        check_plaza(url)
     finally:
         stop_server(proc)
     assert hashlib.sha256(Path(db).read_bytes()).hexdigest() == before
+
+
+def test_postgresql_database_served_the_same():
+    from tests.services import Postgres
+
+    with Postgres() as pg:
+        small_db(pg.url)
+        proc, url = start_server(pg.url)
+        try:
+            check_plaza(url)
+        finally:
+            stop_server(proc)
 
 
 def slm_serve_error(*args: str) -> tuple[int, str]:

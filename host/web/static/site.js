@@ -31,6 +31,14 @@ function displayName(device) {
   return plan && plan.meters[device] ? plan.meters[device].name : device;
 }
 
+function localOffsetMin(minute) {  // the meter's local time minus UTC, from a minute's start and local HH:MM
+  const start = new Date(Date.parse(minute.start));
+  const [hh, mm] = minute.local.split(":").map(Number);
+  let offset = (hh * 60 + mm - (start.getUTCHours() * 60 + start.getUTCMinutes())) % 1440;
+  if (offset < 0) offset += 1440;
+  return offset > 840 ? offset - 1440 : offset;
+}
+
 function minuteState(m) {  // a past minute's colour on the chart: the judge's verdict, near within 3 dB
   if (m.overload) return "overload";
   if (m.laeq === null) return "no_measurement";
@@ -57,7 +65,8 @@ function drawPlan(meters) {
                text: `${plan.scenario || "site"}: ${plan.size_m[0]} m x ${plan.size_m[1]} m`}, box);
   for (const s of plan.sources) {
     svg("rect", {x: s.x - unit, y: s.y - unit, width: 2 * unit, height: 2 * unit, class: "source"}, box);
-    svg("text", {x: s.x + 1.6 * unit, y: s.y + unit, class: "source-label", "font-size": 2.2 * unit, text: s.id}, box);
+    svg("text", {x: s.x, y: s.y + 3.6 * unit, class: "source-label", "font-size": 2.2 * unit, "text-anchor": "middle",
+                 text: s.id}, box);
   }
   for (const m of meters) {
     const p = plan.meters[m.device];
@@ -125,6 +134,7 @@ function update(view) {
       mark.level.textContent = (m.live ? m.live.text : "--.-") + " dB";
     }
     if (m.minute) addMinute(m.device, m.minute);
+    if (m.minute && m.minute.local) c.offsetMin = localOffsetMin(m.minute);
     drawChart(m.device);
   }
 }
@@ -159,7 +169,7 @@ function drawChart(device) {
   for (let k = 0; k <= 4; k++) {
     const t = t0 + k * HOUR_MS / 4;
     svg("text", {x: x(t), y: H - 5, class: "axis", "text-anchor": k === 0 ? "start" : (k === 4 ? "end" : "middle"),
-                 text: new Date(t).toISOString().slice(11, 16)}, box);
+                 text: new Date(t + (c.offsetMin || 0) * 60000).toISOString().slice(11, 16)}, box);
   }
   const limitPts = [];
   for (const m of rows) {
@@ -175,7 +185,7 @@ function drawChart(device) {
     svg("circle", {cx: x(Date.parse(m.start) + 30000), cy: y(m.laeq), r: 2.6, class: "pt " + minuteState(m)}, box);
   }
   svg("text", {x: W - R, y: T + 8, class: "axis", "text-anchor": "end",
-               text: "1-min LAeq dB, limit dashed; UTC"}, box);
+               text: "1-min LAeq dB, limit dashed; " + (c.offsetMin === undefined ? "UTC" : "local time")}, box);
 }
 
 // -- report form: the last hour of the site, in the meters' local time, as a default ----------------------------------
@@ -183,11 +193,7 @@ function defaultPeriod(view) {
   const withMinute = view.meters.find(m => m.minute && m.minute.local);
   if (!withMinute) return;
   const start = new Date(Date.parse(withMinute.minute.start));
-  const [hh, mm] = withMinute.minute.local.split(":").map(Number);
-  let offset = (hh * 60 + mm - (start.getUTCHours() * 60 + start.getUTCMinutes())) % 1440;
-  if (offset < 0) offset += 1440;
-  if (offset > 840) offset -= 1440;
-  const localNow = new Date(start.getTime() + offset * 60000);
+  const localNow = new Date(start.getTime() + localOffsetMin(withMinute.minute) * 60000);
   const to = new Date(Date.UTC(localNow.getUTCFullYear(), localNow.getUTCMonth(), localNow.getUTCDate(),
                                localNow.getUTCHours() + 1));
   const from = new Date(to.getTime() - 2 * HOUR_MS);
