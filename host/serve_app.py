@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import html
 import tempfile
 import threading
@@ -58,6 +59,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+@functools.lru_cache(maxsize=None)
 def _template(name: str) -> Template:
     return Template((WEB / name).read_text(encoding="utf-8"))
 
