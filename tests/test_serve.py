@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -217,15 +218,15 @@ def test_page_shows_the_four_boards_updating_with_the_databases_values(square, t
 
 
 def test_report_of_a_chosen_period_is_slm_reports(square):
-    db, url, serials = square
-    (first, last), = db_rows(db, "SELECT min(local), max(local) FROM minutes")
-    (start,), = db_rows(db, "SELECT min(start) FROM minutes")
-    day = "2026-07-15"  # square-evening's local date
-    assert start.startswith(day[:7])
-    status, body, headers = get(url + f"sites/{SITE}/report?from={day}T{first[:2]}:00&to={day}T{int(last[:2]) + 1:02d}:00")
+    """The report form's period (the meters' local time, square-evening's evening) gives `slm report`'s HTML."""
+    db, url, devices = square
+    (first, last), = db_rows(db, "SELECT min(start), max(start) FROM minutes")
+    local = lambda utc: datetime.fromisoformat(utc[:16]) + timedelta(hours=8)  # noqa: E731  (tz_min 480)
+    t0, t1 = local(first).replace(minute=0), local(last).replace(minute=0) + timedelta(hours=1)
+    status, body, headers = get(url + f"sites/{SITE}/report?from={t0:%Y-%m-%dT%H:%M}&to={t1:%Y-%m-%dT%H:%M}")
     assert status == 200, body
     assert "text/html" in headers["content-type"]
-    for device in serials:
+    for device in devices:
         assert device in body
     assert "data:image/png;base64," in body  # the report's own figures, embedded
 
