@@ -4,13 +4,14 @@ in use is one line and an exit code, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import sys
 
 from slm.errors import InputError, OperationError
 
-STOP_GRACE_S = 1  # open live streams are closed this long after Ctrl-C / SIGTERM
+STOP_GRACE_S = 1  # at most this long for open requests to end after Ctrl-C / SIGTERM (live streams end at once)
 
 
 class ServeError(OperationError):
@@ -57,8 +58,15 @@ def serve(db_url: str, host: str = "127.0.0.1", port: int = 8000, positions: str
         if not ipaddress.ip_address(bound_host).is_loopback:
             print("slm serve: listening beyond this machine: anyone who reaches the port sees the levels "
                   "(plain HTTP; see docs/web.md, Security)", file=sys.stderr, flush=True)
-        config = uvicorn.Config(build_app(reader, plans, db_url), log_level="warning", access_log=False,
+        stopping = asyncio.Event()
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets=None):
+                stopping.set()  # the live streams end their responses, so the connections close without a wait
+                await super().shutdown(sockets)
+
+        config = uvicorn.Config(build_app(reader, plans, db_url, stopping), log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=STOP_GRACE_S, lifespan="off")
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         reader.close()
