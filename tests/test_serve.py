@@ -329,6 +329,21 @@ def test_json_view_of_a_stored_site_and_the_database_unchanged(tmp_path):
     assert hashlib.sha256(Path(db).read_bytes()).hexdigest() == before
 
 
+def test_plan_from_a_positions_file_in_metres(tmp_path):
+    db = small_db(tmp_path / "fleet.sqlite")
+    positions = tmp_path / "plaza.toml"
+    positions.write_text("[sites.plaza]\nsize_m = [50.0, 20.0]\n[sites.plaza.meters]\nlamp-1 = [10.0, 25.5]\n")
+    proc, url = start_server(db, "--positions", str(positions))
+    try:
+        status, body, _ = get(url + "api/sites/plaza")
+    finally:
+        stop_process(proc)
+    assert status == 200
+    assert json.loads(body)["plan"] == {"size_m": [50.0, 20.0], "scenario": None, "sources": [],
+                                        "meters": {"lamp-1": {"x": 10.0, "y": 25.5, "name": "lamp-1"}},
+                                        "bounds": [0.0, 0.0, 50.0, 25.5]}
+
+
 def test_postgresql_database_served_the_same():
     from tests.services import Postgres
 
