@@ -309,7 +309,10 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--site", default="virtual", show_default=True, metavar="NAME", help="With --broker: the topics' site.")
 @click.option("--user", default=None, metavar="U", help="With --broker: the board's broker account.")
 @click.option("--password-file", default=None, metavar="F", help="With --broker: a file holding its password.")
-def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file):
+@click.option("--intervals", is_flag=True, help="With --broker: publish the interval records too (the live level of "
+              "`slm serve`).")
+def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file,
+            intervals):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
     Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
@@ -338,7 +341,8 @@ def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker
         b = parse_broker(broker, user, password_file)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", site):
             raise InputError(f"--site {site}: 1-64 characters of A-Z a-z 0-9 - _")
-        net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password}
+        net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password,
+               "intervals": intervals}
     vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
                       on_event=lambda text: click.echo(f"slm: {text}", err=True), net=net)
     if display_png is not None:
@@ -1101,6 +1105,29 @@ def hj212(db_url, target, stations, pw, state_file, utc_offset, no_ack, timeout_
     else:
         click.echo(f"sent {sum(counts['sent'].values())} {counts['sent']}, resent {counts['resent']}, "
                    f"connections {counts['connects']}, failures {counts['failures']}")
+
+
+@cli.command()
+@click.option("--db", "db_url", default="fleet.sqlite", show_default=True, metavar="URL",
+              help="The collector's database: a SQLite file, or postgresql://USER@HOST:PORT/DB (opened read-only).")
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Listen on this address (0.0.0.0: every interface; see docs/web.md, Security).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: any free port, printed).")
+@click.option("--positions", default=None, metavar="FILE", help="TOML file placing each site's meters on its plan "
+              "(a scenario's meters or x, y in metres; docs/web.md).")
+def serve(db_url, host, port, positions):
+    """Serve a web page per site: the meters on a plan of the square, live levels, the limit and state, the last
+    hour's chart, and the report of a chosen period. Read-only. See docs/web.md.
+
+    \b
+    Examples:
+      slm serve --db fleet.sqlite --positions square.toml
+      slm serve --db postgresql://slm@db/slm --host 0.0.0.0 --port 8080
+    """
+    from slm.serve import serve as run_server
+
+    run_server(db_url, host, port, positions)
 
 
 @cli.command()
