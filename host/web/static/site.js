@@ -7,7 +7,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const site = document.getElementById("site").dataset.site;
 const api = "/api/sites/" + encodeURIComponent(site);
 const STATE_TEXT = {under: "UNDER LIMIT", near: "NEAR LIMIT", over: "OVER LIMIT", overload: "OVERLOAD",
-                    mic_fault: "MIC FAULT", no_measurement: "NO MEASUREMENT", offline: "OFFLINE"};
+                    mic_fault: "MIC FAULT", no_measurement: "NO MEASUREMENT", no_clock: "CLOCK NOT SET",
+                    offline: "OFFLINE"};
 const HOUR_MS = 3600 * 1000;
 
 let plan = null;
