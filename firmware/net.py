@@ -5,7 +5,7 @@ Settings come from net.json (kept apart from config.json; `hello` and `get` neve
 
     {"host": "10.0.0.2", "port": 1883, "user": "<device id>", "password": "...", "site": "square",
      "tls": false, "ca": "ca.pem", "ssid": "...", "wifi_password": "...", "intervals": false, "ntp": "10.0.0.2",
-     "ntp_port": 123, "timeout_ms": 1000}
+     "ntp_port": 123, "timeout_ms": 5000}
 
 Only ``host`` and ``site`` are required. Without ``ssid`` (or without the ``network`` module: the unix port of a
 virtual board) the network is taken as there. Records go to ``slm/<site>/<device>/<kind>`` as the JSON of the serial
@@ -321,9 +321,9 @@ class Net:
                 continue
             rec = got[0]
             n = rec.pop("n")
+            self.next_n[kind] = n + 1
             if n <= self.cursor[kind]:
                 continue
-            self.next_n[kind] = n + 1
             if self.connects > 1 and n <= self.high.get(kind, 0):
                 self.resent += 1
             self._publish(kind, _encode(rec), False, n, now)
@@ -487,17 +487,21 @@ class _Link:
         self.hdr = bytearray(5)
         self.raw = socket.socket()
         self.sock = self.raw  # the TLS socket over it, once wrapped
-        self.raw.setblocking(False)
         self.stage = "tcp"  # tcp, connack, up
         try:
-            self.raw.connect(addr)
-        except OSError as e:
-            if e.args[0] not in _IN_PROGRESS:
-                raise
-        import select
+            self.raw.setblocking(False)
+            try:
+                self.raw.connect(addr)
+            except OSError as e:
+                if e.args[0] not in _IN_PROGRESS:
+                    raise
+            import select
 
-        self.poller = select.poll()
-        self.poller.register(self.raw, select.POLLOUT)
+            self.poller = select.poll()
+            self.poller.register(self.raw, select.POLLOUT)
+        except Exception:
+            self.raw.close()
+            raise
 
     def advance(self):
         """One step of connecting: the TCP connection made, then CONNECT written, then its CONNACK read."""
