@@ -59,7 +59,7 @@ _AGAIN = (11,)  # EAGAIN: nothing to read, no room to write
 _ECONNREFUSED = 111
 _ECONNRESET = 104
 _ETIMEDOUT = 110
-_ticks_us = getattr(time, "ticks_us", None) or (lambda: int(time.monotonic() * 1000000))  # CPython: no ticks_us
+_ticks_us = getattr(time, "ticks_us", None) or (lambda: int(time.monotonic() * 1000000))  # type: ignore[attr-defined]
 _ticks_diff = getattr(time, "ticks_diff", None) or (lambda a, b: a - b)
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -228,6 +228,7 @@ class Net:
 
     def _serve(self, now):
         link = self.link
+        assert link is not None
         hw = self.hw
         if link.stage != "up":
             link.advance()
@@ -276,6 +277,7 @@ class Net:
         other live records; a PINGREQ when idle for PING_MS; the cursor saved when nothing is in flight."""
         hw = self.hw
         link = self.link
+        assert link is not None
         done = 0
         while done < PUBLISH_PER_TURN and len(self.inflight) < WINDOW and len(link.out) < OUT_MAX and \
                 hw.ticks_diff(hw.ticks_ms(), now) < BUDGET_MS:
@@ -331,8 +333,10 @@ class Net:
         return False
 
     def _publish(self, kind, payload, retain, n, now):
+        link = self.link
+        assert link is not None
         self.pid = self.pid % 65535 + 1
-        self.link.publish(self.topics[kind], payload, retain, self.pid)
+        link.publish(self.topics[kind], payload, retain, self.pid)
         self.inflight.append([self.pid, kind, n, now])
         if n is not None and n > self.high.get(kind, 0):
             self.high[kind] = n

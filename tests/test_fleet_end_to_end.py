@@ -52,7 +52,8 @@ def fleet_through_a_broker_outage(tmp_path: Path, audio_s: int, pace: float, out
             broker.stop()
             down_at = minutes_measured()
             wait_until(lambda: all(n >= m + outage_minutes for n, m in zip(minutes_measured(), down_at)),
-                       f"{outage_minutes} minutes measured by every board with the broker down")
+                       f"{outage_minutes} minutes measured by every board with the broker down",
+                       timeout=outage_minutes * 60 * pace + WAIT_S)
             broker.start()
             for _, _, proc, serial in boards:
                 wait_until(lambda: any(r["t"] == "status" and r["net"]["connects"] >= 2 for r in list(serial.records)),
