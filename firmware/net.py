@@ -224,7 +224,7 @@ class Net:
 
             self.addr = socket.getaddrinfo(s["host"], port)[0][-1]  # blocks on a name: give the address (docs)
         self.state = "connecting"
-        self.link = _Link(self.device, s, port, self.prefix + "status", self.addr, tls, now)
+        self.link = _Link(self.device, s, port, self.prefix + "status", self.addr, tls, now, self.acked)
 
     def _serve(self, now):
         link = self.link
@@ -237,7 +237,7 @@ class Net:
                     raise OSError(_ETIMEDOUT)
                 return
             self._connected(now)
-        link.read(self._acked)
+        link.read()
         if link.stage != "up":
             return
         self._publish_some(now)
@@ -341,7 +341,7 @@ class Net:
         if n is not None and n > self.high.get(kind, 0):
             self.high[kind] = n
 
-    def _acked(self, pid):
+    def acked(self, pid):
         """A PUBACK (or, with pid 0, a PINGRESP): the window's head moves on, and with it the ring's cursor."""
         if pid == 0:
             self.ping_at = None
@@ -469,11 +469,11 @@ class Net:
 class _Link:
     """One MQTT connection driven without waiting: a non-blocking socket, connected in steps (TCP, TLS, CONNECT and
     CONNACK) by ``advance()``; ``publish()`` queues a QoS 1 PUBLISH in ``out``, ``flush()`` writes what the socket
-    takes, ``read(on_ack)`` hands each PUBACK's packet id (0 for a PINGRESP) to ``on_ack``. micropython-lib's
+    takes, ``read()`` hands each PUBACK's packet id (0 for a PINGRESP) to ``on_ack``. micropython-lib's
     umqtt.simple MQTTClient holds the session's settings (client id, account, keepalive, last will) and encodes the
     lengths; its own connect() and publish() wait on the socket, so the packets are written here."""
 
-    def __init__(self, device, s, port, will_topic, addr, tls, now):
+    def __init__(self, device, s, port, will_topic, addr, tls, now, on_ack):
         import socket
 
         from umqtt.simple import MQTTClient, _encode_len
@@ -484,6 +484,7 @@ class _Link:
         self.mqtt = m
         self.encode_len = _encode_len
         self.tls = tls
+        self.on_ack = on_ack  # bound once: a bound method made every turn would be an allocation every turn
         self.since = now  # when this connection was started
         self.out = bytearray()  # written to the socket as it takes it
         self.inb = bytearray()  # received, not yet a whole packet
@@ -523,7 +524,7 @@ class _Link:
                     self.stage = "connack"
             return
         self.flush()
-        self.read(None)
+        self.read()
 
     def _connect_packet(self):
         m = self.mqtt
@@ -580,7 +581,7 @@ class _Link:
         if n:
             self.out = self.out[n:]
 
-    def read(self, on_ack):
+    def read(self):
         """Whatever the broker sent (nothing allocated when it sent nothing)."""
         try:
             n = self.sock.readinto(self.rx)
@@ -592,6 +593,10 @@ class _Link:
             return
         if n == 0:
             raise OSError(_ECONNRESET)  # the broker closed the connection
+        self._parse(n)
+
+    def _parse(self, n):
+        """The whole packets in what has come: CONNACK, PUBACK, PINGRESP (anything else is skipped)."""
         self.inb += self.rx[:n]
         while True:
             inb = self.inb
@@ -616,10 +621,10 @@ class _Link:
 
                     raise MQTTException(inb[i + 1] if size >= 2 else -1)
                 self.stage = "up"
-            elif op == 0x40 and size >= 2 and on_ack is not None:  # PUBACK
-                on_ack(inb[i] << 8 | inb[i + 1])
-            elif op == 0xD0 and on_ack is not None:  # PINGRESP
-                on_ack(0)
+            elif op == 0x40 and size >= 2:  # PUBACK
+                self.on_ack(inb[i] << 8 | inb[i + 1])
+            elif op == 0xD0:  # PINGRESP
+                self.on_ack(0)
             self.inb = inb[i + size:]
 
     def close(self):

@@ -409,6 +409,44 @@ def test_an_hour_of_flapping_broker_never_holds_up_the_audio_loop_and_changes_no
     flapping_broker_changes_no_level(tmp_path, int(3600 / FLAP_PACE))
 
 
+IDLE_TICKS = """
+import gc, json, micropython, time
+import hardware, net, record_ring
+hw = hardware.platform()
+settings, _ = net.load_settings()
+n = net.Net(settings, "alloc01", record_ring.RecordRing(), hw)
+n.record({"t": "hello", "serial": "alloc01"})
+t0 = time.ticks_ms()
+while (n.state != "up" or n.inflight or n.outbox) and time.ticks_diff(time.ticks_ms(), t0) < 60000:
+    n.tick()
+    time.sleep_ms(2)
+up = n.state == "up" and not n.inflight and n.sent == 1
+gc.collect()
+done = 0
+micropython.heap_lock()
+try:
+    while done < 5000:
+        n.tick()
+        done += 1
+except MemoryError:
+    pass
+micropython.heap_unlock()
+print(json.dumps({"up": up, "locked_ticks": done, "errors": n.errors, "state": n.state}))
+"""
+
+
+def test_a_connected_network_step_allocates_nothing_when_there_is_nothing_to_send(broker, tmp_path):
+    """The loop's network step on every turn (reading PUBACKs that have not come, nothing to publish) with the
+    heap locked: any allocation would raise."""
+    d = networked(make_device(tmp_path, [], START), broker.port, "alloc01")
+    (d / "idle.py").write_text(IDLE_TICKS)
+    r = subprocess.run([micropython_binary(), "idle.py"], cwd=d, capture_output=True, timeout=300,
+                       env={**os.environ, "MICROPYPATH": ".frozen:lib"})
+    assert r.returncode == 0, r.stderr.decode()
+    got = json.loads(r.stdout)
+    assert got == {"up": True, "locked_ticks": 5000, "errors": 0, "state": "up"}, got
+
+
 def test_slm_virtual_with_broker_publishes_into_the_collector(broker, tmp_path):
     """`slm virtual --broker`: the virtual board of the square publishes its minutes; `slm collect` stores them."""
     import sys
