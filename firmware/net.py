@@ -513,7 +513,8 @@ class _Link:
         if self.stage == "tcp":
             import select
 
-            for _, ev in self.poller.poll(0):
+            for item in self.poller.poll(0):  # (obj, event, ...): more than 2 items on some ports
+                ev = item[1]
                 if ev & (select.POLLERR | select.POLLHUP):
                     raise OSError(_ECONNREFUSED)
                 if ev & select.POLLOUT:

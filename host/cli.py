@@ -641,7 +641,7 @@ DEMO_CONFIG = {"zone": "1", "bands": [{"start": "19:00", "end": "21:30", "limit"
 
 
 @cli.command()
-@click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=2, show_default=True,
+@click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=4, show_default=True,
               help="How many virtual boards (meters of square-evening).")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
