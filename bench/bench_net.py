@@ -89,7 +89,11 @@ def section(rows: list[dict], seconds: int, pace: float) -> str:
                      f"{r['block_us']} | {r['turn_us']} | {r['sent']} | {r['connects']} |")
     lines += ["", "A step is one of: reading the PUBACKs that came and publishing up to 4 records (the ring read "
               "of a minute is most of it), one connection step, or nothing to do. On an ESP32 the I2S buffer holds "
-              "85 ms at 48 kHz: the network's step is to stay far below it (docs/network.md)."]
+              "85 ms at 48 kHz: the network's step is to stay far below it (docs/network.md). p99 is the typical turn; the "
+              "max is a turn that publishes (a ring read, JSON), on this loaded machine. For comparison, the "
+              "blocking umqtt.simple client net.py used before (a QoS 1 publish waits for its PUBACK, 1 s timeout) "
+              "took 1,005 ms in one step in the flapping scenario of tests/test_net_device.py (2026-12-03): a "
+              "publish to the frozen broker waited out its timeout."]
     return "\n".join(lines)
 
 
