@@ -219,7 +219,8 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
         console.print(render_summary(mon.states, title=title, caption=f"log {log_file}" if log_file else None))
         if fleet is not None:
             for device, n in fleet["devices"].items():
-                console.print(f"collector ({fleet['db']}): {device}: {n['minutes']} minutes, {n['events']} events")
+                where = fleet["db"] if fleet["db_kept"] else "a temporary database (--db to keep it)"
+                console.print(f"collector into {where}: {device}: {n['minutes']} minutes, {n['events']} events")
 
 
 @cli.command()

@@ -43,6 +43,7 @@ class DemoFleet:
     def __init__(self, db_url: str | None = None):
         self.folder = Path(tempfile.mkdtemp(prefix="slm-demo-broker-"))
         self.db_url = db_url or str(self.folder / "fleet.sqlite")
+        self.temporary = db_url is None
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
         self.stop_event = threading.Event()
@@ -125,7 +126,7 @@ class DemoFleet:
             devices = [row[0] for row in db.query("SELECT device FROM devices ORDER BY device")]
         finally:
             db.close()
-        return {"broker": f"mqtt://127.0.0.1:{self.port}", "db": self.db_url,
+        return {"broker": f"mqtt://127.0.0.1:{self.port}", "db": self.db_url, "db_kept": not self.temporary,
                 "devices": {d: {"minutes": minutes.get(d, 0), "events": events.get(d, 0)} for d in devices}}
 
     def close(self) -> None:
