@@ -92,7 +92,7 @@ def section(rows: list[dict], seconds: int, pace: float) -> str:
               "85 ms at 48 kHz: the network's step is to stay far below it (docs/network.md). p99 is the typical turn; the "
               "max is a turn that publishes (a ring read, JSON), on this loaded machine. For comparison, the "
               "blocking umqtt.simple client net.py used before (a QoS 1 publish waits for its PUBACK, 1 s timeout) "
-              "took 1,005 ms in one step in the flapping scenario of tests/test_net_device.py (2026-12-03): a "
+              "took 1,005 ms in one step in the flapping scenario of tests/test_net_flapping.py (2026-12-03): a "
               "publish to the frozen broker waited out its timeout."]
     return "\n".join(lines)
 
