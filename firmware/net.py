@@ -48,7 +48,7 @@ BACKOFF_MAX_MS = 60000
 WIFI_WAIT_MS = 20000  # a Wi-Fi connection that is not up after this is started again
 KEEPALIVE_S = 60
 PING_MS = 30000  # a PINGREQ when nothing was published for this long (the broker then keeps the session)
-CURSOR_SAVE_EVERY = 20  # acknowledged ring records between cursor saves (and whenever the backlog is empty)
+CURSOR_SAVE_EVERY = 20  # acknowledged ring records between cursor saves (and on a turn with nothing in flight)
 NTP_EVERY_MS = 3600000
 NTP_WAIT_MS = 2000
 NTP_DELTA_DAYS = 25567  # days from 1900-01-01 (NTP) to 1970-01-01
@@ -238,8 +238,6 @@ class Net:
                 return
             self._connected(now)
         link.read()
-        if link.stage != "up":
-            return
         self._publish_some(now)
         link.flush()
         if self.inflight and hw.ticks_diff(now, self.inflight[0][3]) > self.timeout_ms:
