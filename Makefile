@@ -31,7 +31,7 @@ test: $(STAMP) services
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # Long soak and fuzz runs, not part of `make test`.
-soak: $(STAMP)
+soak: $(STAMP) services
 	$(BIN)/python -m pytest -q -m slow
 
 # 100,000 malformed and hostile payloads through the collector (a sample of them runs in `make test`).

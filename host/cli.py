@@ -181,8 +181,9 @@ def monitor(ports, log_file, limit_db, duration_s, as_json, broker, user, passwo
     _watch(targets, log_file, limit_db, duration_s, as_json)
 
 
-def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor", mon=None):
-    """The monitor's live view and summary over the given ports (monitor and demo), or of `mon` (a BrokerMonitor)."""
+def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor", mon=None, extra=None):
+    """The monitor's live view and summary over the given ports (monitor and demo), or of `mon` (a BrokerMonitor);
+    ``extra()``: a dict for the summary's "fleet" (the demo's collector)."""
     import signal
 
     from rich.console import Console
@@ -230,12 +231,17 @@ def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor"
         mon.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    fleet = extra() if extra is not None else None
     if as_json:
-        click.echo(json.dumps(mon.summary()))
+        click.echo(json.dumps({**mon.summary(), **({"fleet": fleet} if fleet is not None else {})}))
     else:
         summary = mon.summary()
         title = f"{title}: {summary['duration_s']:.0f} s"
         console.print(render_summary(mon.states, title=title, caption=f"log {log_file}" if log_file else None))
+        if fleet is not None:
+            for device, n in fleet["devices"].items():
+                where = fleet["db"] if fleet["db_kept"] else "a temporary database (--db to keep it)"
+                console.print(f"collector into {where}: {device}: {n['minutes']} minutes, {n['events']} events")
 
 
 @cli.command()
@@ -661,7 +667,7 @@ DEMO_CONFIG = {"zone": "1", "bands": [{"start": "19:00", "end": "21:30", "limit"
 
 
 @cli.command()
-@click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=2, show_default=True,
+@click.option("--boards", "n_boards", type=click.IntRange(1, 4), default=4, show_default=True,
               help="How many virtual boards (meters of square-evening).")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds and print the summary (default: run until Ctrl-C).")
@@ -673,18 +679,26 @@ DEMO_CONFIG = {"zone": "1", "bands": [{"start": "19:00", "end": "21:30", "limit"
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv|FILE.jsonl",
               help="Log every record with host time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
-    """Virtual boards on a simulated square evening, and the live monitor on them (`make demo`).
+@click.option("--serial", "serial_only", is_flag=True,
+              help="Boards on serial only: no broker, no collector (the demo before the fleet).")
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="The fleet's database (fleet.sqlite or postgresql://...; default: a temporary SQLite file).")
+def demo(n_boards, duration_s, speed, limit_db, log_file, as_json, serial_only, db_url):
+    """The square as a fleet: virtual boards on a simulated square evening publishing through a local Mosquitto,
+    `slm collect` storing what they publish, and the live monitor on them (`make demo`).
 
-    Starts N virtual boards - the real firmware on the MicroPython unix port behind pseudo-terminals, each hearing
-    one meter of the square-evening scenario (the dance team's edge, the facade across the street, ...) from 20:00
-    local time, each configured to GB 3096 class 1 with a local dance band (19:00-21:30, 65 dB) - and runs
-    `slm monitor` on their ports: the limit in force, minutes over it, exceedance episodes.
+    Starts a Mosquitto on 127.0.0.1 and N virtual boards - the real firmware on the MicroPython unix port behind
+    pseudo-terminals, each hearing one meter of the square-evening scenario (the dance team's edge, the facade across
+    the street, ...) from 20:00 local time, each configured to GB 3096 class 1 with a local dance band (19:00-21:30,
+    65 dB), each publishing to the broker (docs/network.md) - the collector storing into the fleet database, and
+    `slm monitor` on the boards' ports: the limit in force, minutes over it, exceedance episodes; at the end what
+    the collector stored per board. --serial: the boards and the monitor only.
 
     \b
     Examples:
       slm demo
       slm demo --boards 4 --speed 5 --duration 60
+      slm demo --serial
     """
     import tempfile
     from contextlib import ExitStack
@@ -696,15 +710,23 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json):
     meters = ["dance-edge", "facade", "drums-edge", "singers-edge"][:n_boards]
     load_scenario("square-evening")
     with ExitStack() as stack:
+        fleet = None
+        if not serial_only:
+            from slm.demo_fleet import DemoFleet
+
+            fleet = stack.enter_context(DemoFleet(db_url))
+            click.echo(f"broker {fleet.net['host']}:{fleet.port}, collector into {fleet.db_url}", err=True)
         ports = []
         for m in meters:
             device = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"slm-demo-{m}-")))
             (device / "config.json").write_text(json.dumps(DEMO_CONFIG))
-            vb = stack.enter_context(VirtualBoard(scenario="square-evening", meter=m, speed=speed,
-                                                  device_dir=device))  # started
+            vb = stack.enter_context(VirtualBoard(scenario="square-evening", meter=m, speed=speed, device_dir=device,
+                                                  net=fleet.net if fleet else None))  # started
             ports.append(vb.port)
-            click.echo(f"virtual board {m}: {vb.port}", err=True)
-        _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo")
+            click.echo(f"virtual board {m}: {vb.port}" + (f", publishing as {vb.serial}" if fleet else ""),
+                       err=True)
+        _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo",
+               extra=fleet.summary if fleet else None)
 
 
 @cli.command()
