@@ -20,6 +20,7 @@ install: $(STAMP)
 # The main job on an embedded default: virtual boards on a simulated square evening and the live monitor on them.
 # DURATION=S runs for S seconds and prints the summary (no terminal needed).
 demo: $(STAMP)
+	@bash tests/ensure_services.sh demo
 	$(BIN)/slm demo $(if $(DURATION),--duration $(DURATION))
 
 # The broker and database the network tests start for themselves (Mosquitto, PostgreSQL): installed when missing.

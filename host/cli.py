@@ -691,8 +691,8 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json, serial_only, 
     pseudo-terminals, each hearing one meter of the square-evening scenario (the dance team's edge, the facade across
     the street, ...) from 20:00 local time, each configured to GB 3096 class 1 with a local dance band (19:00-21:30,
     65 dB), each publishing to the broker (docs/network.md) - the collector storing into the fleet database, and
-    `slm monitor` on the boards' ports: the limit in force, minutes over it, exceedance episodes; at the end what
-    the collector stored per board. --serial: the boards and the monitor only.
+    `slm monitor --broker` on the broker: the limit in force, minutes over it, exceedance episodes, last seen; at the
+    end what the collector stored per board. --serial: the boards and the monitor on their serial ports only.
 
     \b
     Examples:
@@ -725,7 +725,14 @@ def demo(n_boards, duration_s, speed, limit_db, log_file, as_json, serial_only, 
             ports.append(vb.port)
             click.echo(f"virtual board {m}: {vb.port}" + (f", publishing as {vb.serial}" if fleet else ""),
                        err=True)
-        _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo",
+        mon = None
+        if fleet is not None:  # the fleet's view: what the broker carries, as `slm monitor --broker` shows it
+            from slm.collect import parse_broker
+            from slm.monitor_mqtt import BrokerMonitor
+
+            mon = BrokerMonitor(parse_broker(f"mqtt://{fleet.net['host']}:{fleet.port}", None, None, None),
+                                limit_db=limit_db)
+        _watch(ports, log_file, limit_db, duration_s, as_json, title="slm demo", mon=mon,
                extra=fleet.summary if fleet else None)
 
 

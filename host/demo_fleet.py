@@ -54,7 +54,7 @@ class DemoFleet:
 
     @property
     def net(self) -> dict:
-        return {"host": "127.0.0.1", "port": self.port, "site": SITE}
+        return {"host": "127.0.0.1", "port": self.port, "site": SITE, "intervals": True}  # the live level
 
     def __enter__(self) -> "DemoFleet":
         try:

@@ -27,3 +27,5 @@ def test_demo_boards_judge_the_dance_team_against_their_dance_band():
     stored = json.loads(r.stdout)["fleet"]["devices"]
     assert list(stored) == [board["serial"]]
     assert stored[board["serial"]]["minutes"] >= 1
+    # the monitor read the broker (the fleet's view: its MQTT session, last seen), not the board's serial port
+    assert board["offline"] is False and board["last_seen"]
