@@ -20,7 +20,7 @@ from tests.test_net_device import START, Flapper, networked, run_seeded
 pytestmark = pytest.mark.micropython
 
 
-FLAP_AUDIO_S = 480  # device seconds of the flapping test in `make test` (at FLAP_PACE: 96 s of wall time)
+FLAP_AUDIO_S = 300  # device seconds of the flapping test in `make test` (at FLAP_PACE: 60 s of wall time)
 FLAP_PACE = 0.2  # wall seconds per device second
 FLAP_BOUND_BLOCKS = 250  # the longest network step allowed, in audio blocks (1 ms at 16 kHz): generous against a loaded
 # machine pausing the process (measured: 5-16 ms); the blocking client of before waited 1 s for a frozen broker
