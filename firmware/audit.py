@@ -115,7 +115,6 @@ class Trail:
         self.key, self.fault = load_key(key_path)
         self.key_id = chain.key_id(self.key) if self.key is not None else None
         self.prev = {}  # kind -> mac of its last record
-        self.new_key = False
         self.last_firmware = None
         self.lost = 0  # entries not written for want of room (audit_full)
         self.faults_seen = []
@@ -132,8 +131,9 @@ class Trail:
 
     # -- boot --------------------------------------------------------------------------------------------------------
     def recover(self):
-        """At boot, before any record is emitted: each chain's previous mac, from the ring (zeros for a chain that
-        starts: no key, a new key, or nothing of that kind since the key came)."""
+        """At boot, before any other record is emitted: each chain's previous mac, from the ring (zeros for a chain
+        that starts: no key, a new key, or nothing of that kind since the key came); a changed key is written as the
+        ``key`` entry now."""
         ring = self.ring
         last = self._latest(("key", "firmware")) if ring is not None else {}  # firmware: its part 1
         self.last_firmware = last.get("firmware")
@@ -151,15 +151,14 @@ class Trail:
         else:
             for kind in KINDS:
                 self.prev[kind] = chain.ZERO_MAC
-        self.new_key = new_key
+        if new_key:  # first, so that every record signed from now on follows it
+            self.write("key", {"key_id": self.key_id}, own=True)
 
     def boot(self, cause=None):
-        """At boot, after ``recover``: the boot's entries: key when the key changed (its entry starts the chains),
+        """At boot, after ``recover`` (which writes the ``key`` entry when the key changed: it starts the chains):
         power_loss when the last run did not end cleanly, boot with its cause (``cause``: the board's reset cause,
         None where it cannot tell), firmware when the file set changed since the last firmware entry."""
         ring = self.ring
-        if self.new_key:
-            self.write("key", {"key_id": self.key_id}, own=True)
         before = self._read_run()
         if before == "run" and cause in (None, "power_on"):
             info = ring.info()["minute"] if ring is not None else None
@@ -172,8 +171,6 @@ class Trail:
         if before == "reboot" and cause in (None, "soft", "hard"):
             cause = "reboot"
         self.write("boot", {"cause": cause or "power_on"}, own=True)
-        if self.fault:
-            self.note_faults([self.fault])
         files = firmware_files()
         digest = set_sha256(files)
         fw = self.last_firmware
