@@ -319,16 +319,22 @@ def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(
     from slm.link import DeviceLink
     from slm.virtual_board import VirtualBoard
 
+    from slm.pull import pull_record
+
     d = tmp_path / "board"
     with VirtualBoard("calibrator", speed=0, device_dir=d, key=KEY) as vb:
         with DeviceLink(vb.port, timeout=10.0) as link:
             info = link.info()
             reply = link.send("pull", kind="audit", **{"from": 0})["result"]
+            pull_record(link, tmp_path / "pulled")  # `slm pull`'s files
     assert info["key_id"] == hashlib.sha256(KEY).hexdigest()[:8]
     assert (d / "slm_key.bin").read_bytes() == KEY and (d / "slm_key.bin").stat().st_mode & 0o777 == 0o600
     audit = [rr.decode("audit", base64.b64decode(s)) for s in reply["records"]]
     assert audit[0]["what"] == "key" and audit[0]["key_id"] == info["key_id"]
     check_chain("audit", audit, device=info["serial"])
+    pulled = b"".join(p.read_bytes() for p in (tmp_path / "pulled").iterdir() if p.is_file())
+    for form in (KEY, KEY.hex().encode(), KEY.hex().upper().encode(), base64.b64encode(KEY)):
+        assert form not in pulled
     bad = tmp_path / "bad.key"
     bad.write_bytes(b"\x00" * 31)
     with CliRunner().isolation() as (out, err, _):
