@@ -140,7 +140,7 @@ class Trail:
         key_entry = last.get("key")
         had = key_entry.get("key_id") if key_entry is not None else None
         new_key = had != self.key_id
-        if self.key is not None and ring is not None and not new_key:
+        if self.key is not None and ring is not None and key_entry is not None and not new_key:
             for kind in KINDS:
                 r = ring.rings[kind]
                 starts = key_entry.get(kind + "_n") if kind != "audit" else key_entry.get("n")
@@ -204,7 +204,7 @@ class Trail:
     def _firmware(self, digest, files):
         """firmware entries: the first 8 hex digits of each file's sha256, in as many entries (``part`` of ``parts``)
         as the audit slot needs; the first also carries the set's sha256 (``set_sha256``)."""
-        parts = []
+        parts = []  # type: list
         part = {}  # type: dict
         work = bytearray(512)
         for name, h in files:
@@ -227,7 +227,7 @@ class Trail:
 
     def _latest(self, whats):
         """{what: the latest audit entry of each of ``whats``} found in the ring, newest first."""
-        found = {}
+        found = {}  # type: dict
         r = self.ring.rings["audit"]
         n = r.last
         while n >= r.first and n > 0 and len(found) < len(whats):

@@ -9,7 +9,7 @@ import hashlib
 try:
     import record_ring
 except ImportError:  # CPython, imported as slm.firmware.chain
-    from . import record_ring
+    from slm.firmware import record_ring  # type: ignore
 
 MAC_BYTES = 16  # a record carries HMAC-SHA256 cut to 128 bits (RFC 2104 s.5, NIST SP 800-107)
 ZERO_MAC = bytes(MAC_BYTES)  # prev_mac of the first record of a chain
