@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,17 @@ def test_changing_commands_are_refused_with_audit_full_and_change_nothing(tmp_pa
     assert not (d / "calibration.json").exists()
 
 
+def pull_all(link, kind: str) -> list[dict]:
+    """Every stored record of ``kind``, through `pull` (a few audit entries a reply)."""
+    out: list[dict] = []
+    nxt, last = 0, 1
+    while nxt <= last:
+        got = link.send("pull", kind=kind, timeout=30.0, **{"from": nxt})["result"]
+        out += [rr.decode(kind, base64.b64decode(s)) for s in got["records"]]
+        nxt, last = got["next"], got["last"]
+    return out
+
+
 def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(tmp_path):
     """`slm virtual --key FILE` / VirtualBoard(key=...): slm_key.bin (mode 0600) in the device folder, hello's key_id,
     signed records; a key file that is not a key is refused with one line and exit 2, before anything starts."""
@@ -327,11 +339,21 @@ def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(
             info = link.info()
             reply = link.send("pull", kind="audit", **{"from": 0})["result"]
             pull_record(link, tmp_path / "pulled")  # `slm pull`'s files
+            link.read_records()  # what came before (the first hello)
+            link.reboot()  # the reboot command: a `reboot` entry, then after the restart a `boot` whose cause says so
+            deadline = time.monotonic() + 120
+            while not any(r.get("t") == "hello" for r in link.read_records(timeout=1.0)):
+                assert time.monotonic() < deadline, "no hello after the reboot"
+            audit_all = pull_all(link, "audit")
     assert info["key_id"] == hashlib.sha256(KEY).hexdigest()[:8]
     assert (d / "slm_key.bin").read_bytes() == KEY and (d / "slm_key.bin").stat().st_mode & 0o777 == 0o600
     audit = [rr.decode("audit", base64.b64decode(s)) for s in reply["records"]]
     assert audit[0]["what"] == "key" and audit[0]["key_id"] == info["key_id"]
     check_chain("audit", audit, device=info["serial"])
+    whats = [(a["what"], a.get("why"), a.get("cause")) for a in audit_all]
+    i = whats.index(("reboot", "command", None))
+    assert whats[i + 1] == ("boot", None, "reboot")
+    check_chain("audit", audit_all, device=info["serial"])  # one chain across the reboot
     pulled = b"".join(p.read_bytes() for p in (tmp_path / "pulled").iterdir() if p.is_file())
     for form in (KEY, KEY.hex().encode(), KEY.hex().upper().encode(), base64.b64encode(KEY)):
         assert form not in pulled
