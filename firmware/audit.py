@@ -13,6 +13,7 @@ the next entry written is an ``audit_full`` {lost} entry.
 
 import hashlib
 import os
+from binascii import hexlify, unhexlify
 
 import chain
 import record_ring
@@ -138,12 +139,13 @@ class Trail:
         last = self._latest(("key", "firmware")) if ring is not None else {}  # firmware: its part 1
         self.last_firmware = last.get("firmware")
         key_entry = last.get("key")
-        had = key_entry.get("key_id") if key_entry is not None else None
-        new_key = had != self.key_id
-        if self.key is not None and ring is not None and key_entry is not None and not new_key:
+        new_key = ring is not None and not self._same_key()
+        if self.key is not None and ring is not None and not new_key:
             for kind in KINDS:
                 r = ring.rings[kind]
-                starts = key_entry.get(kind + "_n") if kind != "audit" else key_entry.get("n")
+                starts = None  # without the key entry every stored record came after it (the audit ring's rule)
+                if key_entry is not None:
+                    starts = key_entry.get(kind + "_n") if kind != "audit" else key_entry.get("n")
                 if isinstance(starts, int) and r.last < starts:
                     self.prev[kind] = chain.ZERO_MAC  # nothing of this kind since the key came: a chain starts
                 else:
@@ -153,6 +155,24 @@ class Trail:
                 self.prev[kind] = chain.ZERO_MAC
         if new_key:  # first, so that every record signed from now on follows it
             self.write("key", {"key_id": self.key_id}, own=True)
+
+    def _same_key(self):
+        """Whether the key is the one the last audit entry was made with: its mac checks out under this key (as
+        the first of a chain or after the entry before it), or neither has a key. Needs no key entry, which the
+        audit ring may have overwritten long after its key came."""
+        r = self.ring.rings["audit"]
+        got = self.ring.read("audit", r.last - 1, 2) if r.last else []
+        entry = got[-1] if got and got[-1]["n"] == r.last else None
+        if entry is None or "mac" not in entry:
+            return self.key is None
+        if self.key is None:
+            return False
+        body = chain.body("audit", entry)
+        before = got[0] if len(got) == 2 and "mac" in got[0] else None
+        for prev in ((unhexlify(before["mac"]),) if before is not None else ()) + (chain.ZERO_MAC,):
+            if hexlify(chain.link(self.key, self.device_id, "audit", entry["n"], prev, body)).decode() == entry["mac"]:
+                return True
+        return False
 
     def boot(self, cause=None):
         """At boot, after ``recover`` (which writes the ``key`` entry when the key changed: it starts the chains):
@@ -170,7 +190,7 @@ class Trail:
         self._write_run("run")
         if before == "reboot" and cause in (None, "soft", "hard"):
             cause = "reboot"
-        self.write("boot", {"cause": cause or "power_on"}, own=True)
+        self.write("boot", {"cause": cause or "power_on", "key_id": self.key_id}, own=True)
         files = firmware_files()
         digest = set_sha256(files)
         fw = self.last_firmware

@@ -367,3 +367,47 @@ def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(
             code = e.code
         assert code == 2 and out.getvalue() == b"" and err.getvalue().count(b"\n") == 1, err.getvalue()
     assert not (tmp_path / "other").exists()
+
+
+KEY_AGES_OUT = r"""
+import json, record_ring, audit
+ring = record_ring.RecordRing('.', minutes=10, events_bytes=4 * record_ring.EVENT_SLOT, audits=24)
+sent = []
+def emit(kind, fields):
+    rec = dict(fields)
+    rec['t'] = kind
+    ring.add(rec, trail.signer())
+    sent.append(rec)
+trail = audit.Trail(ring, 'dev', emit)
+trail.recover()
+trail.boot()
+for i in range(60):  # a long life: minutes age out, and so do the oldest audit entries, the key's among them
+    for k in range(10):
+        emit('minute', {'LAeq': 50.0 + k})
+    trail.write('fault', {'name': 'f%d' % i}, own=True)
+first = ring.info()['audit']['first']
+again = audit.Trail(ring, 'dev', emit)  # a restart
+again.recover()
+again.boot()
+emit('minute', {'LAeq': 40.0})
+print(first)
+for rec in sent:
+    print(json.dumps(rec))
+"""
+
+
+def test_a_key_entry_that_aged_out_of_the_audit_ring_is_not_taken_for_a_new_key(tmp_path):
+    d = tmp_path / "fw"
+    d.mkdir()
+    for name in ("record_ring.py", "audit.py", "chain.py"):
+        (d / name).write_bytes((Path(rr.__file__).parent / name).read_bytes())
+    (d / "slm_key.bin").write_bytes(KEY)
+    (d / "script.py").write_text(KEY_AGES_OUT)
+    r = subprocess.run([micropython_binary(), "script.py"], cwd=d, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    first, sent = int(lines[0]), [json.loads(x) for x in lines[1:]]
+    assert first > 1  # the key's entry (n = 1) was overwritten
+    assert [a["what"] for a in sent if a["t"] == "audit"].count("key") == 1  # the restart wrote no second one
+    for kind in ("minute", "audit"):
+        check_chain(kind, [x for x in sent if x["t"] == kind], device="dev")  # one chain each, across the restart
