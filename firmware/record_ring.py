@@ -137,6 +137,7 @@ def _put(typ, v, buf, pos, text_cap):
     if isinstance(v, bool):
         return None
     if typ == LEVEL or typ == SMALL or typ == NUM:
+        given = v
         v = _level_value(v)  # protocol.Levels puts a reused object for every field sent at 0.01 (s, duration_s, ...)
         if isinstance(v, int):
             if typ == LEVEL and -327 <= v <= 327:
@@ -152,7 +153,7 @@ def _put(typ, v, buf, pos, text_cap):
         if not isinstance(v, float) or v != v or v in (float("inf"), float("-inf")):
             return None
         if typ == NUM:
-            c = milli(v)
+            c = milli(given)
             if -(1 << 63) <= c < 1 << 63:
                 struct.pack_into("<q", buf, pos, c)
                 return 3, pos + 8
@@ -163,7 +164,7 @@ def _put(typ, v, buf, pos, text_cap):
                 struct.pack_into("<h", buf, pos, c)
                 return 2, pos + 2
             return None
-        c = milli(v)
+        c = milli(given)
         if 0 <= c <= 65535:
             struct.pack_into("<H", buf, pos, c)
             return 3, pos + 2
@@ -247,8 +248,34 @@ def _get(typ, state, buf, pos):
 
 
 def milli(v):
-    """A float's whole thousandths: every float a record carries (but levels, at 0.01 dB) is kept at 0.001."""
-    return int(round(v * 1000))
+    """A float's whole thousandths (half to even), from its text: repr, what JSON writes for it (for a level object of
+    protocol.Levels its two-decimal text). A host that parsed that text gets the same number from its own float, also
+    when the device's floats are float32 (an ESP32) and the host's doubles: every float a record carries (but levels,
+    at 0.01 dB) is kept at 0.001, and a MAC over it checks out on both."""
+    t = repr(v)
+    neg = t[:1] == "-"
+    if neg:
+        t = t[1:]
+    e = 0
+    k = t.find("e")
+    if k < 0:
+        k = t.find("E")
+    if k >= 0:
+        e = int(t[k + 1:])
+        t = t[:k]
+    dot = t.find(".")
+    if dot >= 0:
+        e -= len(t) - dot - 1
+        t = t[:dot] + t[dot + 1:]
+    m = int(t)  # the value is m * 10**e
+    e += 3
+    if e >= 0:
+        c = m * 10 ** e
+    else:
+        q, r = divmod(m, 10 ** -e)
+        half = 10 ** -e // 2
+        c = q + (1 if r > half or (r == half and q & 1) else 0)
+    return -c if neg else c
 
 
 def quantise(v):

@@ -99,3 +99,25 @@ def test_body_and_link_are_the_same_bytes_on_micropython(tmp_path):
         assert got[i] == [b.hex(), prev.hex(), hashlib.sha256(key).hexdigest()[:8]]
         assert chain.link(key, "slm-a1", rec["t"], i + 1, bytes(16) if i == 0 else bytes.fromhex(got[i - 1][1]),
                           b) == prev
+
+
+class Float32(float):
+    """A float as an ESP32 holds it (float32) and writes it in JSON (MicroPython's repr: 7 significant digits)."""
+
+    def __new__(cls, x: float):
+        import numpy as np
+
+        return super().__new__(cls, float(np.float32(x)))
+
+    def __repr__(self) -> str:
+        return "%.7g" % self
+
+
+def test_a_float32_device_and_a_double_host_pack_the_same_body_from_the_same_text():
+    """The device packs a float from its text (what JSON carries), so a host that parsed that text into a double
+    gets the same body: 123456.78 is 123456.78125 in a float32, written "123456.8"."""
+    for x in (3600.125, 86400.5, 123456.78, 7261.37, 0.1, 59.999, 1e9 + 0.5):
+        device = dict(EVENT, duration_s=Float32(x), step_s=Float32(-x), other=Float32(x / 7))
+        wire = json.loads(json.dumps({k: float(repr(v)) if isinstance(v, Float32) else v for k, v in device.items()}))
+        assert chain.body("event", device) == chain.body("event", wire), x
+    assert rr.milli(Float32(123456.78)) == 123456800 != round(Float32(123456.78) * 1000)
