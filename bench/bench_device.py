@@ -1,6 +1,6 @@
 """The device application's own costs beside the meter, on the MicroPython unix port: judging (minute records,
-episodes; bench/bench_minute.py), the device's record (bench/bench_ring.py) and the public display
-(bench/bench_display.py). Runs the three one after the other and writes what they print into the "device" section
+episodes; bench/bench_minute.py), the device's record (bench/bench_ring.py), the public display
+(bench/bench_display.py) and signing the records (bench/bench_chain.py). Runs them one after the other and writes what they print into the "device" section
 of docs/performance.md, with the machine, the date and the command.
 
     .venv/bin/python bench/bench_device.py        (make bench-device)
@@ -24,6 +24,8 @@ PARTS = (
      ["bench/bench_minute.py", "--minutes", "4"]),
     ("The device's record, the ring of minutes and events (`bench/bench_ring.py`)", ["bench/bench_ring.py"]),
     ("The public display, one redraw a second in slices (`bench/bench_display.py`)", ["bench/bench_display.py"]),
+    ("Signing the records: chain.body and link beside the ring's add (`bench/bench_chain.py`)",
+     ["bench/bench_chain.py"]),
 )
 
 

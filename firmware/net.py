@@ -52,8 +52,8 @@ CURSOR_SAVE_EVERY = 20  # acknowledged ring records between cursor saves (and on
 NTP_EVERY_MS = 3600000
 NTP_WAIT_MS = 2000
 NTP_DELTA_DAYS = 25567  # days from 1900-01-01 (NTP) to 1970-01-01
-RING_KINDS = ("event", "minute")
-PUBLISHED = ("hello", "status", "interval", "minute", "event")
+RING_KINDS = ("event", "audit", "minute")
+PUBLISHED = ("hello", "status", "interval", "minute", "event", "audit")
 _IN_PROGRESS = (115, 119, 11)  # EINPROGRESS (Linux; lwIP), EAGAIN: a non-blocking connect under way
 _AGAIN = (11,)  # EAGAIN: nothing to read, no room to write
 _ECONNREFUSED = 111
@@ -320,7 +320,7 @@ class Net:
                 self._advance(kind, r.last)
                 continue
             rec = got[0]
-            n = rec.pop("n")
+            n = rec["n"] if "mac" in rec else rec.pop("n")  # a signed record keeps its chain number
             self.next_n[kind] = n + 1
             if n <= self.cursor[kind]:
                 continue
