@@ -942,12 +942,49 @@ def pull(port, out_dir, as_json):
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
         return
-    for kind, name in (("minute", "minutes"), ("event", "events")):
+    for kind, name in (("minute", "minutes"), ("event", "events"), ("audit", "audit records")):
+        if kind not in report.kinds:
+            continue
         r = report.kinds[kind]
         text = f"{name}: {r.pulled} new" + (f" (n {r.first}-{r.last})" if r.pulled else "")
         if r.lost:
             text += f", {r.lost} lost (overwritten on the device before they were pulled)"
         click.echo(text + f"; {report.out_dir} holds up to n={r.stored_last}")
+
+
+@cli.command()
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@click.option("--keys", "keys_dir", required=True, metavar="DIR", help="The devices' keys: the keys/ folder of "
+              "`slm provision` (DEVICE.key).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def verify(sources, keys_dir, as_json):
+    """Check the signed records (their hash chains): name each chain's first problem and last trustworthy point.
+
+    SOURCE is a folder written by `slm pull`, a log of `slm monitor --log` (.jsonl) or a collector database (a
+    SQLite file or postgresql://...); several are read together (a record replayed from another device is named
+    when that device's records are among them). Exit 0: every record verified; 1: verification failed (or records
+    are unsigned); 2: bad input. See docs/verifying.md.
+
+    \b
+    Examples:
+      slm verify square-north/ --keys broker/keys
+      slm verify fleet.sqlite --keys broker/keys --json
+    """
+    from rich.console import Console
+
+    from slm.verify import verify as check
+
+    result = check(list(sources), keys_dir)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        from slm.verify import render
+
+        render(result, console)
+    return 0 if result.ok else 1
 
 
 @cli.command()
