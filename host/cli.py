@@ -1031,8 +1031,10 @@ def report(source, start, end, site, out, cn_periods, eu_periods):
               help="MQTT client id: the broker keeps this collector's session (and what it missed) under it.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--keys", "keys_dir", default=None, metavar="DIR", help="The devices' keys (the keys/ folder of "
+              "`slm provision`): check each signed record on arrival and mark it (column verified).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, as_json):
+def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, keys_dir, as_json):
     """Store what the fleet publishes on an MQTT broker: devices, minutes, intervals, events, status.
 
     Subscribes to slm/# and validates every message (topic slm/SITE/DEVICE/KIND, the serial record as JSON):
@@ -1052,10 +1054,15 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
     from slm.fleet_db import open_db
 
     target = collect_mod.parse_broker(broker, user, password_file, ca_file)
+    keys = None
+    if keys_dir is not None:
+        from slm.verify import load_keys
+
+        keys = load_keys(keys_dir)
     db = open_db(db_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop).as_dict()
+    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop, keys=keys).as_dict()
     if as_json:
         click.echo(json.dumps(counts))
     else:

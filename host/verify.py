@@ -188,9 +188,7 @@ class _Checker:
             nxt = items[i + 1] if i + 1 < len(items) else None
             failures = r.problems
             ok = False
-            if item.conflict:
-                r.fail("altered", item, item.conflict)
-            elif prev is None or item.n != (prev.n or 0) + 1:
+            if prev is None or item.n != (prev.n or 0) + 1:
                 ok = self._start(item, prev, items[i + 1:])
             elif self._mac_ok(item, bytes.fromhex(prev.mac or "")):
                 ok = True
@@ -199,6 +197,9 @@ class _Checker:
                 r.notes.append(f"a new chain starts at n={item.n} (a key was installed)")
             else:
                 self._name_mismatch(item, prev, nxt)
+            if ok and item.conflict:
+                r.fail("altered", item, item.conflict)
+                ok = False
             t = _ms(item.utc)
             if ok and t is not None and last_time is not None and t < last_time - CLOCK_SLACK_MS and \
                     not self._stepped(last_time, t):
@@ -225,8 +226,9 @@ class _Checker:
         r = self.result
         if prev is not None and item.n is not None and prev.n is not None:
             if item.n <= prev.n:
-                if item.n == prev.n and item.mac == prev.mac:
-                    r.fail("inserted", item, f"a second copy of n={item.n}")
+                if item.n == prev.n:
+                    r.fail("inserted", item, f"a second record numbered n={item.n}" + (
+                        " (a copy)" if item.mac == prev.mac else ""))
                 else:
                     r.fail("reordered", item, f"n={item.n} comes after n={prev.n}")
                 return False
@@ -261,6 +263,9 @@ class _Checker:
         if mac in self.others:
             o = self.others[mac]  # type: ignore[index]
             r.fail("replayed", item, f"it is record n={o.n} of device {o.device} ({o.where})")
+        elif nxt is not None and nxt.n == item.n + 1 and mac_bytes(nxt) is not None and \
+                record_mac(self.key, self.device, self.kind, item.n + 1, mac_bytes(nxt), item.rec) == mac:  # type: ignore
+            r.fail("reordered", item, f"it is the device's record n={item.n + 1}, swapped with n={item.n}")
         elif nxt is not None and nxt.n == item.n and self._mac_ok(nxt, bytes.fromhex(prev.mac or "")):
             r.fail("inserted", item, f"a forged n={item.n} before the device's own")
         elif nxt is not None and nxt.n == item.n + 1 and self._mac_ok(nxt, mac):  # type: ignore[arg-type]
@@ -534,3 +539,51 @@ def render(result: Result, console: Any) -> None:
         for note in c.notes[:3]:
             console.print(f"{c.device} {c.kind}: {note}", markup=False, highlight=False)
     console.print("all records verified" if result.ok else "VERIFICATION FAILED", markup=False)
+
+
+# -- on arrival (the collector) ----------------------------------------------------------------------------------
+class ArrivalCheck:
+    """What `slm collect --keys` marks a signed record with when it arrives: 1 (its MAC is right after the record
+    before it in its chain, or it starts a chain), 0 (wrong), None (unsigned, no key, or the record before it has
+    not arrived yet: ``recheck`` then gives it its mark when that one comes). ``stored_mac(table, device, n)``
+    looks a record's mac up in the database when it is not among the recent ones."""
+
+    def __init__(self, keys: dict[str, bytes], stored_mac: Any):
+        self.keys = keys
+        self.stored_mac = stored_mac
+        self.recent: dict[tuple[str, str, int], str] = {}  # (device, kind, n) -> mac, the last few per chain
+        self.waiting: dict[tuple[str, str, int], tuple[dict[str, Any], str]] = {}  # unchecked: their rec, mac
+
+    def mark(self, kind: str, device: str, rec: dict[str, Any], table: str) -> int | None:
+        n, mac = rec.get("n"), rec.get("mac")
+        key = self.keys.get(device)
+        if key is None or type(n) is not int or not isinstance(mac, str):
+            return None
+        got = bytes.fromhex(mac) if MAC_RE.match(mac) else None
+        if got is None:
+            return 0
+        self.recent[(device, kind, n)] = mac
+        self.recent.pop((device, kind, n - 64), None)
+        body = chain.body(kind, rec)
+        if chain.link(key, device, kind, n, ZERO_MAC, body) == got:
+            return 1
+        prev = self.recent.get((device, kind, n - 1)) if n > 1 else None
+        if prev is None and n > 1:
+            prev = self.stored_mac(table, device, n - 1)
+        if prev is None or not MAC_RE.match(prev):
+            self.waiting[(device, kind, n)] = (rec, mac)
+            if len(self.waiting) > 10000:  # bounded: the oldest stays unchecked (verify checks it later)
+                del self.waiting[next(iter(self.waiting))]
+            return None
+        return 1 if chain.link(key, device, kind, n, bytes.fromhex(prev), body) == got else 0
+
+    def recheck(self, kind: str, device: str, n: int) -> tuple[int, str, int] | None:
+        """(n + 1, its mac, its mark) when record n + 1 was waiting for record n (just stored), else None."""
+        waiting = self.waiting.pop((device, kind, n + 1), None)
+        mac = self.recent.get((device, kind, n))
+        if waiting is None or mac is None or not MAC_RE.match(mac):
+            return None
+        rec, its_mac = waiting
+        ok = chain.link(self.keys[device], device, kind, n + 1, bytes.fromhex(mac), chain.body(kind, rec)) == \
+            bytes.fromhex(its_mac)
+        return n + 1, its_mac, 1 if ok else 0
