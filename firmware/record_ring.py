@@ -1,18 +1,22 @@
-"""The device's own record: `minute` and `event` records kept on flash in a bounded ring (docs/protocol.md,
-"Device record"), so that a meter nobody watched still has its last week of minutes and month of events.
+"""The device's own record: `minute`, `event` and `audit` records kept on flash in bounded rings (docs/protocol.md,
+"Device record"), so that a meter nobody watched still has its last week of minutes, month of events and its audit
+trail.
 
 Each kind has its ring of fixed-size slots, stored in segment files of at most 4 KiB (one flash block), so that
 writing one slot rewrites one small file: LittleFS copies a file from the modified block to its end, and a ring in
 one large file would rewrite most of a megabyte every minute. A slot::
 
-    crc32 (4) | n (u32) | states (u32: 2 bits per schema field) | values | extras length (u8) + JSON | zeros
+    crc32 (4) | n (u32) | mac (16) | states (u32: 2 bits per schema field) | values | extras length (u8) + JSON | zeros
+
+``mac`` is the record's chain MAC (firmware/chain.py), 16 zero bytes for a record made without a key. Everything
+from ``states`` on is the record's canonical body (``pack``, which chain.body uses too: one encoder).
 
 ``n`` numbers the records of a kind, 1, 2, 3, ... and record n lives in slot (n - 1) % capacity, so a record is
 found without an index, and ``n`` is recovered at boot by scanning the slots (the largest n whose slot's CRC is
 right). The CRC covers everything after it; a slot whose CRC or position is wrong is skipped, never returned. The
-schema fields are packed by type (times as 48-bit ms since 1970, levels as int16 in 0.01 dB, ...); a field whose
-value does not fit its type, and any field the schema does not know, go to the slot's JSON extras, as far as room
-allows. A text field (``band``) is cut at a character boundary when the record would not fit its slot.
+schema fields are packed by type (times as 48-bit ms since 1970, levels as int16 in 0.01 dB, other floats at
+0.001, ...); a field whose value does not fit its type, and any field the schema does not know, go to the slot's
+JSON extras (canonical: sorted keys, compact, floats at 0.001, UTF-8 as is), as far as room allows. A text field (``band``) is cut at a character boundary when the record would not fit its slot.
 
 Power cuts: a slot is written with one open/seek/write/close. LittleFS commits a file on close (copy on write), so
 a cut keeps the slot's previous content; on FAT a torn slot fails its CRC. Either way only the record being written
@@ -25,14 +29,19 @@ Nothing here runs per audio block: ``add`` runs once a minute (it allocates a li
 import json
 import os
 import struct
-from binascii import crc32
+from binascii import crc32, hexlify
 
-MINUTE_SLOT = 80  # bytes per minute slot: 51 in a 4080-byte segment
-EVENT_SLOT = 112  # bytes per event slot: 36 in a 4032-byte segment
+MINUTE_SLOT = 96  # bytes per minute slot: 42 in a 4032-byte segment
+EVENT_SLOT = 128  # bytes per event slot: 32 in a 4096-byte segment
+AUDIT_SLOT = 256  # bytes per audit slot: 16 in a 4096-byte segment
 SEGMENT_BYTES = 4096  # a segment file holds as many whole slots as fit in one flash block
-MINUTES = 10200  # 200 segments: 7 days 2 hours of minutes
-EVENTS_BYTES = 56 * 4032  # 56 segments: 2016 events (67 a day for 30 days); with the minutes 256 blocks = 1 MiB
-HEADER = 12  # crc32, n, states
+MINUTES = 10080  # 240 segments: 7 days of minutes
+EVENTS_BYTES = 63 * 4096  # 63 segments: 2016 events (67 a day for 30 days)
+AUDITS = 512  # 32 segments; with minutes and events 335 blocks of 4 KiB = 1.31 MiB
+MAC_AT = 8  # crc32, n, then the 16 mac bytes
+MAC_BYTES = 16
+STATES_AT = 24  # the body (chain.body) starts here: states, values, extras
+HEADER = 28  # crc32, n, mac, states
 
 # Field types. A field's 2-bit state: 0 absent, 1 null, 2 and 3 a value (the two forms a type tells apart).
 TIME = 0  # ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" (state 2) or "...:SSZ" (state 3): 6 bytes, ms since 1970
@@ -43,7 +52,7 @@ HHMM = 4  # "HH:MM": u16 minutes of the day
 BOOL = 5  # False (state 2), True (state 3): no bytes
 TEXT = 6  # UTF-8, u8 length + bytes
 KIND = 7  # an event kind from EVENT_KINDS: 1 byte
-NUM = 8  # an int32 (state 2, 4 bytes) or a float (state 3, 8 bytes)
+NUM = 8  # an int32 (state 2, 4 bytes) or a float at 0.001 (state 3: int64 of thousandths, 8 bytes)
 
 MINUTE_FIELDS = (("utc", TIME), ("ms", U48), ("start", TIME), ("local", HHMM), ("s", SMALL), ("LAeq", LEVEL),
                  ("LAFmax", LEVEL), ("LA10", LEVEL), ("LA50", LEVEL), ("LA90", LEVEL), ("LCpeak", LEVEL),
@@ -52,10 +61,13 @@ MINUTE_FIELDS = (("utc", TIME), ("ms", U48), ("start", TIME), ("local", HHMM), (
 EVENT_FIELDS = (("utc", TIME), ("ms", U48), ("kind", KIND), ("start", TIME), ("end", TIME), ("time", TIME),
                 ("duration_s", NUM), ("LAeq", LEVEL), ("LAFmax", LEVEL), ("limit", LEVEL), ("band", TEXT),
                 ("minutes_over", NUM), ("interrupted", BOOL), ("from", TIME), ("to", TIME), ("step_s", NUM))
+AUDIT_FIELDS = (("utc", TIME), ("ms", U48), ("seq", U48), ("what", TEXT), ("minute_n", U48), ("event_n", U48))
 EVENT_KINDS = ("exceedance_start", "exceedance_end", "night_max", "clock_step")
-KINDS = ("minute", "event")
-SCHEMAS = {"minute": (MINUTE_FIELDS, MINUTE_SLOT), "event": (EVENT_FIELDS, EVENT_SLOT)}
-FOLDERS = {"minute": "ring_min", "event": "ring_evt"}
+KINDS = ("minute", "event", "audit")
+SCHEMAS = {"minute": (MINUTE_FIELDS, MINUTE_SLOT), "event": (EVENT_FIELDS, EVENT_SLOT),
+           "audit": (AUDIT_FIELDS, AUDIT_SLOT)}
+FOLDERS = {"minute": "ring_min", "event": "ring_evt", "audit": "ring_aud"}
+NOT_PACKED = ("t", "n", "mac")  # a record's fields that are not part of its body
 
 _ZEROS = bytes(64)
 _WORK = bytearray(512)  # a record is packed here first (its text may have to be cut to fit the slot)
@@ -140,16 +152,19 @@ def _put(typ, v, buf, pos, text_cap):
         if not isinstance(v, float) or v != v or v in (float("inf"), float("-inf")):
             return None
         if typ == NUM:
-            struct.pack_into("<d", buf, pos, v)
-            return 3, pos + 8
+            c = milli(v)
+            if -(1 << 63) <= c < 1 << 63:
+                struct.pack_into("<q", buf, pos, c)
+                return 3, pos + 8
+            return None
         if typ == LEVEL:
             c = round(v * 100)
             if -32767 <= c <= 32767:
                 struct.pack_into("<h", buf, pos, c)
                 return 2, pos + 2
             return None
-        c = round(v * 1000)
-        if 0 <= c <= 65535 and abs(c - v * 1000) < 1e-6 * (1 + c):
+        c = milli(v)
+        if 0 <= c <= 65535:
             struct.pack_into("<H", buf, pos, c)
             return 3, pos + 2
         return None
@@ -217,7 +232,7 @@ def _get(typ, state, buf, pos):
     if typ == NUM:
         if state == 2:
             return struct.unpack_from("<i", buf, pos)[0], pos + 4
-        return struct.unpack_from("<d", buf, pos)[0], pos + 8
+        return struct.unpack_from("<q", buf, pos)[0] / 1000, pos + 8
     if typ == TIME:
         return format_time(_get48(buf, pos), state == 2), pos + 6
     if typ == U48:
@@ -231,11 +246,71 @@ def _get(typ, state, buf, pos):
     return str(bytes(buf[pos + 1:pos + 1 + n]), "utf-8"), pos + 1 + n
 
 
-def encode(kind, rec, n, buf, work):
-    """Pack record ``rec`` of ``kind`` as number ``n`` into slot ``buf`` (its whole length), using ``work`` (a
-    bytearray of 512 bytes). A text field is cut (at a character) as far as needed to keep every other field; when
-    that is not enough, the extras are left out. Returns the number of fields left out (0: the record is whole).
-    ValueError when even the schema's fields cannot fit."""
+def milli(v):
+    """A float's whole thousandths: every float a record carries (but levels, at 0.01 dB) is kept at 0.001."""
+    return int(round(v * 1000))
+
+
+def quantise(v):
+    """A float as the record keeps it (0.001 steps), so that what is sent is what is stored and MAC'ed; other
+    values unchanged."""
+    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")):
+        return milli(v) / 1000
+    return v
+
+
+def canonical_json(v, out):
+    """Append to list ``out`` the canonical JSON text of ``v``: sorted keys, no spaces, floats at 0.001 (as
+    "-1.250"), text as UTF-8 with only quote, backslash and control characters escaped, non-finite floats as null.
+    The same bytes on MicroPython and CPython, and json.loads of it re-encodes to the same text."""
+    if v is None or v is True or v is False:
+        out.append("null" if v is None else ("true" if v else "false"))
+    elif isinstance(v, int):
+        out.append("%d" % v)
+    elif isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            out.append("null")
+        else:
+            c = milli(v)
+            out.append("%s%d.%03d" % ("-" if c < 0 else "", abs(c) // 1000, abs(c) % 1000))
+    elif isinstance(v, str):
+        out.append('"')
+        for ch in v:
+            if ch == '"' or ch == "\\":
+                out.append("\\" + ch)
+            elif ord(ch) < 0x20:
+                out.append("\\u%04x" % ord(ch))
+            else:
+                out.append(ch)
+        out.append('"')
+    elif isinstance(v, (list, tuple)):
+        out.append("[")
+        for i in range(len(v)):
+            if i:
+                out.append(",")
+            canonical_json(v[i], out)
+        out.append("]")
+    elif isinstance(v, dict):
+        out.append("{")
+        first = True
+        for k in sorted(v, key=str):
+            if not first:
+                out.append(",")
+            first = False
+            canonical_json(str(k), out)
+            out.append(":")
+            canonical_json(v[k], out)
+        out.append("}")
+    else:
+        canonical_json(_level_value(v) if hasattr(v, "v") else str(v), out)
+
+
+def pack(kind, rec, work):
+    """Pack the body of record ``rec`` of ``kind`` into ``work`` (a bytearray of 512 bytes) at STATES_AT: states,
+    values, extras; the fields ``t``, ``n``, ``mac`` are not part of it. A text field is cut (at a character) as far
+    as needed to keep every other field in the kind's slot; when that is not enough, the extras are left out.
+    Returns (end, fields left out); the body is work[STATES_AT:end]. ValueError when even the schema's fields
+    cannot fit. The slot writer (encode) and chain.body both use this: one encoder."""
     fields, size = SCHEMAS[kind]
     cap = 255
     keep_extras = True
@@ -243,10 +318,9 @@ def encode(kind, rec, n, buf, work):
         end, states, extras = _pack(fields, rec, work, cap)
         text = b""
         if extras and keep_extras:
-            try:
-                text = json.dumps(extras, separators=(",", ":")).encode()
-            except (TypeError, ValueError):
-                text = b""
+            out = []  # type: list
+            canonical_json(extras, out)
+            text = "".join(out).encode()
             if len(text) > 255:
                 text = b""
         over = end + 1 + len(text) - size
@@ -265,8 +339,24 @@ def encode(kind, rec, n, buf, work):
             raise ValueError("record does not fit a %d-byte slot" % size)
     work[end] = len(text)
     work[end + 1:end + 1 + len(text)] = text
-    end += 1 + len(text)
-    struct.pack_into("<II", work, 4, n, states)
+    struct.pack_into("<I", work, STATES_AT, states)
+    return end + 1 + len(text), (len(extras) if extras and not text else 0)
+
+
+def encode(kind, rec, n, buf, work, mac=None):
+    """Pack record ``rec`` of ``kind`` as number ``n`` with chain MAC ``mac`` (16 bytes, None: zeros) into slot
+    ``buf`` (its whole length), using ``work`` (a bytearray of 512 bytes; see ``pack``). Returns the number of fields
+    left out (0: the record is whole). ValueError when even the schema's fields cannot fit."""
+    end, left_out = pack(kind, rec, work)
+    seal(kind, n, mac, buf, work, end)
+    return left_out
+
+
+def seal(kind, n, mac, buf, work, end):
+    """Slot ``buf`` of a body packed in work[STATES_AT:end]: n, mac (None: zeros), zeros to the end, the CRC."""
+    size = SCHEMAS[kind][1]
+    struct.pack_into("<I", work, 4, n)
+    work[MAC_AT:STATES_AT] = mac if mac is not None else _ZEROS[:MAC_BYTES]
     buf[:end] = work[:end]
     i = end
     while i < size:  # zeros to the end of the slot
@@ -274,7 +364,6 @@ def encode(kind, rec, n, buf, work):
         buf[i:i + k] = _ZEROS[:k]
         i += k
     struct.pack_into("<I", buf, 0, crc32(memoryview(buf)[4:size]) & 0xFFFFFFFF)
-    return len(extras) if extras and not text else 0
 
 
 def _pack(fields, rec, work, text_cap):
@@ -296,9 +385,8 @@ def _pack(fields, rec, work, text_cap):
             continue
         states |= got[0] << 2 * i
         pos = got[1]
-    known = ("t", "n")
     for key in rec:
-        if key not in known and not _in_schema(fields, key):
+        if key not in NOT_PACKED and not _in_schema(fields, key):
             extras = extras or {}
             extras[key] = _level_value(rec[key])
     return pos, states, extras
@@ -321,7 +409,8 @@ def slot_n(buf, size):
 
 
 def decode(kind, buf):
-    """The record dict (with ``t`` and ``n``) in a slot of ``kind``, or None when the slot is not a valid one.
+    """The record dict (with ``t``, ``n`` and, when it was made with a key, ``mac`` as 32 hex digits) in a slot of
+    ``kind``, or None when the slot is not a valid one.
     ``buf`` may be shorter than the slot (trailing zeros left out, as `pull` sends it)."""
     fields, size = SCHEMAS[kind]
     if len(buf) < size:
@@ -329,8 +418,11 @@ def decode(kind, buf):
     n = slot_n(buf, size)
     if n == 0:
         return None
-    states = struct.unpack_from("<I", buf, 8)[0]
+    states = struct.unpack_from("<I", buf, STATES_AT)[0]
     rec = {"t": kind, "n": n}
+    mac = bytes(buf[MAC_AT:STATES_AT])
+    if mac != _ZEROS[:MAC_BYTES]:
+        rec["mac"] = hexlify(mac).decode()
     pos = HEADER
     try:
         for i in range(len(fields)):
@@ -350,9 +442,14 @@ def decode(kind, buf):
     return rec
 
 
+def slot_mac(buf):
+    """The 16 mac bytes of a (checked) slot; zeros for a record made without a key."""
+    return bytes(buf[MAC_AT:STATES_AT])
+
+
 def _event_kind(buf):
     """The ``kind`` of an event slot (already checked), without decoding the rest, or None."""
-    states = struct.unpack_from("<I", buf, 8)[0]
+    states = struct.unpack_from("<I", buf, STATES_AT)[0]
     pos = HEADER
     for i in (0, 1):  # utc, ms: 6 bytes each when present with a value
         if states >> 2 * i & 3 >= 2:
@@ -458,19 +555,30 @@ class _Ring:
     def _read_n(self, p):
         return slot_n(self.slot, self.size) if self._read_slot(p) else 0
 
-    def add(self, rec):
+    def add(self, rec, sign=None):
         n = self.last + 1
-        left_out = encode(self.kind, rec, n, self.slot, _WORK)
+        end, left_out = pack(self.kind, rec, _WORK)
+        mac = None
+        if sign is not None:  # sign(kind, n, body) -> 16 bytes: the record carries n and mac, sent as stored
+            mac = sign(self.kind, n, bytes(memoryview(_WORK)[STATES_AT:end]))
+            rec["n"] = n
+            rec["mac"] = hexlify(mac).decode()
+        seal(self.kind, n, mac, self.slot, _WORK, end)
         p = (n - 1) % self.capacity
         s, j = divmod(p, self.per_segment)
         off = j * self.size
         path = self._path(s)
         try:
-            f = open(path, "r+b")
-        except OSError as e:
-            if e.args[0] != 2:  # only a missing segment is created: never truncate one that failed to open
-                raise
-            f = open(path, "wb")
+            try:
+                f = open(path, "r+b")
+            except OSError as e:
+                if e.args[0] != 2:  # only a missing segment is created: never truncate one that failed to open
+                    raise
+                f = open(path, "wb")
+        except OSError:
+            if mac is not None:
+                self.last = n
+            raise
         try:
             end = f.seek(0, 2)
             while end < off:  # a new or short segment: zeros up to the slot (an invalid slot)
@@ -479,6 +587,10 @@ class _Ring:
                 end += k
             f.seek(off)
             f.write(self.slot)
+        except OSError:
+            if mac is not None:
+                self.last = n  # a signed record goes out even so: its number is never used again in this run
+            raise
         finally:
             f.close()
         had = self._is_valid(p)
@@ -530,6 +642,12 @@ class _Ring:
                 f.close()
         return max(m, first_n)
 
+    def last_mac(self):
+        """The mac of the last record (16 bytes; zeros when none or made without a key)."""
+        if self.last == 0 or self._read_n((self.last - 1) % self.capacity) != self.last:
+            return _ZEROS[:MAC_BYTES]
+        return slot_mac(self.slot)
+
     def info(self):
         return {"first": self.first, "last": self.last, "count": self.count, "capacity": self.capacity,
                 "slot": self.size}
@@ -538,14 +656,16 @@ class _Ring:
 class RecordRing:
     """The device's record: ``add(rec)``, ``read(kind, first_n, max_count)``, ``info()``, ``open_episode()``.
 
-    folder: where the ring folders ring_min/ and ring_evt/ live; minutes: minute slots; events_bytes: bytes of
-    event slots (rounded down to whole slots). The defaults take 1 MiB of flash (256 blocks of 4 KiB).
+    folder: where the ring folders ring_min/, ring_evt/ and ring_aud/ live; minutes: minute slots; events_bytes:
+    bytes of event slots (rounded down to whole slots); audits: audit slots. The defaults take 1.31 MiB of flash
+    (335 blocks of 4 KiB).
     """
 
-    def __init__(self, folder=".", minutes=MINUTES, events_bytes=EVENTS_BYTES):
+    def __init__(self, folder=".", minutes=MINUTES, events_bytes=EVENTS_BYTES, audits=AUDITS):
         base = "" if folder in ("", ".") else folder.rstrip("/") + "/"  # plain names in the current folder
         self.rings = {"minute": _Ring(base + FOLDERS["minute"], "minute", minutes),
-                      "event": _Ring(base + FOLDERS["event"], "event", events_bytes // EVENT_SLOT)}
+                      "event": _Ring(base + FOLDERS["event"], "event", events_bytes // EVENT_SLOT),
+                      "audit": _Ring(base + FOLDERS["audit"], "audit", audits)}
         self.left_out = 0  # fields not stored since start (no room in their slot)
         for r in self.rings.values():
             r.scan()
@@ -553,13 +673,15 @@ class RecordRing:
     def _ring(self, kind):
         r = self.rings.get(kind) if isinstance(kind, str) else None
         if r is None:
-            raise ValueError("bad_value: kind must be minute or event")
+            raise ValueError("bad_value: kind must be minute, event or audit")
         return r
 
-    def add(self, rec):
-        """Store a `minute` or `event` record (its ``t`` says which); returns its number n. OSError when the
-        flash cannot be written (the record is then not stored and its number is used by the next one)."""
-        n, left_out = self._ring(rec.get("t")).add(rec)
+    def add(self, rec, sign=None):
+        """Store a `minute`, `event` or `audit` record (its ``t`` says which); returns its number n. With
+        ``sign(kind, n, body) -> mac`` the record is signed: ``rec`` gets ``n`` and ``mac`` (hex) before it is written.
+        OSError when the flash cannot be written (the record is then not stored; its number is used by the next one,
+        unless the record was signed: a signed record is sent anyway, so its number is not used again)."""
+        n, left_out = self._ring(rec.get("t")).add(rec, sign)
         self.left_out += left_out
         return n
 
@@ -582,6 +704,10 @@ class RecordRing:
 
         self._ring(kind).each(first_n, take)
         return out
+
+    def last_mac(self, kind):
+        """The mac (16 bytes) of the last record of ``kind``; zeros when there is none or it has no mac."""
+        return self._ring(kind).last_mac()
 
     def info(self):
         """{kind: {first, last, count, capacity, slot}}: first/last n stored (0 when none), records stored, slots,

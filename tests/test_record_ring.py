@@ -142,8 +142,11 @@ def test_every_minute_field_round_trips_through_its_slot(rec, n):
 @settings(max_examples=400, deadline=None)
 @given(event_records())
 def test_every_event_field_round_trips_through_its_slot(rec):
+    """Every field comes back as it went in; a float that is not a level comes back at 0.001 (the device quantises
+    it so before sending it: chain.body)."""
     got, left_out = round_trip("event", rec)
-    assert uncut(got, rec) == stored(rec, 7) and left_out == 0
+    want = {k: rr.quantise(v) if k in ("duration_s", "step_s") else v for k, v in rec.items()}
+    assert uncut(got, rec) == stored(want, 7) and left_out == 0
 
 
 @settings(max_examples=100, deadline=None)
@@ -199,13 +202,15 @@ def test_any_slot_content_with_a_right_crc_decodes_or_is_refused_never_raises(ki
     assert got is None or (got["t"] == kind and got["n"] == struct.unpack_from("<I", slot, 4)[0])
 
 
-def test_default_capacity_holds_a_week_of_minutes_and_a_month_of_events_in_one_mebibyte():
+def test_default_capacity_holds_a_week_of_minutes_a_month_of_events_and_the_audit_trail_in_1_31_mib():
+    """With the 16 mac bytes per slot (issue 12) the rings take 335 blocks of 4 KiB (they took 256 before)."""
     per_min = rr.SEGMENT_BYTES // rr.MINUTE_SLOT
     per_evt = rr.SEGMENT_BYTES // rr.EVENT_SLOT
+    per_aud = rr.SEGMENT_BYTES // rr.AUDIT_SLOT
     events = rr.EVENTS_BYTES // rr.EVENT_SLOT
-    blocks = -(-rr.MINUTES // per_min) + -(-events // per_evt)
-    assert rr.MINUTES >= 7 * 24 * 60 and events >= 30 * 60
-    assert blocks * rr.SEGMENT_BYTES <= 1 << 20
+    blocks = -(-rr.MINUTES // per_min) + -(-events // per_evt) + -(-rr.AUDITS // per_aud)
+    assert rr.MINUTES >= 7 * 24 * 60 and events >= 30 * 67 and rr.AUDITS >= 512
+    assert blocks <= 335
 
 
 # -- the rings on the MicroPython unix port ---------------------------------------------------------------------------
@@ -247,8 +252,8 @@ def test_the_ring_wraps_keeps_its_capacity_and_recovers_n_at_boot(tmp_path):
     assert out[1] == 201 and out[2] == list(range(142, 202)) and out[3] == [150, 151, 152]
     here = rr.RecordRing(str(d), minutes=60, events_bytes=20 * rr.EVENT_SLOT)
     assert here.read("minute", 0, 1000)[:-1] == [stored(minute(i), i + 1) for i in range(141, 200)]
-    assert sorted(p.name for p in (d / "ring_min").iterdir()) == ["0", "1"]  # 51 slots in a segment: 2 files
-    assert (d / "ring_min" / "0").stat().st_size == 51 * rr.MINUTE_SLOT
+    assert sorted(p.name for p in (d / "ring_min").iterdir()) == ["0", "1"]  # 42 slots in a segment: 2 files
+    assert (d / "ring_min" / "0").stat().st_size == rr.SEGMENT_BYTES // rr.MINUTE_SLOT * rr.MINUTE_SLOT
 
 
 def test_a_corrupt_or_torn_slot_is_skipped_and_its_neighbours_stay(tmp_path):
