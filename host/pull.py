@@ -254,6 +254,10 @@ class PullStore:
             self._lock_file = None
 
 
+class _NoAuditTrail(PullError):
+    """The device's `pull` does not know kind audit (firmware before the audit trail)."""
+
+
 def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
     from slm.link import DeviceError
 
@@ -263,6 +267,8 @@ def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
         if e.code == "unknown_cmd":
             raise PullError("the device's firmware keeps no record (no `%s` command): deploy current firmware"
                             % cmd) from None
+        if e.code == "bad_value" and fields.get("kind") == "audit":
+            raise _NoAuditTrail("no audit trail") from None
         raise PullError(f"the device could not read its record ({e.code}: {e.message})") from None
     result = reply.get("result")
     if not isinstance(result, dict):
@@ -339,7 +345,10 @@ def pull_record(link: Any, out_dir: str | os.PathLike[str], store: PullStore | N
             if kind not in ring:
                 continue  # firmware without an audit trail
             report.kinds[kind] = KindReport()
-            pull_kind(link, store.outputs[kind], report.kinds[kind], progress, store.note_lost)
+            try:
+                pull_kind(link, store.outputs[kind], report.kinds[kind], progress, store.note_lost)
+            except _NoAuditTrail:
+                del report.kinds[kind]
     finally:
         store.close()
     return report

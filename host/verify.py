@@ -10,7 +10,6 @@ anchor (named, not counted as valid); every later record is checked against the 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -124,8 +123,8 @@ class Result:
 
 # -- keys ---------------------------------------------------------------------------------------------------------
 def key_id(key: bytes) -> str:
-    """What a device's `hello` says of its key: the first 8 hex of its SHA-256 (never the key)."""
-    return hashlib.sha256(key).hexdigest()[:8]
+    """What a device's `hello` says of its key (never the key)."""
+    return chain.key_id(key)
 
 
 def load_keys(keys_dir: str | Path) -> dict[str, bytes]:
@@ -145,8 +144,17 @@ def load_keys(keys_dir: str | Path) -> dict[str, bytes]:
     return keys
 
 
-def record_mac(key: bytes, device: str, kind: str, n: int, prev: bytes, rec: dict[str, Any]) -> bytes:
-    return chain.link(key, device, kind, n, prev, chain.body(kind, rec))
+def body(kind: str, rec: dict[str, Any]) -> bytes | None:
+    """The record's canonical bytes (chain.body), or None for one no device could have packed."""
+    try:
+        return chain.body(kind, rec)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None
+
+
+def record_mac(key: bytes, device: str, kind: str, n: int, prev: bytes, rec: dict[str, Any]) -> bytes | None:
+    b = body(kind, rec)
+    return None if b is None else chain.link(key, device, kind, n, prev, b)
 
 
 def mac_bytes(item: Item) -> bytes | None:
@@ -564,8 +572,10 @@ class ArrivalCheck:
             return 0
         self.recent[(device, kind, n)] = mac
         self.recent.pop((device, kind, n - 64), None)
-        body = chain.body(kind, rec)
-        if chain.link(key, device, kind, n, ZERO_MAC, body) == got:
+        packed = body(kind, rec)
+        if packed is None:
+            return 0
+        if chain.link(key, device, kind, n, ZERO_MAC, packed) == got:
             return 1
         prev = self.recent.get((device, kind, n - 1)) if n > 1 else None
         if prev is None and n > 1:
@@ -575,7 +585,7 @@ class ArrivalCheck:
             if len(self.waiting) > 10000:  # bounded: the oldest stays unchecked (verify checks it later)
                 del self.waiting[next(iter(self.waiting))]
             return None
-        return 1 if chain.link(key, device, kind, n, bytes.fromhex(prev), body) == got else 0
+        return 1 if chain.link(key, device, kind, n, bytes.fromhex(prev), packed) == got else 0
 
     def recheck(self, kind: str, device: str, n: int) -> tuple[int, str, int] | None:
         """(n + 1, its mac, its mark) when record n + 1 was waiting for record n (just stored), else None."""
@@ -584,6 +594,5 @@ class ArrivalCheck:
         if waiting is None or mac is None or not MAC_RE.match(mac):
             return None
         rec, its_mac = waiting
-        ok = chain.link(self.keys[device], device, kind, n + 1, bytes.fromhex(mac), chain.body(kind, rec)) == \
-            bytes.fromhex(its_mac)
+        ok = record_mac(self.keys[device], device, kind, n + 1, bytes.fromhex(mac), rec) == bytes.fromhex(its_mac)
         return n + 1, its_mac, 1 if ok else 0
