@@ -1001,7 +1001,9 @@ def verify(sources, keys_dir, as_json):
               help="Start of China's day and night (Ld, Ln, Ldn).")
 @click.option("--eu-periods", default="07:00,19:00,23:00", show_default=True, metavar="DAY,EVENING,NIGHT",
               help="Start of the EU END day, evening and night (Lday, Levening, Lnight, Lden).")
-def report(source, start, end, site, out, cn_periods, eu_periods):
+@click.option("--keys", "keys_dir", default=None, metavar="DIR", help="The devices' keys (slm provision's keys/): "
+              "show each record's verification as `slm verify` finds it (default: the collector's marks).")
+def report(source, start, end, site, out, cn_periods, eu_periods, keys_dir):
     """Report the levels of a period: hourly LAeq against the limit, Ld/Ln/Ldn, Lden, episodes, night maxima.
 
     SOURCE is a collector database (a SQLite file or postgresql://...), a folder written by `slm pull`, or a log
@@ -1014,7 +1016,7 @@ def report(source, start, end, site, out, cn_periods, eu_periods):
     """
     from slm.report import make_report
 
-    rep, files = make_report(source, start, end, site, out, cn_periods, eu_periods)
+    rep, files = make_report(source, start, end, site, out, cn_periods, eu_periods, keys_dir)
     click.echo(f"{len(rep.meters)} meters, {rep.start:%Y-%m-%d %H:%M} to {rep.end:%Y-%m-%d %H:%M}: "
                + ", ".join(str(f) for f in files))
 

@@ -84,6 +84,7 @@ class ChainResult:
     problems: int = 0
     trusted: dict[str, Any] | None = None  # the last trustworthy point: {n, utc, where}
     notes: list[str] = field(default_factory=list)
+    states: dict[int, str] = field(default_factory=dict)  # n -> valid, failed, unchecked (a start), unsigned
 
     @property
     def state(self) -> str:
@@ -192,6 +193,8 @@ class _Checker:
             if mac is None or item.n is None:
                 r.unsigned += 1
                 r.fail("unsigned", item, "no MAC" if item.mac is None else f"no valid MAC ({str(item.mac)[:40]!r})")
+                if item.n is not None:
+                    r.states.setdefault(item.n, "unsigned")
                 continue
             nxt = items[i + 1] if i + 1 < len(items) else None
             failures = r.problems
@@ -222,6 +225,9 @@ class _Checker:
                     r.trusted = {"n": item.n, "utc": item.utc, "where": item.where}
             elif r.problems > failures:
                 r.failed += 1
+            state = "valid" if ok else "failed" if r.problems > failures else "unchecked"
+            if r.states.get(item.n) in (None, "valid", "unchecked"):  # a failed copy of n makes n failed
+                r.states[item.n] = state if r.states.get(item.n) is None or state == "failed" else r.states[item.n]
             # the next record is checked against this one, unless it follows the one before (this one was put in)
             if prev is None or item.n > (prev.n or 0):
                 inserted = nxt is not None and prev is not None and nxt.n == item.n and not ok
@@ -401,6 +407,16 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         raise VerifyInputError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
 
 
+def log_serial(line: dict[str, Any]) -> str | None:
+    """The device id a monitor log's line names for its port: its hello, or the reply to `info`."""
+    if line.get("t") == "hello" and isinstance(line.get("serial"), str):
+        return line["serial"]
+    result = line.get("result")
+    if line.get("t") == "ack" and isinstance(result, dict) and isinstance(result.get("serial"), str):
+        return result["serial"]
+    return None
+
+
 def load_log(path: Path) -> list[Item]:
     """The records of a `slm monitor --log FILE.jsonl` (devices named by their hello, or the line's serial)."""
     if path.suffix.lower() != ".jsonl":
@@ -410,8 +426,9 @@ def load_log(path: Path) -> list[Item]:
     for line, rec in _jsonl(path):
         t = rec.get("t")
         port = str(rec.get("port"))
-        if t == "hello" and isinstance(rec.get("serial"), str):
-            device_of_port[port] = rec["serial"]
+        serial = log_serial(rec)
+        if serial is not None:
+            device_of_port[port] = serial
             continue
         if t not in KINDS:
             continue

@@ -64,9 +64,9 @@ class Pulled:
         csv.writer(buf, lineterminator="\n").writerows(rows)
         (self.a / "minutes.csv").write_text(buf.getvalue(), encoding="utf-8")
 
-    def tamper(self, how: str) -> None:
+    def tamper(self, how: str, n: int = TAMPERED_N) -> None:
         rows = self._rows(self.a)
-        header, i = rows[0], TAMPERED_N  # row i holds n = i
+        header, i = rows[0], n  # row i holds n = i
         col = header.index("LAeq")
         if how == "digit":
             rows[i][col] = one_digit(rows[i][col])
@@ -91,15 +91,15 @@ class Log:
         self.path = write_log(tmp / "evening.jsonl", records)
         self.sources = [str(self.path)]
 
-    def tamper(self, how: str) -> None:
+    def tamper(self, how: str, n: int = TAMPERED_N) -> None:
         lines = self.path.read_text(encoding="utf-8").splitlines()
         recs = [json.loads(x) for x in lines]
 
-        def index(device: str, n: int) -> int:
+        def index(device: str, k: int) -> int:
             port = next(r["port"] for r in recs if r.get("serial") == device and r["t"] == "hello")
-            return next(j for j, r in enumerate(recs) if r["port"] == port and r["t"] == "minute" and r["n"] == n)
+            return next(j for j, r in enumerate(recs) if r["port"] == port and r["t"] == "minute" and r["n"] == k)
 
-        i = index(A, TAMPERED_N)
+        i = index(A, n)
         if how == "digit":
             rec = recs[i]
             lines[i] = lines[i].replace('"LAeq":%s' % json.dumps(rec["LAeq"]),
@@ -107,13 +107,13 @@ class Log:
         elif how == "delete":
             del lines[i]
         elif how == "swap":
-            k = index(A, TAMPERED_N + 1)
+            k = index(A, n + 1)
             lines[i], lines[k] = lines[k], lines[i]
         elif how == "insert":
             forged = dict(recs[i], LAeq=45.0, mac=os.urandom(16).hex())
             lines.insert(i, json.dumps(forged))
         elif how == "replay":
-            other = dict(recs[index(B, TAMPERED_N)], port=recs[i]["port"])
+            other = dict(recs[index(B, n)], port=recs[i]["port"])
             lines[i] = json.dumps(other)
         self.path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -143,9 +143,9 @@ class Db:
         finally:
             db.close()
 
-    def tamper(self, how: str) -> None:
-        payload, mac, laeq = self.row(A, TAMPERED_N)
-        where = (A, TAMPERED_N)
+    def tamper(self, how: str, n: int = TAMPERED_N) -> None:
+        payload, mac, laeq = self.row(A, n)
+        where = (A, n)
         if how == "digit":  # the record and its column, as a careful forger would
             rec = json.loads(payload)
             rec["LAeq"] = float(one_digit(json.dumps(rec["LAeq"])))
@@ -155,15 +155,15 @@ class Db:
             self.sql([("DELETE FROM minutes WHERE device = ? AND n = ?", where)])
         elif how == "swap":  # the two records exchange their places in the chain
             self.sql([("UPDATE minutes SET n = -1 WHERE device = ? AND n = ?", where),
-                      ("UPDATE minutes SET n = ? WHERE device = ? AND n = ?", (TAMPERED_N, A, TAMPERED_N + 1)),
-                      ("UPDATE minutes SET n = ? WHERE device = ? AND n = -1", (TAMPERED_N + 1, A))])
+                      ("UPDATE minutes SET n = ? WHERE device = ? AND n = ?", (n, A, n + 1)),
+                      ("UPDATE minutes SET n = ? WHERE device = ? AND n = -1", (n + 1, A))])
         elif how == "insert":
             rec = dict(json.loads(payload), LAeq=45.0, start="2026-07-15T10:00:00.000Z")
             self.sql([("INSERT INTO minutes (device, start, site, seq, ms, laeq, n, mac, payload) "
                        "VALUES (?, ?, 'square', 0, 0, 45.0, ?, ?, ?)",
-                       (A, rec["start"], TAMPERED_N, os.urandom(16).hex(), json.dumps(rec)))])
+                       (A, rec["start"], n, os.urandom(16).hex(), json.dumps(rec)))])
         elif how == "replay":
-            b_payload, b_mac, b_laeq = self.row(B, TAMPERED_N)
+            b_payload, b_mac, b_laeq = self.row(B, n)
             self.sql([("UPDATE minutes SET payload = ?, mac = ?, laeq = ? WHERE device = ? AND n = ?",
                        (b_payload, b_mac, b_laeq) + where)])
 
