@@ -11,13 +11,15 @@ board goes to the REPL, so mpremote can always take it back; if not (a stray byt
 
 Files on the device: board.json (written by `slm deploy` from the board profile; read only), config.json (the
 configuration, saved atomically by config_store), calibration.json (the calibration history, calibration_store),
-and the record ring of minutes and events (record_ring); net.json, when the meter is on a network (net.py).
+the record ring of minutes, events and the audit trail (record_ring, audit.py); slm_key.bin, the device key that
+signs them, when one was installed (audit.py; no command reads it); net.json, when the meter is on a network (net.py).
 """
 
 import gc
 import json
 import sys
 
+import audit
 import calibration_store
 import clock
 import config_store
@@ -39,6 +41,7 @@ CTRL_C_WAIT_MS = 2000  # after Ctrl-C: console input within this time hands the 
 STEP_EVENT_S = 1.0  # a `time` command that moves the clock by more than this is a clock step (an event)
 EPISODE_SCAN_MINUTES = 1440  # at boot, an episode left open is summed over at most this many stored minutes
 WIRE_FIELDS = judge.LEVEL_FIELDS + ("s", "duration_s", "step_s", "limit")  # sent at 0.01 (protocol.Levels)
+CALIBRATION_KEYS = ("calibration_db", "calibration_method", "calibration_time")  # audited as a calibration
 
 
 def load_board(path=BOARD_FILE):
@@ -195,6 +198,7 @@ class MeterApp:
             self.ring = record_ring.RecordRing()
         except Exception as e:
             self.faults.append("ring:%s" % type(e).__name__)
+        self.trail = audit.Trail(self.ring, hw.unique_id(), self._emit)  # the key, the chains, the audit entries
         self.net = None  # the network (net.py), when net.json exists: set by run()
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)
@@ -298,7 +302,9 @@ class MeterApp:
         self.since_status += samples
         if self.since_status >= self.status_every:
             self.since_status = 0
-            self.writer.send("status", self.status())
+            st = self.status()
+            self.writer.send("status", st)
+            self.trail.note_faults(st["faults"])
         return samples
 
     def _update_display(self, disp):
@@ -377,22 +383,24 @@ class MeterApp:
             self._start_minute()
 
     def _emit(self, kind, fields):
-        """Send a minute or event record and keep it in the device's record (the ring)."""
-        wire = dict(fields)
-        for k in WIRE_FIELDS:
-            if k in wire and isinstance(wire[k], float):
-                wire[k] = self.levels.put(k, wire[k])
-        self.writer.send(kind, wire)
+        """Keep a minute, event or audit record in the device's record (the ring) and send it: one record, stored
+        and sent alike. With a key it is signed first (``n`` and ``mac``, audit.Trail). Its floats are quantised
+        before either, so that the line's text and the slot hold the same value: 0.01 for WIRE_FIELDS (they go out
+        with two decimals), 0.001 for any other (record_ring.quantise)."""
+        rec = self.writer.stamp(kind, fields)
+        for k in list(rec):
+            v = rec[k]
+            if isinstance(v, float):
+                if k in WIRE_FIELDS:
+                    rec[k] = self.levels.put(k, round(v * 100) / 100 if v == v and abs(v) < 1e300 else v)
+                else:
+                    rec[k] = record_ring.quantise(v)
         if self.ring is not None:
-            rec = {k: _sent_value(v) for k, v in wire.items()}  # as sent: net.py publishes it from the ring
-            rec["t"] = kind
-            rec["seq"] = self.writer.seq - 1
-            rec["ms"] = self.device_ms()
-            rec["utc"] = self.utc_now()
             try:
-                self.ring.add(rec)
+                self.ring.add(rec, self.trail.signer())
             except Exception as e:
                 self._ring_fault(e)
+        self.writer.write(rec)
 
     def _ring_fault(self, e):
         name = "ring:%s" % type(e).__name__
@@ -428,8 +436,10 @@ class MeterApp:
         if new_minute:
             self._start_minute()
         if big:
-            self._emit("event", {"kind": "clock_step", "from": before, "to": self.utc_now(),
-                                 "step_s": None if step is None else round(step, 3)})
+            step_s = None if step is None else round(step, 3)
+            self._emit("event", {"kind": "clock_step", "from": before, "to": self.utc_now(), "step_s": step_s})
+            self.trail.write("clock_step", {"from": before, "to": self.utc_now(), "step_s": step_s, "source": source},
+                             own=True)
         if not new_minute and self.minute_start is not None:
             self.clock.at(sec, msec)
             left_ms = (self.minute_start[0] - self.clock.day) * clock.DAY_MS + self.minute_start[1] + \
@@ -476,7 +486,7 @@ class MeterApp:
                 "cal": {"offset_db": self.config["calibration_db"], "sensitivity_dbfs": b.get("sensitivity_dbfs"),
                         "method": self.config.get("calibration_method"), "time": self.config.get("calibration_time")},
                 "config": config, "tz_min": self.config["tz_min"], "clock": self.clock.source,
-                "faults": list(self.faults)}
+                "faults": list(self.faults), "key_id": self.trail.key_id}
 
     def status(self):
         gc.collect()  # heap_free then tells a leak from garbage not yet collected
@@ -493,7 +503,10 @@ class MeterApp:
 
     # -- configuration (commands.py calls these) ---------------------------------------------------------------
     def apply_config(self, values):
-        """Save and apply already-checked values; restarts the statistics when the measurement itself changes."""
+        """Save and apply already-checked values; restarts the statistics when the measurement itself changes. Each
+        changed key is an audit ``config`` entry (but the calibration keys: the caller writes a ``calibration``
+        entry for those)."""
+        before = self.config
         new = dict(self.config)
         new.update(values)
         config_store.save(new)
@@ -506,17 +519,35 @@ class MeterApp:
         else:
             self._schedule()
         self.judge.configure(new)
+        self.trail.config(before, {k: v for k, v in values.items() if k not in CALIBRATION_KEYS})
+
+    def audit_room(self, entries):
+        """ValueError('audit_full: ...') when the audit trail has no room for ``entries`` more entries (a command
+        that changes something is then refused: audit.py)."""
+        if not self.trail.room(entries):
+            raise ValueError("audit_full: the audit trail has no room before the oldest stored records; pull them, "
+                             "or wait for them to age out")
+
+    def start_trail(self):
+        """At boot: recover the chains and write the boot's audit entries (audit.Trail.start)."""
+        cause = self.hw.reset_cause() if hasattr(self.hw, "reset_cause") else None
+        try:
+            self.trail.start(cause)
+        except Exception as e:  # the meter measures on without its trail; the fault says so
+            self.faults.append("audit:%s" % type(e).__name__)
+
+    def reboot(self, why):
+        """Reboot, with an audit ``reboot`` entry saying why (command, errors)."""
+        try:
+            self.trail.write("reboot", {"why": why}, own=True)
+            self.trail.stop(reboot=True)
+        except Exception:
+            pass
+        self.hw.reboot()
 
     def reset_statistics(self):
         self.overload_total = False
         self._restart_meter()
-
-
-def _sent_value(v):
-    """A value as the serial line carries it: a level object of protocol.Levels (MicroPython) as its 0.01 dB."""
-    if hasattr(v, "v") and not isinstance(v, (int, float)):
-        return float(repr(v))
-    return v
 
 
 def _stored_minutes(ring):
@@ -574,6 +605,7 @@ def run(hw, out, stdin, poller):
     if app.net is not None:
         app.writer.tap = app.net.record
     app.writer.send("hello", app.hello())
+    app.start_trail()
     app.close_interrupted_episode()
     console = Console(stdin, poller, commands.CommandHandler(app), app.rate)
     app.console = console
@@ -581,11 +613,13 @@ def run(hw, out, stdin, poller):
     while True:
         try:
             if not turn(app, console):
+                app.trail.stop()
                 break
             errors_in_a_row = 0
         except KeyboardInterrupt:  # byte 3 read by the Console, or (on a board) raised by the USB/UART driver
             console.drop_line()
             if _host_follows(out, poller):
+                app.trail.stop()
                 raise
             app.interrupts += 1
         except Exception as e:  # keep measuring; report it; reboot if it keeps happening
@@ -593,7 +627,7 @@ def run(hw, out, stdin, poller):
             app.faults.append("exception:%s" % type(e).__name__)
             del app.faults[:-8]
             if errors_in_a_row > 20:
-                hw.reboot()
+                app.reboot("errors")
     gc.collect()
 
 

@@ -4,6 +4,7 @@ Every command is checked completely before anything changes: a malformed, unknow
 ``error`` reply and leaves the configuration and the measurement as they were.
 """
 
+import audit
 import calibration_store
 import clock
 import config_store
@@ -14,7 +15,8 @@ MAX_CMD_CHARS = 20  # longer names are unknown without a look-up (MicroPython ca
 ID_LIMIT = 1 << 31  # an id is echoed in the reply, so it must be short: a 32-bit integer
 PULL_MAX = 64  # records per `pull` reply at most
 PULL_BYTES = protocol.MAX_LINE - 224  # base64 text per `pull` reply: the rest of the line is the ack around it
-CODES = ("bad_line", "bad_checksum", "unknown_cmd", "bad_key", "bad_value", "io_error", "internal")
+CODES = ("bad_line", "bad_checksum", "unknown_cmd", "bad_key", "bad_value", "io_error", "internal", "audit_full")
+RING_KINDS = ("minute", "event", "audit")  # what `pull` returns
 
 # errno values a board's filesystem gives, named for the io_error message ("28" alone tells a technician nothing)
 _OS_ERRORS = {2: "no such file", 5: "input/output error", 12: "out of memory", 13: "permission denied",
@@ -68,7 +70,7 @@ class CommandHandler:
         except Exception as e:  # a firmware fault or MemoryError: still one reply, and the meter keeps running
             return self._error(cid, cmd, "internal: %s" % type(e).__name__)
         if cmd == "reboot":
-            self.app.hw.reboot()
+            self.app.reboot("command")
         return n
 
     def _error(self, cid, cmd, text):
@@ -114,6 +116,7 @@ class CommandHandler:
         merged = dict(self.app.config)
         merged.update(checked)
         config_store.check_together(merged)
+        self.app.audit_room(len(checked))
         if "calibration_db" not in checked:
             self.app.apply_config(checked)
             return checked
@@ -131,7 +134,8 @@ class CommandHandler:
         app = self.app
         store = app.calibration
         rec["n"] = store.last_n + 1
-        rec["previous_offset_db"] = app.config["calibration_db"]
+        before = app.config["calibration_db"]
+        rec["previous_offset_db"] = before
         store.append(calibration_store.encode(rec), rec["n"])
         if values:
             try:
@@ -145,6 +149,13 @@ class CommandHandler:
         for fault in ("calibration_missing", "calibration_corrupt"):
             if fault in app.faults:
                 app.faults.remove(fault)
+        entry = {"kind": "check" if rec["method"] == "check" else "calibrate", "method": rec["method"],
+                 "cal_n": rec["n"], "before": before, "after": app.config["calibration_db"]}
+        if rec.get("time") is not None:
+            entry["time"] = rec["time"]
+        if isinstance(rec.get("reference"), dict):
+            entry["reference"] = audit.short_value(rec["reference"])
+        app.trail.write("calibration", entry, own=True)  # the command checked the room first
         return rec["n"]
 
     def cmd_stream(self, msg):
@@ -158,6 +169,7 @@ class CommandHandler:
         day, ms = clock.parse_iso(utc)
         if not clock.days_from_civil(2000, 1, 1) <= day < clock.days_from_civil(2100, 1, 1):
             raise ValueError("bad_value: utc must be between 2000 and 2099")
+        self.app.audit_room(1)
         step = self.app.set_clock(day, ms, "host")
         return {"utc": self.app.utc_now(), "step_s": step}
 
@@ -170,6 +182,7 @@ class CommandHandler:
 
     def cmd_calibrate(self, msg):
         rec = calibration_store.check_record(msg.get("record"))
+        self.app.audit_room(1)
         offset = self.app.config["calibration_db"]
         values = None
         if rec["method"] in calibration_store.SETS_OFFSET:
@@ -215,8 +228,8 @@ class CommandHandler:
 
         ring = self._ring()
         kind = msg.get("kind")
-        if kind not in ("minute", "event"):
-            raise ValueError("bad_value: kind must be minute or event")
+        if kind not in RING_KINDS:
+            raise ValueError("bad_value: kind must be minute, event or audit")
         info = ring.info()[kind]
         start = msg.get("from", info["first"])
         count = msg.get("max", PULL_MAX)

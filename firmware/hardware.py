@@ -149,6 +149,13 @@ class Esp32Platform(_Clock):
     def reboot(self):
         self.machine.reset()
 
+    def reset_cause(self):
+        """Why the board started (the audit trail's boot entry): power_on, hard, watchdog, deepsleep, soft."""
+        m = self.machine
+        names = {m.PWRON_RESET: "power_on", m.HARD_RESET: "hard", m.WDT_RESET: "watchdog",
+                 m.DEEPSLEEP_RESET: "deepsleep", m.SOFT_RESET: "soft"}
+        return names.get(m.reset_cause(), "other")
+
     def rtc(self):
         """(day, ms of the day) UTC now from the RTC and "rtc", or None when it was never set."""
         try:

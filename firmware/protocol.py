@@ -259,9 +259,17 @@ class RecordWriter:
     def send(self, kind, fields):
         """Write one record; returns its length in characters. ValueError (nothing sent, seq unchanged) when the
         record would be longer than a line."""
+        return self.write(self.stamp(kind, fields))
+
+    def stamp(self, kind, fields):
+        """The record ``send`` would write now (t, seq, ms, utc and the fields), to be written with ``write``."""
         rec = {"t": kind, "seq": self.seq, "ms": self.clock_ms(),
                "utc": self.clock_utc() if self.clock_utc is not None else None}
         rec.update(fields)
+        return rec
+
+    def write(self, rec):
+        """Write a record made by ``stamp`` (nothing sent between): see ``send``."""
         line = encode(rec)
         self.seq += 1
         self.out.write(line)
