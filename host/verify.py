@@ -166,10 +166,10 @@ def mac_bytes(item: Item) -> bytes | None:
 class _Checker:
     """Checks one device's chain of one kind, its records in the order the source holds them."""
 
-    def __init__(self, device: str, kind: str, key: bytes, items: list[Item], others: dict[bytes, Item],
+    def __init__(self, device: str, kind: str, key: bytes, items: list[Item], macs: dict[bytes, list[Item]],
                  steps: list[tuple[int, int]], lost: list[tuple[int, int]]):
         self.device, self.kind, self.key, self.items = device, kind, key, items
-        self.others = others  # mac -> a record of another device (replays)
+        self.macs = macs  # mac -> the records carrying it, of any device (a replay: another device's)
         self.steps = steps  # (from ms, to ms) of the device's clock steps back
         self.lost = lost  # (first n, last n) the pull says the device overwrote before they were pulled
         self.result = ChainResult(device, kind)
@@ -259,8 +259,8 @@ class _Checker:
             if prev is None:
                 r.start_checked = True
             return True
-        if mac_bytes(item) in self.others:
-            o = self.others[mac_bytes(item)]  # type: ignore[index]
+        o = self._other(item)
+        if o is not None:
             r.fail("replayed", item, f"it is record n={o.n} of device {o.device} ({o.where})")
             return False
         if prev is None:
@@ -271,11 +271,16 @@ class _Checker:
             r.notes.append(f"after the gap, record n={item.n} cannot be checked")
         return False
 
+    def _other(self, item: Item) -> Item | None:
+        """The record of another device that carries this record's mac (a replay), if the sources hold it."""
+        return next((o for o in self.macs.get(mac_bytes(item), ())  # type: ignore[arg-type]
+                     if o.device != self.device), None)
+
     def _name_mismatch(self, item: Item, prev: Item, nxt: Item | None) -> None:
         r = self.result
         mac = mac_bytes(item)
-        if mac in self.others:
-            o = self.others[mac]  # type: ignore[index]
+        o = self._other(item)
+        if o is not None:
             r.fail("replayed", item, f"it is record n={o.n} of device {o.device} ({o.where})")
         elif nxt is not None and nxt.n == item.n + 1 and mac_bytes(nxt) is not None and \
                 record_mac(self.key, self.device, self.kind, item.n + 1, mac_bytes(nxt), item.rec) == mac:  # type: ignore
@@ -332,16 +337,15 @@ def verify_items(items: list[Item], keys: dict[str, bytes], lost: dict[tuple[str
     if missing:
         raise VerifyInputError(f"no key for device {missing[0]} in the keys folder (its file would be "
                                f"{missing[0]}.key)")
-    macs: dict[str, dict[bytes, Item]] = {}
+    macs: dict[bytes, list[Item]] = {}  # every record's mac: one of another device in a chain is a replay
     for it in items:
         m = mac_bytes(it)
         if m is not None:
-            macs.setdefault(it.device, {})[m] = it
+            macs.setdefault(m, []).append(it)
     steps = {d: _clock_steps(it for it in items if it.device == d) for d in {it.device for it in items}}
     out = []
     for (device, kind) in sorted(by_chain, key=lambda dk: (dk[0], KINDS.index(dk[1]) if dk[1] in KINDS else 9)):
-        others = {m: it for d, ms in macs.items() if d != device for m, it in ms.items()}
-        checker = _Checker(device, kind, keys.get(device, b""), by_chain[(device, kind)], others,
+        checker = _Checker(device, kind, keys.get(device, b""), by_chain[(device, kind)], macs,
                            steps.get(device, []), (lost or {}).get((device, kind), []))
         out.append(checker.run())
     return out
