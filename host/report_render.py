@@ -59,7 +59,7 @@ def tables(report: Report) -> dict[str, Table]:
             f = e.fields
             drift = f.get("drift_db")
             calibration.append([m.device, site, f"{f.get('kind') or ''} {f.get('method') or ''}".strip() + " (audit)",
-                                str(f.get("time") or f.get("utc") or ""), _f(_number(f.get("after")), "{:+.2f}"),
+                                str(f.get("time") or f.get("utc") or ""), _f(_number(f.get("after")), "{:+.2f}"), "",
                                 (f"drift {drift:+.2f}" + (" OVER 0.5 dB" if abs(drift) > 0.5 else ""))
                                 if isinstance(drift, (int, float)) else "",
                                 str(f.get("_state") or "")])
@@ -88,8 +88,8 @@ def tables(report: Report) -> dict[str, Table]:
                       "interrupted", "records", "calibration_in_force"], eps),
         "verification": (["device", "site", "records", "calibration_drift"], verification),
         "night_max": (["device", "site", "time", "LAFmax", "limit_plus_15", "margin"], nights),
-        "calibration": (["device", "site", "method", "time", "offset_db", "sensitivity_dbfs / check", "record"],
-                        [row + [""] * (7 - len(row)) for row in calibration]),
+        "calibration": (["device", "site", "method", "time", "offset_db", "sensitivity_dbfs", "check", "record"],
+                        [row + [""] * (8 - len(row)) for row in calibration]),
         "periods": (["period", "from", "to"], [["China day (Ld)", hm(p.cn_day), hm(p.cn_night)],
                                               ["China night (Ln)", hm(p.cn_night), hm(p.cn_day)],
                                               ["EU day", hm(p.eu_day), hm(p.eu_evening)],
