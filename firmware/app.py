@@ -529,11 +529,18 @@ class MeterApp:
                              "or wait for them to age out")
 
     def start_trail(self):
-        """At boot: recover the chains and write the boot's audit entries (audit.Trail.start)."""
+        """At boot, before any record: recover the chains (audit.Trail.recover)."""
+        try:
+            self.trail.recover()
+        except Exception as e:  # the meter measures on; the fault says so
+            self.faults.append("audit:%s" % type(e).__name__)
+
+    def audit_boot(self):
+        """At boot: the boot's audit entries (audit.Trail.boot)."""
         cause = self.hw.reset_cause() if hasattr(self.hw, "reset_cause") else None
         try:
-            self.trail.start(cause)
-        except Exception as e:  # the meter measures on without its trail; the fault says so
+            self.trail.boot(cause)
+        except Exception as e:
             self.faults.append("audit:%s" % type(e).__name__)
 
     def reboot(self, why):
@@ -607,6 +614,7 @@ def run(hw, out, stdin, poller):
     app.writer.send("hello", app.hello())
     app.start_trail()
     app.close_interrupted_episode()
+    app.audit_boot()
     console = Console(stdin, poller, commands.CommandHandler(app), app.rate)
     app.console = console
     errors_in_a_row = 0

@@ -115,6 +115,8 @@ class Trail:
         self.key, self.fault = load_key(key_path)
         self.key_id = chain.key_id(self.key) if self.key is not None else None
         self.prev = {}  # kind -> mac of its last record
+        self.new_key = False
+        self.last_firmware = None
         self.lost = 0  # entries not written for want of room (audit_full)
         self.faults_seen = []
 
@@ -129,12 +131,12 @@ class Trail:
         return self.sign if self.key is not None and self.ring is not None else None
 
     # -- boot --------------------------------------------------------------------------------------------------------
-    def start(self, cause=None):
-        """At boot, before any record is emitted: recover the chains, then write the boot entries (key when the key
-        changed, power_loss when the last run did not end cleanly, boot with its cause, firmware when the file set
-        changed since the last firmware entry)."""
+    def recover(self):
+        """At boot, before any record is emitted: each chain's previous mac, from the ring (zeros for a chain that
+        starts: no key, a new key, or nothing of that kind since the key came)."""
         ring = self.ring
-        last = self._latest(("key", "firmware")) if ring is not None else {}
+        last = self._latest(("key", "firmware")) if ring is not None else {}  # firmware: its part 1
+        self.last_firmware = last.get("firmware")
         key_entry = last.get("key")
         had = key_entry.get("key_id") if key_entry is not None else None
         new_key = had != self.key_id
@@ -149,10 +151,17 @@ class Trail:
         else:
             for kind in KINDS:
                 self.prev[kind] = chain.ZERO_MAC
-        if new_key:
+        self.new_key = new_key
+
+    def boot(self, cause=None):
+        """At boot, after ``recover``: the boot's entries: key when the key changed (its entry starts the chains),
+        power_loss when the last run did not end cleanly, boot with its cause (``cause``: the board's reset cause,
+        None where it cannot tell), firmware when the file set changed since the last firmware entry."""
+        ring = self.ring
+        if self.new_key:
             self.write("key", {"key_id": self.key_id}, own=True)
         before = self._read_run()
-        if before == "run":
+        if before == "run" and cause in (None, "power_on"):
             info = ring.info()["minute"] if ring is not None else None
             fields = {}
             if info and info["last"]:
@@ -167,8 +176,8 @@ class Trail:
             self.note_faults([self.fault])
         files = firmware_files()
         digest = set_sha256(files)
-        fw = last.get("firmware")
-        if fw is None or fw.get("sha256") != digest:
+        fw = self.last_firmware
+        if fw is None or fw.get("sha256") != digest:  # (the latest firmware entry with a sha256: part 1)
             self._firmware(digest, files)
 
     def stop(self, reboot=False):
@@ -196,24 +205,28 @@ class Trail:
             pass
 
     def _firmware(self, digest, files):
-        """firmware entries: the set's sha256 and the first 8 hex digits of each file's, as many entries (``part`` of
-        ``parts``) as the audit slot needs."""
+        """firmware entries: the first 8 hex digits of each file's sha256, in as many entries (``part`` of ``parts``)
+        as the audit slot needs; the first also carries the set's sha256 (``set_sha256``)."""
         parts = []
         part = {}  # type: dict
         work = bytearray(512)
         for name, h in files:
             part[name] = h[:8]
             rec = {"t": "audit", "utc": "2026-01-01T00:00:00.000Z", "ms": 1 << 40, "seq": 1 << 40,
-                   "what": "firmware", "minute_n": 1 << 40, "event_n": 1 << 40, "sha256": digest, "part": 99,
-                   "parts": 99, "files": part}
+                   "what": "firmware", "minute_n": 1 << 40, "event_n": 1 << 40, "part": 99, "parts": 99,
+                   "files": part}
+            if not parts:
+                rec["sha256"] = digest
             if record_ring.pack("audit", rec, work)[1] and len(part) > 1:
                 del part[name]
                 parts.append(part)
                 part = {name: h[:8]}
         parts.append(part)
         for i in range(len(parts)):
-            self.write("firmware", {"sha256": digest, "part": i + 1, "parts": len(parts), "files": parts[i]},
-                       own=True)
+            fields = {"part": i + 1, "parts": len(parts), "files": parts[i]}
+            if i == 0:
+                fields["sha256"] = digest
+            self.write("firmware", fields, own=True)
 
     def _latest(self, whats):
         """{what: the latest audit entry of each of ``whats``} found in the ring, newest first."""
@@ -224,6 +237,8 @@ class Trail:
             got = self.ring.read("audit", n, 1)
             if got and got[0]["n"] == n:
                 w = got[0].get("what")
+                if w == "firmware" and got[0].get("part", 1) != 1:
+                    w = None
                 if w in whats and w not in found:
                     found[w] = got[0]
             n -= 1

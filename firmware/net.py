@@ -45,8 +45,8 @@ CURSOR_SAVE_EVERY = 20  # acknowledged ring records between cursor saves (and wh
 NTP_EVERY_MS = 3600000
 NTP_WAIT_MS = 2000
 NTP_DELTA_DAYS = 25567  # days from 1900-01-01 (NTP) to 1970-01-01
-RING_KINDS = ("event", "minute")
-PUBLISHED = ("hello", "status", "interval", "minute", "event")
+RING_KINDS = ("event", "audit", "minute")
+PUBLISHED = ("hello", "status", "interval", "minute", "event", "audit")
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -272,7 +272,7 @@ class Net:
                 self.unsaved += 1
                 continue
             rec = got[0]
-            n = rec.pop("n")
+            n = rec["n"] if "mac" in rec else rec.pop("n")  # a signed record keeps its chain number
             self._publish(kind, _encode(rec), False)
             self.cursor[kind] = n
             self.unsaved += 1

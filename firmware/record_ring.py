@@ -6,10 +6,11 @@ Each kind has its ring of fixed-size slots, stored in segment files of at most 4
 writing one slot rewrites one small file: LittleFS copies a file from the modified block to its end, and a ring in
 one large file would rewrite most of a megabyte every minute. A slot::
 
-    crc32 (4) | n (u32) | mac (16) | states (u32: 2 bits per schema field) | values | extras length (u8) + JSON | zeros
+    crc32 (4) | n (u32) | states (u32: 2 bits per schema field) | values | extras length (u8) + JSON | mac (16) | zeros
 
-``mac`` is the record's chain MAC (firmware/chain.py), 16 zero bytes for a record made without a key. Everything
-from ``states`` on is the record's canonical body (``pack``, which chain.body uses too: one encoder).
+``states`` to the end of the extras is the record's canonical body (``pack``, which chain.body uses too: one
+encoder); ``mac`` is the record's chain MAC (firmware/chain.py) right after it, 16 zero bytes for a record made
+without a key (then trailing zeros, which `pull` leaves out).
 
 ``n`` numbers the records of a kind, 1, 2, 3, ... and record n lives in slot (n - 1) % capacity, so a record is
 found without an index, and ``n`` is recovered at boot by scanning the slots (the largest n whose slot's CRC is
@@ -29,7 +30,7 @@ Nothing here runs per audio block: ``add`` runs once a minute (it allocates a li
 import json
 import os
 import struct
-from binascii import crc32, hexlify
+from binascii import crc32, hexlify, unhexlify
 
 MINUTE_SLOT = 96  # bytes per minute slot: 42 in a 4032-byte segment
 EVENT_SLOT = 128  # bytes per event slot: 32 in a 4096-byte segment
@@ -38,10 +39,9 @@ SEGMENT_BYTES = 4096  # a segment file holds as many whole slots as fit in one f
 MINUTES = 10080  # 240 segments: 7 days of minutes
 EVENTS_BYTES = 63 * 4096  # 63 segments: 2016 events (67 a day for 30 days)
 AUDITS = 512  # 32 segments; with minutes and events 335 blocks of 4 KiB = 1.31 MiB
-MAC_AT = 8  # crc32, n, then the 16 mac bytes
-MAC_BYTES = 16
-STATES_AT = 24  # the body (chain.body) starts here: states, values, extras
-HEADER = 28  # crc32, n, mac, states
+MAC_BYTES = 16  # after the body
+STATES_AT = 8  # the body (chain.body) starts here: states, values, extras
+HEADER = 12  # crc32, n, states
 
 # Field types. A field's 2-bit state: 0 absent, 1 null, 2 and 3 a value (the two forms a type tells apart).
 TIME = 0  # ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" (state 2) or "...:SSZ" (state 3): 6 bytes, ms since 1970
@@ -136,8 +136,7 @@ def _put(typ, v, buf, pos, text_cap):
     if isinstance(v, bool):
         return None
     if typ == LEVEL or typ == SMALL or typ == NUM:
-        if typ == LEVEL:
-            v = _level_value(v)
+        v = _level_value(v)  # protocol.Levels puts a reused object for every field sent at 0.01 (s, duration_s, ...)
         if isinstance(v, int):
             if typ == LEVEL and -327 <= v <= 327:
                 struct.pack_into("<h", buf, pos, v * 100)
@@ -323,7 +322,7 @@ def pack(kind, rec, work):
             text = "".join(out).encode()
             if len(text) > 255:
                 text = b""
-        over = end + 1 + len(text) - size
+        over = end + 1 + len(text) + MAC_BYTES - size
         if over <= 0:
             break
         longest = 0
@@ -356,7 +355,8 @@ def seal(kind, n, mac, buf, work, end):
     """Slot ``buf`` of a body packed in work[STATES_AT:end]: n, mac (None: zeros), zeros to the end, the CRC."""
     size = SCHEMAS[kind][1]
     struct.pack_into("<I", work, 4, n)
-    work[MAC_AT:STATES_AT] = mac if mac is not None else _ZEROS[:MAC_BYTES]
+    work[end:end + MAC_BYTES] = mac if mac is not None else _ZEROS[:MAC_BYTES]
+    end += MAC_BYTES
     buf[:end] = work[:end]
     i = end
     while i < size:  # zeros to the end of the slot
@@ -420,9 +420,6 @@ def decode(kind, buf):
         return None
     states = struct.unpack_from("<I", buf, STATES_AT)[0]
     rec = {"t": kind, "n": n}
-    mac = bytes(buf[MAC_AT:STATES_AT])
-    if mac != _ZEROS[:MAC_BYTES]:
-        rec["mac"] = hexlify(mac).decode()
     pos = HEADER
     try:
         for i in range(len(fields)):
@@ -437,14 +434,14 @@ def decode(kind, buf):
         k = buf[pos]
         if k:
             rec.update(json.loads(str(bytes(buf[pos + 1:pos + 1 + k]), "utf-8")))
+        mac = bytes(buf[pos + 1 + k:pos + 1 + k + MAC_BYTES])
+        if len(mac) != MAC_BYTES:
+            return None
+        if mac != _ZEROS[:MAC_BYTES]:
+            rec["mac"] = hexlify(mac).decode()
     except Exception:  # a slot whose CRC is right but whose content is not ours (CPython: struct.error too)
         return None
     return rec
-
-
-def slot_mac(buf):
-    """The 16 mac bytes of a (checked) slot; zeros for a record made without a key."""
-    return bytes(buf[MAC_AT:STATES_AT])
 
 
 def _event_kind(buf):
@@ -646,7 +643,8 @@ class _Ring:
         """The mac of the last record (16 bytes; zeros when none or made without a key)."""
         if self.last == 0 or self._read_n((self.last - 1) % self.capacity) != self.last:
             return _ZEROS[:MAC_BYTES]
-        return slot_mac(self.slot)
+        rec = decode(self.kind, self.slot)
+        return unhexlify(rec["mac"]) if rec is not None and "mac" in rec else _ZEROS[:MAC_BYTES]
 
     def info(self):
         return {"first": self.first, "last": self.last, "count": self.count, "capacity": self.capacity,

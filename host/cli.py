@@ -288,7 +288,10 @@ def sim(scenario, out_dir, duration_s, seed, meters, rate, no_contributions, lis
 @click.option("--site", default="virtual", show_default=True, metavar="NAME", help="With --broker: the topics' site.")
 @click.option("--user", default=None, metavar="U", help="With --broker: the board's broker account.")
 @click.option("--password-file", default=None, metavar="F", help="With --broker: a file holding its password.")
-def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file):
+@click.option("--key", "key_file", default=None, metavar="FILE",
+              help="Install this device key (64 hex digits, as `slm provision` keeps it): the board signs its records.")
+def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker, site, user, password_file,
+            key_file):
     """Run a virtual board: the firmware on MicroPython behind a serial port, hearing a simulated square.
 
     Prints one line (the port, scenario/meter, board, speed) and serves until Ctrl-C or SIGTERM. Open the port
@@ -318,8 +321,13 @@ def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", site):
             raise InputError(f"--site {site}: 1-64 characters of A-Z a-z 0-9 - _")
         net = {"host": b.host, "port": b.port, "site": site, "user": b.user, "password": b.password}
+    key = None
+    if key_file is not None:
+        from slm.device_key import read_key
+
+        key = read_key(key_file)
     vb = VirtualBoard(scenario=scenario, meter=meter, speed=speed, board=board, device_dir=device_dir, seed=seed,
-                      on_event=lambda text: click.echo(f"slm: {text}", err=True), net=net)
+                      on_event=lambda text: click.echo(f"slm: {text}", err=True), net=net, key=key)
     if display_png is not None:
         _check_display(vb, display_png)
         since_ns = time.time_ns()
@@ -425,7 +433,9 @@ def flash(board_name, firmware, port, erase, no_deploy):
               "board found by USB id.")
 @click.option("--source", is_flag=True, help="Copy the .py sources instead of .mpy files compiled for the device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def deploy_command(board_name, port, source, as_json):
+@click.option("--key", "key_file", default=None, metavar="FILE",
+              help="Also install this device key (64 hex digits, as `slm provision` keeps it) as slm_key.bin.")
+def deploy_command(board_name, port, source, as_json, key_file):
     """Install the meter on a board running MicroPython, then restart it; only changed files are written.
 
     Stops the application (Ctrl-C), asks the device its MicroPython (.mpy version, native architecture, chip),
@@ -445,7 +455,9 @@ def deploy_command(board_name, port, source, as_json):
     from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from slm.deploy import deploy
+    from slm.device_key import read_key
 
+    key = read_key(key_file) if key_file is not None else None
     labels = {"connect": "connecting", "query": "asking the device", "build": "compiling", "copy": "writing",
               "copied": "writing", "remove": "removing old files", "verify": "verifying", "restart": "restarting"}
     console = Console(stderr=True)
@@ -460,7 +472,7 @@ def deploy_command(board_name, port, source, as_json):
                 bar.update(task, description=labels.get(stage, stage) + (f" {name}" if name else ""),
                            completed=0, total=None)
 
-        report = deploy(board_name, port=port, source=source, progress=progress)
+        report = deploy(board_name, port=port, source=source, progress=progress, key=key)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return

@@ -74,6 +74,7 @@ from typing import Any, Callable
 from slm import discovery
 from slm import mpremote_adapter as adapter
 from slm.boards import Board, BoardError, load_board
+from slm.device_key import DEVICE_KEY_FILE, KEY_BYTES, key_id
 from slm.errors import InputError, OperationError, SlmError
 
 MANIFEST = "slm_manifest.json"
@@ -82,7 +83,7 @@ MAIN = "main.py"
 SKIP_SOURCES = ("__init__.py", "stream_runner.py")
 UNIX_ONLY = ("display_standin.py",)  # the display's stand-in buses: virtual boards only
 PROTECTED = frozenset({"config.json", "config.tmp", "calibration.json", "calibration.tmp", "calibration.bad",
-                       "boot.py", "device_id.txt"})  # the device's own data (and boot.py): never written or removed
+                       "boot.py", "device_id.txt", "slm_key.bin"})  # the device's own data (and boot.py): never written or removed
 UNIX_PLATFORMS = ("linux", "darwin", "win32")  # sys.platform of MicroPython's host ports (virtual boards)
 DEFAULT_AUDIO_PATH = "audio.fifo"  # slm.virtual_board.FIFO_NAME
 TIMEOUT_S = 5.0  # seconds of silence after which the device counts as gone
@@ -589,6 +590,21 @@ def install_libraries(session: adapter.DeviceSession, port: str) -> list[str]:
     return written
 
 
+def install_key(session: adapter.DeviceSession, port: str, key: bytes) -> str:
+    """Write the device key as slm_key.bin (to a temporary name, checked, renamed) unless the device holds it
+    already; the firmware notices it at its next start and writes an audit ``key`` entry that starts its chains.
+    Returns a note naming the key by its key_id (never the key)."""
+    digest = hashlib.sha256(key).hexdigest()
+    try:
+        if session.hash_files([DEVICE_KEY_FILE]).get(DEVICE_KEY_FILE) == digest:
+            return f"key {key_id(key)} already installed"
+        session.write_file_atomic(DEVICE_KEY_FILE, key, digest)
+    except adapter.AdapterError as e:
+        raise DeployOperationError(f"deploy interrupted while installing the key on {port}: {e}; "
+                                   "run `slm deploy` again") from None
+    return f"key {key_id(key)} installed"
+
+
 def sources_for(sources: dict[str, Path], dev: DeviceFacts) -> dict[str, Path]:
     """The firmware files this device gets: all of them on a virtual board, on a real board all but the virtual
     display's stand-in buses (``UNIX_ONLY``)."""
@@ -682,10 +698,13 @@ def apply_plan(session: adapter.DeviceSession, plan: DeployPlan,
 
 
 def deploy(board_name: str, port: str | None = None, source: bool = False, progress: Progress | None = None, *,
-           timeout: float = TIMEOUT_S, hello_timeout: float = HELLO_TIMEOUT_S) -> DeployReport:
+           timeout: float = TIMEOUT_S, hello_timeout: float = HELLO_TIMEOUT_S, key: bytes | None = None) -> DeployReport:
     """Install the meter for board profile ``board_name`` on the board at ``port`` (default: the only board found
-    by USB id) and restart it. See the module docstring; raises DeployInputError / DeployOperationError (and
-    slm.discovery's errors for the port)."""
+    by USB id) and restart it. ``key``: also install this device key (32 bytes) as slm_key.bin (``install_key``).
+    See the module docstring; raises DeployInputError / DeployOperationError (and slm.discovery's errors for the
+    port)."""
+    if key is not None and len(key) != KEY_BYTES:
+        raise DeployInputError("a device key is 32 bytes")
     t0 = time.monotonic()
 
     def step(stage: str, done: int = 0, total: int = 0, name: str = "") -> None:
@@ -721,6 +740,8 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
         check_room(plan)
         applied = apply_plan(session, plan, step)
         plan.notes.extend(f"library {name} installed" for name in install_libraries(session, plan.port))
+        if key is not None:
+            plan.notes.append(install_key(session, plan.port, key))
         step("restart")
         try:
             session.restart_app()
@@ -728,6 +749,9 @@ def deploy(board_name: str, port: str | None = None, source: bool = False, progr
             hello = _wait_for_hello(session, board, port, hello_timeout)
         except adapter.AdapterError as e:
             raise DeployOperationError(f"deployed, but restarting the application failed: {e}") from None
+        if key is not None and hello.get("key_id") != key_id(key):
+            raise DeployOperationError(f"deployed, but the device reports key {hello.get('key_id')}, not "
+                                       f"{key_id(key)}")
         ok = True
         dev = plan.facts
         dev_info = {"platform": dev.platform, "machine": dev.machine, "micropython": dev.micropython,

@@ -258,8 +258,8 @@ def test_ctrl_c_stops_the_application_and_gives_the_repl(board_factory, consoles
     con.ser.write(b"\x01")  # raw REPL, as mpremote uses it
     con.expect_bytes(b"raw REPL; CTRL-B to exit\r\n>")
     con.ser.write(b"import os; print(sorted(os.listdir()))\x04")
-    con.expect_bytes(b"'board.json', 'calibration_store.py', 'clock.py', 'commands.py', 'config.json', 'config_store.py', "
-                     b"'device_id.txt'")
+    con.expect_bytes(b"'board.json', 'calibration_store.py', 'chain.py', 'clock.py', 'commands.py', 'config.json', "
+                     b"'config_store.py', 'device_id.txt'")
     con.ser.write(b"\x02")
     con.expect_bytes(b">>> ")
     assert vb.running

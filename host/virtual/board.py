@@ -52,12 +52,14 @@ class VirtualBoard:
     board profile name or path; device_dir: the device's filesystem (default: a temporary directory); seed: the
     scene's master seed (default: the scenario's); on_event: called with one-line messages (process started,
     rebooted, exited), from the I/O thread; net: the settings of net.json (firmware/net.py: the board publishes to
-    an MQTT broker), None: none written.
+    an MQTT broker), None: none written; key: the device key (32 bytes) installed as slm_key.bin before the board
+    starts (docs/evidence.md), None: the folder's key, if any, stays.
     """
 
     def __init__(self, scenario: str = "square-evening", meter: str | None = None, speed: float = 1.0,
                  board: str = "esp32-devkitc-inmp441", device_dir: str | os.PathLike | None = None,
-                 seed: int | None = None, on_event: Callable[[str], None] | None = None, net: dict | None = None):
+                 seed: int | None = None, on_event: Callable[[str], None] | None = None, net: dict | None = None,
+                 key: bytes | None = None):
         self.scenario = load_scenario(scenario)
         self.meter_id = meter if meter is not None else self.scenario.meters[0].id
         self.scenario.meter(self.meter_id)  # ScenarioError naming the meters
@@ -77,7 +79,9 @@ class VirtualBoard:
         self.boots = 0  # processes started
         self.exit_codes: collections.deque[int] = collections.deque(maxlen=32)  # of past processes, newest last
         self.errors: list[str] = []  # thread failures (one line each)
-        self._dir = DeviceDirectory(device_dir, self.device_config, net)
+        if key is not None and len(key) != 32:
+            raise ValueError("a device key is 32 bytes")
+        self._dir = DeviceDirectory(device_dir, self.device_config, net, key)
         self._bridge = ConsoleBridge()
         self._process: BoardProcess | None = None
         self._feeder: AudioFeeder | None = None

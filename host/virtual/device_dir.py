@@ -4,7 +4,7 @@ firmware/*.py (not __init__.py, stream_runner.py), board.json (the board profile
 ``"audio_path": "audio.fifo"``), device_id.txt (the serial number: ``virtual-<hash of the directory>``, kept once
 written), config.json as the firmware saves it (``{}`` on a fresh board), rtc.json (the board's clock, written by the
 feeder when it opens a FIFO; here only marked as following the audio), lib/ (firmware/lib: umqtt.simple), net.json
-when the board is given a broker, and the FIFO audio.fifo. A given directory
+when the board is given a broker, slm_key.bin (mode 0600) when it is given a key, and the FIFO audio.fifo. A given directory
 keeps its files across runs (only the FIFO is removed); a temporary one is removed entirely.
 """
 
@@ -23,6 +23,7 @@ from slm.virtual.errors import VirtualBoardError
 
 FIFO_NAME = "audio.fifo"
 RTC_NAME = "rtc.json"
+KEY_NAME = "slm_key.bin"  # firmware/audit.py KEY_FILE
 SKIP_FILES = ("__init__.py", "stream_runner.py")
 
 
@@ -30,10 +31,12 @@ class DeviceDirectory:
     """``prepare()`` lays out the files (``path``, ``serial`` are set then), ``fresh_fifo()`` makes a new audio FIFO,
     ``clean_up()`` removes the directory (temporary) or the FIFO (given)."""
 
-    def __init__(self, given: str | os.PathLike | None, device_config: dict, net: dict | None = None):
+    def __init__(self, given: str | os.PathLike | None, device_config: dict, net: dict | None = None,
+                 key: bytes | None = None):
         self.given = Path(given) if given is not None else None
         self.device_config = device_config
         self.net = net  # net.json's settings (the board publishes to a broker), None: leave net.json as it is
+        self.key = key  # the device key (32 bytes) to install as slm_key.bin, None: leave it as it is
         self.path: Path | None = None
         self.serial: str | None = None
 
@@ -69,6 +72,12 @@ class DeviceDirectory:
         (d / RTC_NAME).write_text(json.dumps({"follows_audio": True}))  # the feeder writes the time
         if self.net is not None:
             (d / "net.json").write_text(json.dumps(self.net))
+        if self.key is not None:  # the firmware notices a new key at boot: an audit `key` entry starts its chains
+            tmp = d / (KEY_NAME + ".part")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.key)
+            os.replace(tmp, d / KEY_NAME)
         config = d / "config.json"
         if not config.exists():  # a freshly set-up board runs on the defaults (a lost file is a fault, this is not)
             config.write_text("{}")
