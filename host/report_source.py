@@ -178,7 +178,7 @@ def _columns(conn, table: str) -> set[str]:
         return set()
 
 
-def _connect_read_only(url: str):
+def connect_read_only(url: str):
     """(connection, parameter mark) of a collector database, opened read-only: a report never writes, not even the
     schema that `slm collect` would create in a file that lacks it."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -205,7 +205,7 @@ def read_database(url: str, site: str | None, utc_from: str | None = None, utc_t
     in [utc_from, utc_to): canonical "YYYY-MM-DDTHH:MM:SS.mmmZ" texts compare in time order)."""
     from slm.fleet_db import database_errors
 
-    conn, mark = _connect_read_only(url)
+    conn, mark = connect_read_only(url)
     b = _Builder(url, "database")
     where, params = ["1 = 1"], []
     if site:

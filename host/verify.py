@@ -447,17 +447,18 @@ def load_log(path: Path) -> list[Item]:
 
 def load_db(url: str) -> list[Item]:
     """The signed tables of a collector database, each device's records in n order."""
-    from slm.fleet_db import open_db
+    from slm.fleet_db import database_errors
     from slm.fleet_records import Rejected, minute_row
+    from slm.report_source import connect_read_only
 
-    db = open_db(url)
+    conn, _ = connect_read_only(url)  # verifying never writes, not even a newer schema
     items = []
     try:
         for kind, table, cols in (("minute", "minutes", "start, payload, laeq, lafmax, la10, la50, la90, lcpeak, "
                                                          "overload, band, limit_db, over, s, local"),
                                   ("event", "events", "kind, at, payload"),
                                   ("audit", "audits", "what, utc, payload")):
-            rows = db.query(f"SELECT device, n, mac, {cols} FROM {table} ORDER BY device, n")
+            rows = conn.execute(f"SELECT device, n, mac, {cols} FROM {table} ORDER BY device, n").fetchall()
             for row in rows:
                 device, n, mac, payload = row[0], row[1], row[2], row[4 if kind == "minute" else
                                                                       5 if kind != "minute" else 4]
@@ -484,14 +485,11 @@ def load_db(url: str) -> list[Item]:
                         item.conflict = f"its stored {'kind' if kind == 'event' else 'what'} differs from the " \
                                         "record as signed"
                 items.append(item)
-    except Exception as e:
-        from slm.fleet_db import database_errors
-
-        if isinstance(e, database_errors()):
-            raise VerifyInputError(f"{url}: not a database of `slm collect` with signed records ({e})") from None
-        raise
+    except database_errors() as e:
+        raise VerifyInputError(f"{url}: not a database of `slm collect` with signed records "
+                               f"({str(e).strip().splitlines()[0] if str(e).strip() else e})") from None
     finally:
-        db.close()
+        conn.close()
     return items
 
 

@@ -339,3 +339,37 @@ def test_postgresql_same_schema_marks_and_verify(devices, postgres, tmp_path):
     src.tamper("swap")
     chain = minute_chain(v.verify(src.sources, str(devices["keys"])))
     assert (chain.problem.kind, chain.problem.n) == ("reordered", TAMPERED_N)
+
+
+def test_an_earlier_collectors_database_gets_the_new_columns_and_verify_leaves_it_alone(devices, tmp_path):
+    """A database made before records were signed: `slm verify` refuses it (exit 2) without writing to it; the
+    collector adds the tables and columns it lacks and keeps every row."""
+    url = tmp_path / "old.sqlite"
+    con = sqlite3.connect(url)
+    con.execute("CREATE TABLE minutes (device TEXT, start TEXT, site TEXT, seq BIGINT, ms BIGINT, utc TEXT, "
+                "local TEXT, s DOUBLE PRECISION, laeq DOUBLE PRECISION, lafmax DOUBLE PRECISION, la10 DOUBLE "
+                "PRECISION, la50 DOUBLE PRECISION, la90 DOUBLE PRECISION, lcpeak DOUBLE PRECISION, overload BOOLEAN, "
+                "band TEXT, limit_db DOUBLE PRECISION, over BOOLEAN, received TEXT, PRIMARY KEY (device, start))")
+    con.execute("CREATE TABLE rejected (id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT, topic TEXT, "
+                "reason TEXT, size BIGINT, payload TEXT)")
+    con.execute("INSERT INTO minutes (device, start, laeq) VALUES ('old1', '2026-07-01T00:00:00.000Z', 50.5)")
+    con.commit()
+    con.close()
+    before = url.read_bytes()
+    done = slm("verify", str(url), "--keys", str(devices["keys"]))
+    assert done.returncode == 2 and "not a database of `slm collect` with signed records" in done.stderr
+    assert url.read_bytes() == before
+    write_db(str(url), {A: devices["records"][A]}, {A: devices["signers"][A].key})
+    con = sqlite3.connect(url)
+    assert con.execute("SELECT laeq FROM minutes WHERE device = 'old1'").fetchall() == [(50.5,)]
+    assert con.execute("SELECT count(*) FROM minutes WHERE verified = 1").fetchone()[0] == \
+        sum(r["t"] == "minute" for r in devices["records"][A])
+    con.close()
+    assert v.verify([str(url)], str(devices["keys"])).ok  # the old row has no payload: nothing to check
+
+
+def test_collect_keys_folder_that_is_not_one_is_exit_2(tmp_path):
+    done = slm("collect", "--broker", "mqtt://127.0.0.1:1", "--db", str(tmp_path / "f.sqlite"), "--keys",
+               str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "not a folder of keys" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
