@@ -135,6 +135,7 @@ def test_a_network_outage_and_a_reboot_verify_clean_in_the_collectors_database(t
         wait_until(lambda: count(db, "SELECT count(*) FROM audits") >= sum(r["t"] == "audit" for r in sent),
                    "every audit record stored", collector=collector)
         counts = collector.stop()
+    assert key.hex() not in "\n".join(collector.lines) + json.dumps(counts.as_dict())
     assert sum(counts.rejected.values()) == 0
     assert minutes >= 4 and all(r.get("mac") for r in sent)
     assert count(db, "SELECT count(*) FROM minutes WHERE verified IS NOT 1") == 0
