@@ -936,10 +936,12 @@ def _print_history(records: list, as_json: bool) -> None:
 @click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
               "board found by USB id.")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
-              help="Directory for minutes.csv and events.jsonl (created; a later pull appends what is new).")
+              help="Directory for minutes.csv, events.jsonl and audit.jsonl (created; a later pull appends what is "
+                   "new).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pull(port, out_dir, as_json):
-    """Copy the device's own record (its minute records and events) into DIR, resuming where the last pull left.
+    """Copy the device's own record (its minute records, events and audit trail) into DIR, resuming where the last
+    pull left.
 
     \b
     Examples:

@@ -343,11 +343,19 @@ def verify_items(items: list[Item], keys: dict[str, bytes], lost: dict[tuple[str
         if m is not None:
             macs.setdefault(m, []).append(it)
     steps = {d: _clock_steps(it for it in items if it.device == d) for d in {it.device for it in items}}
+    installed: dict[str, str] = {}  # device -> key_id of the last `key` audit entry (the key it signs with)
+    for it in items:
+        if it.kind == "audit" and it.rec.get("what") == "key" and isinstance(it.rec.get("key_id"), str):
+            installed[it.device] = it.rec["key_id"]
     out = []
     for (device, kind) in sorted(by_chain, key=lambda dk: (dk[0], KINDS.index(dk[1]) if dk[1] in KINDS else 9)):
         checker = _Checker(device, kind, keys.get(device, b""), by_chain[(device, kind)], macs,
                            steps.get(device, []), (lost or {}).get((device, kind), []))
-        out.append(checker.run())
+        result = checker.run()
+        if device in installed and device in keys and installed[device] != key_id(keys[device]):
+            result.notes.insert(0, f"the device's last `key` audit entry names key {installed[device]}, the key file "
+                                   f"{device}.key is {key_id(keys[device])}: not the key it signs with")
+        out.append(result)
     return out
 
 

@@ -373,3 +373,18 @@ def test_collect_keys_folder_that_is_not_one_is_exit_2(tmp_path):
                str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "not a folder of keys" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_key_file_that_is_not_the_devices_is_named(devices, tmp_path):
+    """The audit trail's `key` entry names the key the device signs with (its key_id): a wrong key file is said so."""
+    signer = Signer(A, devices["signers"][A].key)
+    from slm.firmware import chain
+
+    records = [signer.sign("audit", {"utc": "2026-07-15T11:00:00.000Z", "ms": 0, "what": "key",
+                                     "key_id": chain.key_id(signer.key)})] + evening(signer)[1:]
+    write_pulled(tmp_path / "a", A, records)
+    keys = tmp_path / "keys"
+    Signer(A).write_key(keys)  # another key under the device's name
+    result = v.verify([str(tmp_path / "a")], str(keys))
+    assert not result.ok
+    assert all(c.notes and f"names key {chain.key_id(signer.key)}" in c.notes[0] for c in result.chains)
