@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from slm.errors import InputError
 from slm.firmware import chain
+from slm.firmware.record_ring import format_time, parse_time
 
 KINDS = ("minute", "event", "audit")
 ZERO_MAC = bytes(chain.MAC_BYTES)
@@ -226,8 +227,8 @@ class _Checker:
             elif r.problems > failures:
                 r.failed += 1
             state = "valid" if ok else "failed" if r.problems > failures else "unchecked"
-            if r.states.get(item.n) in (None, "valid", "unchecked"):  # a failed copy of n makes n failed
-                r.states[item.n] = state if r.states.get(item.n) is None or state == "failed" else r.states[item.n]
+            if item.n not in r.states or state == "failed":  # a failed copy of n makes n failed
+                r.states[item.n] = state
             # the next record is checked against this one, unless it follows the one before (this one was put in)
             if prev is None or item.n > (prev.n or 0):
                 inserted = nxt is not None and prev is not None and nxt.n == item.n and not ok
@@ -299,8 +300,6 @@ class _Checker:
 
 
 def _ms(utc: str | None) -> int | None:
-    from slm.firmware.record_ring import parse_time
-
     if utc is None:
         return None
     got = parse_time(utc)
@@ -310,8 +309,6 @@ def _ms(utc: str | None) -> int | None:
 
 
 def _iso(ms: int) -> str:
-    from slm.firmware.record_ring import format_time
-
     return format_time(ms)
 
 
