@@ -1,6 +1,6 @@
 """Bench of `slm verify`: records verified per second from each source kind (a pulled folder, a monitor log, a
 collector database on SQLite), and the ratio to reading the same source without verifying (what the MAC checks
-cost over the reading). The records are honest evenings of several devices signed with firmware/chain.py, written by
+cost over the reading); and the collector storing them with the keys (marking each on arrival) against without. The records are honest evenings of several devices signed with firmware/chain.py, written by
 the host's own writers (tests/chain_records.py); CPU time of this process (process_time), best of ``--repeat``.
 
     .venv/bin/python bench/bench_verify.py [--devices 4] [--minutes 1440] [--repeat 3]
@@ -56,6 +56,13 @@ def main() -> None:
         verify_s = best(lambda: result.append(v.verify(srcs, str(keys))), args.repeat)
         assert result[-1].ok, [c.as_dict() for c in result[-1].chains if c.state != "valid"]
         print(f"{name:24} {read_s:8.3f} {verify_s:9.3f} {total / verify_s:10.0f} {verify_s / read_s:6.2f}")
+    # the collector's check on arrival: storing with the keys against storing without (Collector, SQLite)
+    key_of = {d: bytes.fromhex((keys / f"{d}.key").read_text().strip()) for d in records}
+    runs = iter(range(10 ** 6))
+    plain_s = best(lambda: write_db(str(tmp / f"plain{next(runs)}.sqlite"), records, batch=500), args.repeat)
+    marked_s = best(lambda: write_db(str(tmp / f"marked{next(runs)}.sqlite"), records, key_of, batch=500), args.repeat)
+    print(f"{'collector: store':24} {plain_s:8.3f} {marked_s:9.3f} {total / marked_s:10.0f} {marked_s / plain_s:6.2f}"
+          "   (without keys / with keys)")
 
 
 if __name__ == "__main__":
