@@ -199,6 +199,8 @@ class MeterApp:
         except Exception as e:
             self.faults.append("ring:%s" % type(e).__name__)
         self.trail = audit.Trail(self.ring, hw.unique_id(), self._emit)  # the key, the chains, the audit entries
+        if self.trail.fault:  # a slm_key.bin that is not 32 bytes: the records go unsigned
+            self.faults.append(self.trail.fault)
         self.net = None  # the network (net.py), when net.json exists: set by run()
         self.last_ticks = hw.ticks_ms()
         self.wall_sec = 0  # CPU-clock time since start, summed from tick differences (ticks wrap)

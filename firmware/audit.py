@@ -115,7 +115,6 @@ class Trail:
         self.key, self.fault = load_key(key_path)
         self.key_id = chain.key_id(self.key) if self.key is not None else None
         self.prev = {}  # kind -> mac of its last record
-        self.new_key = False
         self.last_firmware = None
         self.lost = 0  # entries not written for want of room (audit_full)
         self.faults_seen = []
@@ -132,15 +131,16 @@ class Trail:
 
     # -- boot --------------------------------------------------------------------------------------------------------
     def recover(self):
-        """At boot, before any record is emitted: each chain's previous mac, from the ring (zeros for a chain that
-        starts: no key, a new key, or nothing of that kind since the key came)."""
+        """At boot, before any other record is emitted: each chain's previous mac, from the ring (zeros for a chain
+        that starts: no key, a new key, or nothing of that kind since the key came); a changed key is written as the
+        ``key`` entry now."""
         ring = self.ring
         last = self._latest(("key", "firmware")) if ring is not None else {}  # firmware: its part 1
         self.last_firmware = last.get("firmware")
         key_entry = last.get("key")
         had = key_entry.get("key_id") if key_entry is not None else None
         new_key = had != self.key_id
-        if self.key is not None and ring is not None and not new_key:
+        if self.key is not None and ring is not None and key_entry is not None and not new_key:
             for kind in KINDS:
                 r = ring.rings[kind]
                 starts = key_entry.get(kind + "_n") if kind != "audit" else key_entry.get("n")
@@ -151,15 +151,14 @@ class Trail:
         else:
             for kind in KINDS:
                 self.prev[kind] = chain.ZERO_MAC
-        self.new_key = new_key
+        if new_key:  # first, so that every record signed from now on follows it
+            self.write("key", {"key_id": self.key_id}, own=True)
 
     def boot(self, cause=None):
-        """At boot, after ``recover``: the boot's entries: key when the key changed (its entry starts the chains),
+        """At boot, after ``recover`` (which writes the ``key`` entry when the key changed: it starts the chains):
         power_loss when the last run did not end cleanly, boot with its cause (``cause``: the board's reset cause,
         None where it cannot tell), firmware when the file set changed since the last firmware entry."""
         ring = self.ring
-        if self.new_key:
-            self.write("key", {"key_id": self.key_id}, own=True)
         before = self._read_run()
         if before == "run" and cause in (None, "power_on"):
             info = ring.info()["minute"] if ring is not None else None
@@ -172,8 +171,6 @@ class Trail:
         if before == "reboot" and cause in (None, "soft", "hard"):
             cause = "reboot"
         self.write("boot", {"cause": cause or "power_on"}, own=True)
-        if self.fault:
-            self.note_faults([self.fault])
         files = firmware_files()
         digest = set_sha256(files)
         fw = self.last_firmware
@@ -207,7 +204,7 @@ class Trail:
     def _firmware(self, digest, files):
         """firmware entries: the first 8 hex digits of each file's sha256, in as many entries (``part`` of ``parts``)
         as the audit slot needs; the first also carries the set's sha256 (``set_sha256``)."""
-        parts = []
+        parts = []  # type: list
         part = {}  # type: dict
         work = bytearray(512)
         for name, h in files:
@@ -230,7 +227,7 @@ class Trail:
 
     def _latest(self, whats):
         """{what: the latest audit entry of each of ``whats``} found in the ring, newest first."""
-        found = {}
+        found = {}  # type: dict
         r = self.ring.rings["audit"]
         n = r.last
         while n >= r.first and n > 0 and len(found) < len(whats):

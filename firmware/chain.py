@@ -9,7 +9,7 @@ import hashlib
 try:
     import record_ring
 except ImportError:  # CPython, imported as slm.firmware.chain
-    from . import record_ring
+    from slm.firmware import record_ring  # type: ignore
 
 MAC_BYTES = 16  # a record carries HMAC-SHA256 cut to 128 bits (RFC 2104 s.5, NIST SP 800-107)
 ZERO_MAC = bytes(MAC_BYTES)  # prev_mac of the first record of a chain
@@ -17,14 +17,20 @@ _BLOCK = 64  # SHA-256's block size
 _WORK = bytearray(512)  # body() packs here
 
 
+_pads = [None, b"", b""]  # the last key and its inner and outer pads: a device signs with one key
+
+
 def hmac_sha256(key, msg):
     """HMAC-SHA256 (RFC 2104) of bytes ``msg`` under bytes ``key``: 32 bytes."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = bytes(key) + bytes(_BLOCK - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    if _pads[0] != key:
+        k = hashlib.sha256(key).digest() if len(key) > _BLOCK else bytes(key)
+        k = k + bytes(_BLOCK - len(k))
+        _pads[1] = bytes(b ^ 0x36 for b in k)
+        _pads[2] = bytes(b ^ 0x5C for b in k)
+        _pads[0] = bytes(key)
+    inner = hashlib.sha256(_pads[1])
     inner.update(msg)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer = hashlib.sha256(_pads[2])
     outer.update(inner.digest())
     return outer.digest()
 

@@ -17,7 +17,8 @@ found without an index, and ``n`` is recovered at boot by scanning the slots (th
 right). The CRC covers everything after it; a slot whose CRC or position is wrong is skipped, never returned. The
 schema fields are packed by type (times as 48-bit ms since 1970, levels as int16 in 0.01 dB, other floats at
 0.001, ...); a field whose value does not fit its type, and any field the schema does not know, go to the slot's
-JSON extras (canonical: sorted keys, compact, floats at 0.001, UTF-8 as is), as far as room allows. A text field (``band``) is cut at a character boundary when the record would not fit its slot.
+JSON extras (canonical: sorted keys, compact, floats at 0.001, UTF-8 as is), as far as room allows. A text field
+(``band``) is cut at a character boundary when the record would not fit its slot.
 
 Power cuts: a slot is written with one open/seek/write/close. LittleFS commits a file on close (copy on write), so
 a cut keeps the slot's previous content; on FAT a torn slot fails its CRC. Either way only the record being written

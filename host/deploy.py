@@ -40,7 +40,8 @@ found and the firmware (no device I/O), ``apply_plan`` carries it out; ``deploy(
    process) and its ``hello`` is awaited: it must name the profile's board.
 
 ``config.json`` (the calibration and settings), ``config.tmp``, ``boot.py`` and ``device_id.txt`` are never written
-or removed. A second deploy of the same firmware writes nothing and says so.
+or removed; ``slm_key.bin`` (the device key, docs/evidence.md) is never removed and written only with ``key``
+(``slm deploy --key FILE``): then the restarted firmware must report its ``key_id`` in hello. A second deploy of the same firmware writes nothing and says so.
 
 Errors (``slm.errors``): ``DeployInputError`` (an ``InputError``; ``slm deploy`` exits 2) for an unknown or
 malformed board profile or a device with another chip, and ``slm.discovery``'s ``PortNotFoundError``,
@@ -83,7 +84,8 @@ MAIN = "main.py"
 SKIP_SOURCES = ("__init__.py", "stream_runner.py")
 UNIX_ONLY = ("display_standin.py",)  # the display's stand-in buses: virtual boards only
 PROTECTED = frozenset({"config.json", "config.tmp", "calibration.json", "calibration.tmp", "calibration.bad",
-                       "boot.py", "device_id.txt", "slm_key.bin"})  # the device's own data (and boot.py): never written or removed
+                       "boot.py", "device_id.txt", "slm_key.bin"})
+# the device's own data (and boot.py): never written or removed (the key, slm_key.bin, is written only by --key)
 UNIX_PLATFORMS = ("linux", "darwin", "win32")  # sys.platform of MicroPython's host ports (virtual boards)
 DEFAULT_AUDIO_PATH = "audio.fifo"  # slm.virtual_board.FIFO_NAME
 TIMEOUT_S = 5.0  # seconds of silence after which the device counts as gone
@@ -698,7 +700,8 @@ def apply_plan(session: adapter.DeviceSession, plan: DeployPlan,
 
 
 def deploy(board_name: str, port: str | None = None, source: bool = False, progress: Progress | None = None, *,
-           timeout: float = TIMEOUT_S, hello_timeout: float = HELLO_TIMEOUT_S, key: bytes | None = None) -> DeployReport:
+           timeout: float = TIMEOUT_S, hello_timeout: float = HELLO_TIMEOUT_S,
+           key: bytes | None = None) -> DeployReport:
     """Install the meter for board profile ``board_name`` on the board at ``port`` (default: the only board found
     by USB id) and restart it. ``key``: also install this device key (32 bytes) as slm_key.bin (``install_key``).
     See the module docstring; raises DeployInputError / DeployOperationError (and slm.discovery's errors for the

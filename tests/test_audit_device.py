@@ -109,6 +109,7 @@ def test_a_keyed_board_signs_minutes_events_and_audit_entries_that_cpython_verif
     audit = by["audit"]
     whats = [a["what"] for a in audit]
     assert whats[:3] == ["key", "boot", "firmware"] and audit[0]["key_id"] == hello["key_id"]
+    assert audit[0]["seq"] == 1  # right after hello: every signed record follows it
     assert audit[1]["cause"] == "power_on"
     fw = [a for a in audit if a["what"] == "firmware"]
     files = {}
@@ -179,7 +180,7 @@ def test_the_chains_run_on_across_a_clean_restart_and_a_power_cut(tmp_path):
 
 
 def test_a_board_without_a_key_sends_no_mac_and_a_new_key_starts_new_chains(tmp_path):
-    d = keyed_device(tmp_path, minutes_of([55.0]) + [50.0], key=None)
+    d = keyed_device(tmp_path, minutes_of([55.0, 65.0, 66.0]) + [66.0], key=None)  # ends in an open episode
     first = run(d)
     assert first[0]["key_id"] is None
     assert all("mac" not in r and "n" not in r for r in first if r["t"] in ("minute", "event", "audit"))
@@ -189,15 +190,19 @@ def test_a_board_without_a_key_sends_no_mac_and_a_new_key_starts_new_chains(tmp_
     second = run(d)
     by = signed(second)
     key_entry = by["audit"][0]
-    assert key_entry["what"] == "key" and key_entry["key_id"] == second[0]["key_id"]
-    # the chains start at the key: its audit entry and the first minute after it link to 16 zero bytes
-    for kind in ("minute", "audit"):
+    assert key_entry["what"] == "key" and key_entry["key_id"] == second[0]["key_id"] and key_entry["seq"] == 1
+    # the chains start at the key: its audit entry, the interrupted episode's end and the first minute after it link
+    # to 16 zero bytes
+    (end,) = by["event"]
+    assert end["kind"] == "exceedance_end" and end["interrupted"] is True and end["n"] == key_entry["event_n"]
+    for kind in ("minute", "event", "audit"):
         check_chain(kind, by[kind])
     assert by["minute"][0]["n"] == key_entry["minute_n"] and by["minute"][0]["n"] > 1
     # and they run on from there after a restart
-    write_audio(d, minutes_of([55.0]) + [50.0])
+    write_audio(d, minutes_of([66.0, 67.0, 50.0]) + [50.0])
     third = run(d)
-    for kind in ("minute", "audit"):
+    assert [e["kind"] for e in signed(third)["event"]] == ["exceedance_start", "exceedance_end"]
+    for kind in ("minute", "event", "audit"):
         check_chain(kind, by[kind] + signed(third)[kind])
 
 
@@ -269,8 +274,8 @@ def test_the_audit_ring_refuses_changes_rather_than_overwrite_what_stored_data_n
     assert r.returncode == 0, r.stderr
     first, second, last = (json.loads(x) for x in r.stdout.splitlines())
     allowed, own, lost, info = first
-    assert allowed == 24 - 16 - 1 + 1  # changes while more than the reserve is left
-    assert allowed + own == 24 and lost == 1  # the device's own entries use the reserve, then are counted
+    assert allowed == 24 - 1 - 16  # changes (after the key's entry) while more than the reserve of 16 is left
+    assert 1 + allowed + own == 24 and lost == 1  # the device's own entries use the reserve, then are counted
     assert info["first"] == 1 and info["last"] == 24  # nothing overwritten
     assert second == [True, True]  # the minutes aged out: the oldest entries may go now
     assert last[0]["what"] == "audit_full" and last[0]["lost"] == 1 and last[1]["what"] == "boot"
@@ -303,3 +308,40 @@ def test_changing_commands_are_refused_with_audit_full_and_change_nothing(tmp_pa
     (got,) = [a for a in recs if a["t"] == "ack"]
     assert got["result"] == {"tz_min": 480} and (d / "config.json").read_bytes() == config_before
     assert not (d / "calibration.json").exists()
+
+
+def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(tmp_path):
+    """`slm virtual --key FILE` / VirtualBoard(key=...): slm_key.bin (mode 0600) in the device folder, hello's key_id,
+    signed records; a key file that is not a key is refused with one line and exit 2, before anything starts."""
+    from click.testing import CliRunner
+
+    from slm.cli import main
+    from slm.link import DeviceLink
+    from slm.virtual_board import VirtualBoard
+
+    from slm.pull import pull_record
+
+    d = tmp_path / "board"
+    with VirtualBoard("calibrator", speed=0, device_dir=d, key=KEY) as vb:
+        with DeviceLink(vb.port, timeout=10.0) as link:
+            info = link.info()
+            reply = link.send("pull", kind="audit", **{"from": 0})["result"]
+            pull_record(link, tmp_path / "pulled")  # `slm pull`'s files
+    assert info["key_id"] == hashlib.sha256(KEY).hexdigest()[:8]
+    assert (d / "slm_key.bin").read_bytes() == KEY and (d / "slm_key.bin").stat().st_mode & 0o777 == 0o600
+    audit = [rr.decode("audit", base64.b64decode(s)) for s in reply["records"]]
+    assert audit[0]["what"] == "key" and audit[0]["key_id"] == info["key_id"]
+    check_chain("audit", audit, device=info["serial"])
+    pulled = b"".join(p.read_bytes() for p in (tmp_path / "pulled").iterdir() if p.is_file())
+    for form in (KEY, KEY.hex().encode(), KEY.hex().upper().encode(), base64.b64encode(KEY)):
+        assert form not in pulled
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(b"\x00" * 31)
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main(["virtual", "--key", str(bad), "--dir", str(tmp_path / "other")])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        assert code == 2 and out.getvalue() == b"" and err.getvalue().count(b"\n") == 1, err.getvalue()
+    assert not (tmp_path / "other").exists()

@@ -36,9 +36,10 @@ def sha(data: bytes) -> str:
 def snapshot(d: Path) -> dict[str, tuple[str, int]]:
     """Every regular file in the device directory: (SHA-256, mtime in ns); not rtc.json, the virtual board's clock,
     which its feeder rewrites at every start of the firmware (host/virtual/feeder.py), nor display.ppm, the image of
-    its sign, which the display's stand-in rewrites as it draws (not flash content)."""
+    its sign, which the display's stand-in rewrites as it draws (not flash content), nor slm_run, the firmware's
+    running marker (firmware/audit.py), written at every start."""
     return {p.name: (sha(p.read_bytes()), p.stat().st_mtime_ns) for p in sorted(d.iterdir())
-            if p.is_file() and p.name not in ("rtc.json", "display.ppm")}
+            if p.is_file() and p.name not in ("rtc.json", "display.ppm", "slm_run")}
 
 
 def device_files(d: Path) -> set[str]:
@@ -384,3 +385,38 @@ def test_silent_port_is_an_operation_error():
     finally:
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.micropython
+def test_deploy_installs_a_key_that_the_board_reports_and_audits(vb, first, tmp_path):
+    """`slm deploy --key FILE` (issue 12): slm_key.bin on the device, hello's key_id, an audit `key` entry that starts
+    the chains; the key itself is in no output; a second deploy finds it installed; a bad key file is exit 2."""
+    import base64
+
+    from slm.firmware import record_ring as rr
+
+    key = bytes(range(100, 132))
+    key_file = tmp_path / "dev.key"
+    key_file.write_text(key.hex() + "\n")
+    kid = hashlib.sha256(key).hexdigest()[:8]
+    code, out, err = run_cli("--board", BOARD, "--port", vb.port, "--key", str(key_file), "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["hello"]["key_id"] == kid and f"key {kid} installed" in rep["notes"]
+    assert (vb.device_dir / "slm_key.bin").read_bytes() == key
+    code, out2, err2 = run_cli("--board", BOARD, "--port", vb.port, "--key", str(key_file), "--json")
+    assert code == 0 and f"key {kid} already installed" in json.loads(out2)["notes"], err2
+    for text in (out, err, out2, err2):
+        assert key.hex() not in text.lower() and base64.b64encode(key).decode() not in text
+    audit, nxt, last = [], 0, 1
+    with DeviceLink(vb.port, timeout=5.0) as link:
+        while nxt <= last:  # a few audit entries a reply
+            got = link.send("pull", kind="audit", **{"from": nxt})["result"]
+            audit += [rr.decode("audit", base64.b64decode(s)) for s in got["records"]]
+            nxt, last = got["next"], got["last"]
+    keys = [a for a in audit if a["what"] == "key"]
+    assert len(keys) == 1 and keys[0]["key_id"] == kid and len(keys[0]["mac"]) == 32
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    code, out, err = run_cli("--board", BOARD, "--port", vb.port, "--key", str(bad))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "not a key" in err, (code, out, err)

@@ -31,11 +31,13 @@ def test_compiles_with_mpy_cross(tmp_path, arch, source):
 
 def test_firmware_imports_only_what_micropython_has():
     micropython_modules = {"micropython", "array", "math", "json", "sys", "gc", "time", "machine", "os", "select", "struct",
-                           "binascii"}
+                           "binascii", "hashlib"}
     allowed = micropython_modules | {p.stem for p in FIRMWARE} | {"meter_fast"}  # the native kernel (natmod)
     allowed |= DISPLAY_BUILTINS | NETWORK_MODULES
     for source in FIRMWARE:
         for line in source.read_text().splitlines():
             words = line.split()
             if words[:1] == ["import"] or (words[:1] == ["from"] and "import" in words):
+                if words[1] == "slm.firmware" and source.name == "chain.py":
+                    continue  # its fallback on CPython, where the host imports it as slm.firmware.chain
                 assert words[1].split(".")[0] in allowed, f"{source.name}: {line.strip()}"

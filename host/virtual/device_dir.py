@@ -4,8 +4,8 @@ firmware/*.py (not __init__.py, stream_runner.py), board.json (the board profile
 ``"audio_path": "audio.fifo"``), device_id.txt (the serial number: ``virtual-<hash of the directory>``, kept once
 written), config.json as the firmware saves it (``{}`` on a fresh board), rtc.json (the board's clock, written by the
 feeder when it opens a FIFO; here only marked as following the audio), lib/ (firmware/lib: umqtt.simple), net.json
-when the board is given a broker, slm_key.bin (mode 0600) when it is given a key, and the FIFO audio.fifo. A given directory
-keeps its files across runs (only the FIFO is removed); a temporary one is removed entirely.
+when the board is given a broker, slm_key.bin (mode 0600) when it is given a key, and the FIFO audio.fifo. A given
+directory keeps its files across runs (only the FIFO is removed); a temporary one is removed entirely.
 """
 
 from __future__ import annotations
