@@ -58,7 +58,8 @@ def tables(report: Report) -> dict[str, Table]:
         for e in m.calibrations:  # the audit trail: every calibration and check, with the state of its record
             f = e.fields
             drift = f.get("drift_db")
-            calibration.append([m.device, site, f"{f.get('kind') or ''} {f.get('method') or ''}".strip() + " (audit)",
+            what = " ".join(dict.fromkeys(str(x) for x in (f.get("kind"), f.get("method")) if x))  # once each
+            calibration.append([m.device, site, f"{what} (audit)".strip(),
                                 str(f.get("time") or f.get("utc") or ""), _f(_number(f.get("after")), "{:+.2f}"), "",
                                 (f"drift {drift:+.2f}" + (" OVER 0.5 dB" if abs(drift) > 0.5 else ""))
                                 if isinstance(drift, (int, float)) else "",

@@ -88,17 +88,20 @@ def test_unsigned_records_are_shown_unsigned(devices, tmp_path):
 
 
 def test_data_after_a_drift_over_half_a_db_is_flagged(devices, tmp_path):
-    """A calibrator check in the middle of the evening found +0.62 dB: the meter's data after it are flagged, and
-    the episodes after it say so; the key appears nowhere in the report."""
+    """A calibrator check late in the evening found +0.62 dB: the meter's data after it are flagged; the check's
+    audit record is valid; the key appears nowhere in the report."""
     signer = Signer(A, devices["signers"][A].key)
     records = evening(signer)
-    records.append(signer.sign("audit", audit(BASE_MS + 45 * 60000 + 5000, 0, "calibration", kind="check",
+    records.append(signer.sign("audit", audit(BASE_MS + 85 * 60000 + 5000, 0, "calibration", kind="check",
                                               method="check", before=-26.0, after=-26.0, drift_db=0.62)))
     write_log(tmp_path / "log.jsonl", {A: records})
     out = tmp_path / "out"
     make_report(str(tmp_path / "log.jsonl"), None, None, None, str(out), keys_dir=str(devices["keys"]))
     drift = verification_csv(out)[A]["calibration_drift"]
-    assert "+0.62 dB" in drift and "GB 3096" in drift and "44 minutes after it are flagged" in drift, drift
+    assert "+0.62 dB" in drift and "GB 3096" in drift and ": 4 minutes after it are flagged" in drift, drift
+    with open(out / "calibration.csv", newline="", encoding="utf-8") as f:
+        check = [r for r in csv.DictReader(f) if "OVER 0.5 dB" in r["check"]]
+    assert [(r["method"], r["record"]) for r in check] == [("check (audit)", "valid")]
     text = "".join(p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".html", ".csv"))
     assert "OVER 0.5 dB" in text
     assert signer.key.hex() not in text and devices["signers"][B].key.hex() not in text
