@@ -535,6 +535,8 @@ def verify(sources: list[str], keys_dir: str) -> Result:
         got, gaps = load_source(s)
         items += got
         lost.update(gaps)
+    if not items:
+        raise VerifyInputError(f"{', '.join(sources)}: no minute, event or audit records to verify")
     chains = verify_items(items, keys, lost)
     ids = {d: key_id(keys[d]) for d in sorted({c.device for c in chains}) if d in keys}
     return Result(list(sources), chains, ids)

@@ -388,3 +388,9 @@ def test_a_key_file_that_is_not_the_devices_is_named(devices, tmp_path):
     result = v.verify([str(tmp_path / "a")], str(keys))
     assert not result.ok
     assert all(c.notes and f"names key {chain.key_id(signer.key)}" in c.notes[0] for c in result.chains)
+
+
+def test_a_source_without_records_is_bad_input(devices, tmp_path):
+    write_pulled(tmp_path / "empty", A, [])
+    done = slm("verify", str(tmp_path / "empty"), "--keys", str(devices["keys"]))
+    assert done.returncode == 2 and "no minute, event or audit records" in done.stderr
