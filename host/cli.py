@@ -989,10 +989,12 @@ def _print_history(records: list, as_json: bool) -> None:
 @click.option("--port", default=None, metavar="P", help="Serial port (or a virtual board's pty). Default: the only "
               "board found by USB id.")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
-              help="Directory for minutes.csv and events.jsonl (created; a later pull appends what is new).")
+              help="Directory for minutes.csv, events.jsonl and audit.jsonl (created; a later pull appends what is "
+                   "new).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pull(port, out_dir, as_json):
-    """Copy the device's own record (its minute records and events) into DIR, resuming where the last pull left.
+    """Copy the device's own record (its minute records, events and audit trail) into DIR, resuming where the last
+    pull left.
 
     \b
     Examples:
@@ -1007,12 +1009,49 @@ def pull(port, out_dir, as_json):
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
         return
-    for kind, name in (("minute", "minutes"), ("event", "events")):
+    for kind, name in (("minute", "minutes"), ("event", "events"), ("audit", "audit records")):
+        if kind not in report.kinds:
+            continue
         r = report.kinds[kind]
         text = f"{name}: {r.pulled} new" + (f" (n {r.first}-{r.last})" if r.pulled else "")
         if r.lost:
             text += f", {r.lost} lost (overwritten on the device before they were pulled)"
         click.echo(text + f"; {report.out_dir} holds up to n={r.stored_last}")
+
+
+@cli.command()
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@click.option("--keys", "keys_dir", required=True, metavar="DIR", help="The devices' keys: the keys/ folder of "
+              "`slm provision` (DEVICE.key).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def verify(sources, keys_dir, as_json):
+    """Check the signed records (their hash chains): name each chain's first problem and last trustworthy point.
+
+    SOURCE is a folder written by `slm pull`, a log of `slm monitor --log` (.jsonl) or a collector database (a
+    SQLite file or postgresql://...); several are read together (a record replayed from another device is named
+    when that device's records are among them). Exit 0: every record verified; 1: verification failed (or records
+    are unsigned); 2: bad input. See docs/verifying.md.
+
+    \b
+    Examples:
+      slm verify square-north/ --keys broker/keys
+      slm verify fleet.sqlite --keys broker/keys --json
+    """
+    from rich.console import Console
+
+    from slm.verify import verify as check
+
+    result = check(list(sources), keys_dir)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        from slm.verify import render
+
+        render(result, console)
+    return 0 if result.ok else 1
 
 
 @cli.command()
@@ -1029,7 +1068,9 @@ def pull(port, out_dir, as_json):
               help="Start of China's day and night (Ld, Ln, Ldn).")
 @click.option("--eu-periods", default="07:00,19:00,23:00", show_default=True, metavar="DAY,EVENING,NIGHT",
               help="Start of the EU END day, evening and night (Lday, Levening, Lnight, Lden).")
-def report(source, start, end, site, out, cn_periods, eu_periods):
+@click.option("--keys", "keys_dir", default=None, metavar="DIR", help="The devices' keys (slm provision's keys/): "
+              "show each record's verification as `slm verify` finds it (default: the collector's marks).")
+def report(source, start, end, site, out, cn_periods, eu_periods, keys_dir):
     """Report the levels of a period: hourly LAeq against the limit, Ld/Ln/Ldn, Lden, episodes, night maxima.
 
     SOURCE is a collector database (a SQLite file or postgresql://...), a folder written by `slm pull`, or a log
@@ -1042,7 +1083,7 @@ def report(source, start, end, site, out, cn_periods, eu_periods):
     """
     from slm.report import make_report
 
-    rep, files = make_report(source, start, end, site, out, cn_periods, eu_periods)
+    rep, files = make_report(source, start, end, site, out, cn_periods, eu_periods, keys_dir)
     click.echo(f"{len(rep.meters)} meters, {rep.start:%Y-%m-%d %H:%M} to {rep.end:%Y-%m-%d %H:%M}: "
                + ", ".join(str(f) for f in files))
 
@@ -1059,8 +1100,10 @@ def report(source, start, end, site, out, cn_periods, eu_periods):
               help="MQTT client id: the broker keeps this collector's session (and what it missed) under it.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
+@click.option("--keys", "keys_dir", default=None, metavar="DIR", help="The devices' keys (the keys/ folder of "
+              "`slm provision`): check each signed record on arrival and mark it (column verified).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, as_json):
+def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, keys_dir, as_json):
     """Store what the fleet publishes on an MQTT broker: devices, minutes, intervals, events, status.
 
     Subscribes to slm/# and validates every message (topic slm/SITE/DEVICE/KIND, the serial record as JSON):
@@ -1080,10 +1123,15 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
     from slm.fleet_db import open_db
 
     target = collect_mod.parse_broker(broker, user, password_file, ca_file)
+    keys = None
+    if keys_dir is not None:
+        from slm.verify import load_keys
+
+        keys = load_keys(keys_dir)
     db = open_db(db_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop).as_dict()
+    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop, keys=keys).as_dict()
     if as_json:
         click.echo(json.dumps(counts))
     else:

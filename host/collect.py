@@ -4,10 +4,16 @@ fleet database (slm.fleet_db); anything else is counted and kept aside in its `r
 Delivery: QoS 1 on a persistent session (a fixed client id, clean_session false), and a message is acknowledged to
 the broker only after the transaction that stored it is committed (paho's manual_ack). So a collector or broker
 restart loses nothing: what was not acknowledged is delivered again, and the natural keys drop what was stored
-already. paho's network thread only queues messages; this module's thread validates, stores, commits and acks."""
+already. paho's network thread only queues messages; this module's thread validates, stores, commits and acks.
+
+With the devices' keys (``--keys DIR``) each signed record (minute, event, audit) is checked on arrival and stored
+with ``verified`` 1 or 0 (slm.verify.ArrivalCheck); a record is never dropped for failing. A record whose natural
+key is stored already but whose MAC differs (two records claim the same minute) is kept aside in `rejected` as
+``conflict``, so that nothing a device or anyone else sent is lost without trace."""
 
 from __future__ import annotations
 
+import json
 import queue
 import ssl
 import sys
@@ -20,8 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from slm.errors import InputError, OperationError
-from slm.fleet_db import TABLE_OF_KIND, FleetDb, database_errors
-from slm.fleet_records import Rejected, validate
+from slm.fleet_db import TABLE_OF_KIND, TABLES, FleetDb, database_errors
+from slm.fleet_records import SIGNED, Rejected, validate
 
 TOPIC_FILTER = "slm/#"  # all of it: a message on a wrong topic under slm/ is counted, not silently missed
 BATCH_MAX = 500  # messages per transaction at most
@@ -109,11 +115,20 @@ class Collector:
     writes; `commit` writes the batch (one statement per table and row kind, pipelined on PostgreSQL) and commits;
     the counts change only with a commit."""
 
-    def __init__(self, db: FleetDb):
+    def __init__(self, db: FleetDb, keys: dict[str, bytes] | None = None):
         self.db = db
         self.counts = Counts()
         self._db_errors = database_errors()
+        self.check = None
+        if keys is not None:
+            from slm.verify import ArrivalCheck
+
+            self.check = ArrivalCheck(keys, self._stored_mac)
         self._clear()
+
+    def _stored_mac(self, table: str, device: str, n: int) -> str | None:
+        rows = self.db.execute(f"SELECT mac FROM {table} WHERE device = ? AND n = ?", (device, n)).fetchall()
+        return rows[0][0] if len(rows) == 1 else None
 
     def _clear(self) -> None:
         self._pending = Counts()
@@ -121,6 +136,7 @@ class Collector:
         self._devices: list[tuple[str, dict, str]] = []  # ("hello" | "offline", row, when), in arrival order
         self._seen: dict[str, tuple[str, str]] = {}  # device -> (site, when) of its last record
         self._rejects: list[tuple[str, str, str, bytes]] = []
+        self._marks: list[tuple[str, str, int, str, int]] = []  # (table, device, n, mac, verified) found later
 
     def handle(self, topic: str, payload: bytes, when: str) -> str:
         """Queue one message; returns its kind, "offline" or "rejected:<reason>"."""
@@ -141,8 +157,35 @@ class Collector:
             return kind
         self._seen[row["device"]] = (row["site"], when)
         row["received"] = when
+        if kind in SIGNED:
+            row["verified"] = None
+            if self.check is not None:
+                self._mark(kind, row)
         self._rows.setdefault(kind, []).append(row)
         return kind
+
+    def _mark(self, kind: str, row: dict) -> None:
+        table = TABLE_OF_KIND[kind]
+        rec = json.loads(row["payload"])
+        row["verified"] = self.check.mark(kind, row["device"], rec, table)
+        if row["n"] is not None and row["verified"] is not None:
+            later = self.check.recheck(kind, row["device"], row["n"])
+            if later is not None:
+                self._marks.append((table, row["device"], *later))
+
+    def _conflicts(self, kind: str, rows: list[dict], stored: list[bool]) -> None:
+        """Signed records not stored because their natural key was: kept aside when they differ from the stored."""
+        table = TABLE_OF_KIND[kind]
+        key = TABLES[table][1]
+        for row, new in zip(rows, stored):
+            if new or not row.get("mac"):
+                continue
+            where = " AND ".join(f"{k} = ?" for k in key)
+            got = self.db.execute(f"SELECT mac FROM {table} WHERE {where}", tuple(row[k] for k in key)).fetchall()
+            if got and got[0][0] != row["mac"]:
+                self._pending.rejected["conflict"] += 1
+                self._rejects.append((row["received"], f"slm/{row['site']}/{row['device']}/{kind}", "conflict",
+                                      row["payload"].encode()))
 
     def _reject(self, topic: str, payload: bytes, when: str, reason: str) -> str:
         self._pending.rejected[reason] += 1
@@ -156,10 +199,16 @@ class Collector:
             else:
                 self.db.seen(row["device"], row["site"], when, row)
         for kind, rows in self._rows.items():
-            stored = sum(self.db.insert_many(TABLE_OF_KIND[kind], rows))
+            flags = self.db.insert_many(TABLE_OF_KIND[kind], rows)
+            stored = sum(flags)
             self._pending.stored[kind] += stored
             if len(rows) > stored:
                 self._pending.duplicates[kind] += len(rows) - stored
+                if kind in SIGNED:
+                    self._conflicts(kind, rows, flags)
+        for table, device, n, mac, verified in self._marks:
+            self.db.execute(f"UPDATE {table} SET verified = ? WHERE device = ? AND n = ? AND mac = ? "
+                            "AND verified IS NULL", (verified, device, n, mac))
         self.db.seen_many([(device, site, when) for device, (site, when) in self._seen.items()])
         self.db.reject_many(self._rejects)
         self.db.commit()
@@ -258,9 +307,10 @@ class MqttSource:
 
 
 def run(db: FleetDb, broker: Broker, client_id: str = "slm-collect", duration_s: float | None = None,
-        stop: threading.Event | None = None, log=None) -> Counts:
-    """Collect until `stop` is set, `duration_s` has passed, or Ctrl-C; returns the counts."""
-    collector = Collector(db)
+        stop: threading.Event | None = None, log=None, keys: dict[str, bytes] | None = None) -> Counts:
+    """Collect until `stop` is set, `duration_s` has passed, or Ctrl-C; returns the counts. With ``keys``
+    ({device: key}) signed records are checked on arrival."""
+    collector = Collector(db, keys)
     source = MqttSource(broker, client_id, log)
     stop = stop or threading.Event()
     deadline = None if duration_s is None else time.monotonic() + duration_s

@@ -18,11 +18,13 @@ LEVEL = F
 # table: ([(column, type)], natural key)
 TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
     "devices": ([("device", T), ("site", T), ("serial", T), ("proto", I), ("fw", T), ("board", T), ("mic", T),
-                 ("rate", I), ("hello", T), ("first_seen", T), ("last_seen", T), ("online", B), ("offline_at", T)],
+                 ("rate", I), ("hello", T), ("first_seen", T), ("last_seen", T), ("online", B), ("offline_at", T),
+                 ("key_id", T)],
                 ("device",)),
     "minutes": ([("device", T), ("start", T), ("site", T), ("seq", I), ("ms", I), ("utc", T), ("local", T),
                  ("s", F), ("laeq", LEVEL), ("lafmax", LEVEL), ("la10", LEVEL), ("la50", LEVEL), ("la90", LEVEL),
-                 ("lcpeak", LEVEL), ("overload", B), ("band", T), ("limit_db", F), ("over", B), ("received", T)],
+                 ("lcpeak", LEVEL), ("overload", B), ("band", T), ("limit_db", F), ("over", B), ("received", T),
+                 ("n", I), ("mac", T), ("verified", I), ("payload", T)],
                 ("device", "start")),
     "intervals": ([("device", T), ("utc", T), ("site", T), ("seq", I), ("ms", I), ("start_ms", I), ("end_ms", I)]
                   + [(k, LEVEL) for k in ("laeq", "lceq", "lzeq", "lafmax", "lafmin", "lasmax", "lasmin", "lcpeak",
@@ -30,14 +32,21 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
                   + [("overload", B), ("underrange", B), ("received", T)],
                   ("device", "utc")),
     "events": ([("device", T), ("kind", T), ("at", T), ("site", T), ("seq", I), ("ms", I), ("utc", T),
-                ("payload", T), ("received", T)],
+                ("payload", T), ("received", T), ("n", I), ("mac", T), ("verified", I)],
                ("device", "kind", "at")),
+    "audits": ([("device", T), ("n", I), ("ms", I), ("site", T), ("seq", I), ("utc", T), ("what", T), ("payload", T),
+                ("received", T), ("mac", T), ("verified", I)],
+               ("device", "n", "ms")),
     "statuses": ([("device", T), ("utc", T), ("site", T), ("seq", I), ("ms", I), ("uptime_s", I), ("heap_free", I),
                   ("blocks", I), ("dropped", I), ("late", I), ("faults", T), ("payload", T), ("received", T)],
                  ("device", "utc")),
     "rejected": ([("id", "{id}"), ("received", T), ("topic", T), ("reason", T), ("size", I), ("payload", T)], ()),
 }
-TABLE_OF_KIND = {"minute": "minutes", "interval": "intervals", "event": "events", "status": "statuses"}
+TABLE_OF_KIND = {"minute": "minutes", "interval": "intervals", "event": "events", "status": "statuses",
+                 "audit": "audits"}
+# `verified` of a signed record (minutes, events, audits): 1 its MAC is right (checked against the record before it
+# in its chain), 0 it is wrong, NULL not checked (unsigned, no key given to the collector, or its predecessor has not
+# arrived). Nothing is ever dropped for failing: docs/verifying.md.
 KEEP_REJECTED_BYTES = 1024  # of a rejected payload, kept for a person to look at
 KEEP_REJECTED_ROWS = 100_000  # the newest rejected messages kept (~130 MB at most); the counts stay exact
 
@@ -54,6 +63,7 @@ def _ddl(dialect_id: str) -> list[str]:
             cols.append(f"PRIMARY KEY ({', '.join(key)})")
         out.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})")
     out.append("CREATE INDEX IF NOT EXISTS minutes_start ON minutes (start)")
+    out += [f"CREATE INDEX IF NOT EXISTS {t}_chain ON {t} (device, n)" for t in ("minutes", "events")]
     out.append("CREATE INDEX IF NOT EXISTS rejected_reason ON rejected (reason)")
     return out
 
@@ -79,7 +89,34 @@ class FleetDb:
         if not self._has_schema():  # DDL only once: it would lock the tables a running collector writes
             for statement in _ddl(self.id_column):
                 self.conn.execute(statement)
+        else:
+            self._upgrade()
         self.conn.commit()
+
+    def _columns(self, table: str) -> list[str] | None:
+        try:
+            cur = self.conn.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+            cur.fetchall()
+            return [d[0] for d in cur.description]
+        except database_errors():
+            self.conn.rollback()
+            return None
+
+    def _upgrade(self) -> None:
+        """A database of an earlier collector: add the tables and columns it lacks (nothing else changes)."""
+        statements = []
+        ddl = _ddl(self.id_column)
+        for table, (columns, _) in TABLES.items():
+            have = self._columns(table)
+            if have is None:
+                statements += [s for s in ddl if s.startswith(f"CREATE TABLE IF NOT EXISTS {table} ")]
+            else:
+                statements += [f"ALTER TABLE {table} ADD COLUMN {name} {kind}" for name, kind in columns
+                               if name not in have]
+        if statements:
+            statements += [s for s in ddl if s.startswith("CREATE INDEX")]
+        for statement in statements:
+            self.conn.execute(statement)
 
     def _has_schema(self) -> bool:
         try:
@@ -139,7 +176,7 @@ class FleetDb:
         row = {"device": device, "site": site, "first_seen": when, "last_seen": when, "online": True,
                "offline_at": None}
         if hello:
-            row.update({k: hello[k] for k in ("serial", "proto", "fw", "board", "mic", "rate", "hello")})
+            row.update({k: hello[k] for k in ("serial", "proto", "fw", "board", "mic", "rate", "hello", "key_id")})
         names = list(row)
         self.execute(self._seen_sql(names), tuple(row[n] for n in names))
 

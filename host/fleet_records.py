@@ -12,7 +12,8 @@ import math
 import re
 from datetime import datetime, timezone
 
-KINDS = ("hello", "minute", "interval", "event", "status")
+KINDS = ("hello", "minute", "interval", "event", "status", "audit")
+SIGNED = ("minute", "event", "audit")  # the kinds a device with a key signs (n, mac: docs/verifying.md)
 MAX_PAYLOAD = 4096  # bytes; a serial line is at most 1024
 MAX_TEXT = 200  # characters of any string field
 MAX_INT = 2 ** 53  # seq, ms, counters: exact in JSON everywhere and in a BIGINT
@@ -21,6 +22,7 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 UTC_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z\Z")
 LOCAL_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d\Z")
 EVENT_KIND_RE = re.compile(r"[a-z_]{1,32}\Z")
+MAC_MAX = 64  # characters of a `mac` stored (a device's is 32 hex; anything else is stored and fails verification)
 INTERVAL_LEVELS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",
                    "LA10", "LA50", "LA90")
 MINUTE_LEVELS = ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak")
@@ -155,8 +157,12 @@ def _common(rec: dict, kind: str, site: str, device: str) -> dict:
     serial = rec.get("serial", device)
     if serial != device:  # a record that names another device than its topic's
         raise Rejected("wrong_device", str(serial)[:40])
-    return {"device": device, "site": site, "seq": _int(rec, "seq"), "ms": _int(rec, "ms"),
-            "utc": utc_key(rec.get("utc"), "utc", nullable=True)}
+    row = {"device": device, "site": site, "seq": _int(rec, "seq"), "ms": _int(rec, "ms"),
+           "utc": utc_key(rec.get("utc"), "utc", nullable=True)}
+    if kind in SIGNED:
+        row["n"] = _int(rec, "n", 1, nullable=kind != "audit")
+        row["mac"] = _text(rec, "mac", MAC_MAX)
+    return row
 
 
 def _payload_text(rec: dict) -> str:
@@ -175,6 +181,7 @@ def minute_row(rec: dict, row: dict) -> dict:
     row["band"] = _text(rec, "band", 16)
     row["limit_db"] = _num(rec, "limit", 20, 140, nullable=True)
     row["over"] = _bool(rec, "over", nullable=True)
+    row["payload"] = _payload_text(rec)  # as received: what its MAC is checked against
     return row
 
 
@@ -245,6 +252,7 @@ def hello_row(rec: dict, row: dict) -> dict:
     row["board"] = _text(rec, "board")
     row["mic"] = _text(rec, "mic")
     row["rate"] = _int(rec, "rate", 1, 10 ** 6, nullable=True)
+    row["key_id"] = _text(rec, "key_id", 16)
     for key in ("cal", "config"):
         if not isinstance(rec.get(key, {}), dict):
             raise Rejected("bad_type", key)
@@ -252,8 +260,20 @@ def hello_row(rec: dict, row: dict) -> dict:
     return row
 
 
+AUDIT_WHAT_RE = re.compile(r"[a-z_]{1,32}\Z")
+
+
+def audit_row(rec: dict, row: dict) -> dict:
+    what = rec.get("what")
+    if not isinstance(what, str) or not AUDIT_WHAT_RE.match(what):
+        raise Rejected("bad_value", "what")
+    row["what"] = what
+    row["payload"] = _payload_text(rec)
+    return row
+
+
 ROW_OF = {"minute": minute_row, "interval": interval_row, "event": event_row, "status": status_row,
-          "hello": hello_row}
+          "hello": hello_row, "audit": audit_row}
 
 
 def validate(topic: str, payload: bytes) -> tuple[str, dict]:

@@ -4,7 +4,12 @@ write only under its own id and the collector read everything, and each account'
 
 Passwords are random (secrets), hashed as mosquitto_passwd does (`$7$`: PBKDF2-HMAC-SHA512, 12-byte salt), so
 mosquitto_passwd itself is not needed. Running it again keeps the accounts that exist (their passwords unchanged)
-and adds the new devices; `rotate` gives the named ones new passwords."""
+and adds the new devices; `rotate` gives the named ones new passwords.
+
+Each device also gets its record key (docs/verifying.md): 32 random bytes as 64 hex characters in
+``keys/<device>.key`` (mode 0600, the folder 0700), the key its device signs its records with (installed by
+`slm deploy --key` / `slm virtual --key`) and `slm verify` / `slm collect --keys` check them with. A key is made once
+and kept on later runs; `rotate` makes the named devices new ones. No key is ever printed."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ MOSQUITTO_CONF = "mosquitto.conf"
 PASSWORD_FILE = "passwd"
 ACL_FILE = "acl"
 SECRETS_DIR = "credentials"  # <account>.json: {"user", "password"}, mode 0600
+KEYS_DIR = "keys"  # <device>.key: the device's record key, 64 hex characters, mode 0600
+KEY_BYTES = 32
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
@@ -83,6 +90,23 @@ def _accounts(secrets_dir: Path) -> dict[str, str]:
     return out
 
 
+def key_path(keys_dir: str | os.PathLike[str], device: str) -> Path:
+    return Path(keys_dir) / f"{device}.key"
+
+
+def make_keys(keys_dir: Path, devices: list[str], rotate: tuple[str, ...] = ()) -> list[str]:
+    """A record key for each device that has none (or is in ``rotate``); returns the devices given a new key."""
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+    made = []
+    for device in devices:
+        path = key_path(keys_dir, device)
+        if path.exists() and device not in rotate:
+            continue
+        _write(path, secrets.token_bytes(KEY_BYTES).hex() + "\n", private=True)
+        made.append(device)
+    return made
+
+
 def provision(out_dir: str, devices: list[str], collector: str = COLLECTOR, port: int = 1883,
               tls_cert: str | None = None, tls_key: str | None = None, rotate: tuple[str, ...] = (),
               config_dir: str | None = None, bind: str | None = None) -> dict:
@@ -116,5 +140,7 @@ def provision(out_dir: str, devices: list[str], collector: str = COLLECTOR, port
     where = Path(config_dir) if config_dir else folder.resolve()
     _write(folder / MOSQUITTO_CONF, config_text(where, port, tls_cert, tls_key, bind))
     _write(folder / f"{collector}.password", accounts[collector] + "\n", private=True)
-    return {"accounts": sorted(accounts), "added": added,
-            "files": [MOSQUITTO_CONF, PASSWORD_FILE, ACL_FILE, f"{SECRETS_DIR}/", f"{collector}.password"]}
+    keys = make_keys(folder / KEYS_DIR, sorted(a for a in accounts if a != collector), rotate)
+    return {"accounts": sorted(accounts), "added": added, "keys_made": keys,
+            "files": [MOSQUITTO_CONF, PASSWORD_FILE, ACL_FILE, f"{SECRETS_DIR}/", f"{collector}.password",
+                      f"{KEYS_DIR}/"]}

@@ -1,8 +1,12 @@
-"""`slm pull`: copy a device's own record (its `minute` and `event` rings, docs/protocol.md "Device record") into a
-directory, resuming where the last pull left off.
+"""`slm pull`: copy a device's own record (its `minute`, `event` and `audit` rings, docs/protocol.md "Device record")
+into a directory, resuming where the last pull left off.
 
-The directory holds ``minutes.csv`` (one row per minute, the record number ``n`` first), ``events.jsonl`` (one JSON
-object per event, with ``n``) and ``device.json`` (the serial number of the device whose record it is). What was
+The directory holds ``minutes.csv`` (one row per minute, the record number ``n`` first, its ``mac`` last before the
+extras), ``events.jsonl`` and ``audit.jsonl`` (one JSON object per record, with ``n`` and ``mac``) and
+``device.json`` (the serial number of the device whose record it is, and the ranges of records the device
+overwrote before they were pulled, ``lost``, which `slm verify` needs to tell them from removed ones). Every field
+the device signed is kept as it was, so that `slm verify` recomputes each record's MAC from these files: in
+minutes.csv an empty cell is a null, and a number is written as the device sent it (``55`` and ``55.0`` differ). What was
 already pulled is read from the files themselves (the ``n`` of their last row), so there is no state to get out of
 step with the rows: a pull that was interrupted leaves complete rows (a torn last line is dropped at the next pull
 and fetched again), and the next pull appends from the next n. Nothing is ever written twice or skipped; records the
@@ -16,6 +20,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +30,14 @@ from slm.firmware import record_ring
 
 MINUTES_FILE = "minutes.csv"
 EVENTS_FILE = "events.jsonl"
+AUDIT_FILE = "audit.jsonl"
 DEVICE_FILE = "device.json"
 LOCK_FILE = ".pull.lock"  # held (flock) while a pull writes the directory: two pulls at once would duplicate rows
-MINUTE_COLUMNS = ["n"] + [k for k, _ in record_ring.MINUTE_FIELDS] + ["extra"]
+MINUTE_COLUMNS = ["n"] + [k for k, _ in record_ring.MINUTE_FIELDS] + ["mac", "extra"]
+MINUTE_COLUMNS_UNSIGNED = [k for k in MINUTE_COLUMNS if k != "mac"]  # the files of earlier pulls (appended as such)
+_TEXT_TYPES = (record_ring.TIME, record_ring.TEXT, record_ring.HHMM)
+_MINUTE_TYPES = dict(record_ring.MINUTE_FIELDS)
+_INT_RE = re.compile(r"-?\d+\Z")
 REPLY_TIMEOUT_S = 10.0
 TAIL_BYTES = 1 << 16  # the last row of a file is looked for in its last 64 KiB
 
@@ -61,14 +71,43 @@ class PullReport:
                 "kinds": {k: vars(r) for k, r in self.kinds.items()}}
 
 
-def _minute_row(rec: dict[str, Any]) -> list[Any]:
-    extra = {k: v for k, v in rec.items() if k not in MINUTE_COLUMNS and k != "t"}
+def _minute_row(rec: dict[str, Any], columns: list[str] = MINUTE_COLUMNS) -> list[Any]:
+    extra = {k: v for k, v in rec.items() if k not in columns and k != "t"}
     row = []
-    for k in MINUTE_COLUMNS[:-1]:
+    for k in columns[:-1]:
         v = rec.get(k)
         row.append("" if v is None else ("true" if v is True else "false" if v is False else v))
     row.append(json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else "")
     return row
+
+
+def minute_record(header: list[str], row: list[str]) -> dict[str, Any]:
+    """The minute record a row of minutes.csv holds (the inverse of writing it): schema fields typed as the device
+    sent them, an empty cell null, the extras merged. ValueError for a row that is not one."""
+    if len(row) != len(header):
+        raise ValueError(f"{len(row)} cells, not {len(header)}")
+    rec: dict[str, Any] = {"t": "minute"}
+    for k, cell in zip(header, row):
+        if k == "extra":
+            if cell:
+                extra = json.loads(cell)
+                if not isinstance(extra, dict):
+                    raise ValueError("extra is not a JSON object")
+                rec.update(extra)
+        elif k in ("n", "mac"):
+            if cell:
+                rec[k] = int(cell) if k == "n" else cell
+        elif cell == "":
+            rec[k] = None
+        elif _MINUTE_TYPES[k] == record_ring.BOOL:
+            if cell not in ("true", "false"):
+                raise ValueError(f"{k} is not true or false")
+            rec[k] = cell == "true"
+        elif _MINUTE_TYPES[k] in _TEXT_TYPES:
+            rec[k] = cell
+        else:
+            rec[k] = int(cell) if _INT_RE.match(cell) else float(cell)
+    return rec
 
 
 class _Output:
@@ -78,6 +117,7 @@ class _Output:
         self.path = path
         self.kind = kind
         self.last_n = 0
+        self.columns = MINUTE_COLUMNS
         self._check()
 
     def _check(self) -> None:
@@ -88,8 +128,10 @@ class _Output:
             return
         with open(p, "rb") as f:
             if self.kind == "minute":
-                header = f.readline()
-                if header.rstrip(b"\r\n").decode("utf-8", "replace").split(",") != MINUTE_COLUMNS:
+                header = f.readline().rstrip(b"\r\n").decode("utf-8", "replace").split(",")
+                if header == MINUTE_COLUMNS_UNSIGNED:
+                    self.columns = MINUTE_COLUMNS_UNSIGNED
+                elif header != MINUTE_COLUMNS:
                     raise PullDirError(f"{p} is not a minutes file of `slm pull` (its first line is not the header)")
             size = f.seek(0, os.SEEK_END)
             start = max(0, size - TAIL_BYTES)
@@ -104,7 +146,7 @@ class _Output:
         if last:
             self.last_n = self._row_n(last)
         if torn:  # a row cut off by an interrupted pull (it is fetched again); anything else is not ours to cut
-            if not torn.startswith(b'{"n":' if self.kind == "event" else b"%d," % (self.last_n + 1)):
+            if not torn.startswith(b'{"n":' if self.kind != "minute" else b"%d," % (self.last_n + 1)):
                 raise PullDirError(f"{p} does not end with a whole row: not a file of `slm pull`")
             with open(p, "r+b") as f:
                 f.truncate(start + complete)
@@ -128,9 +170,10 @@ class _Output:
         if self.kind == "minute":
             w = csv.writer(buf, lineterminator="\n")
             if new:
+                self.columns = MINUTE_COLUMNS
                 w.writerow(MINUTE_COLUMNS)
             for rec in records:
-                w.writerow(_minute_row(rec))
+                w.writerow(_minute_row(rec, self.columns))
         else:
             for rec in records:
                 buf.write(json.dumps({k: v for k, v in rec.items() if k != "t"}, ensure_ascii=False,
@@ -159,8 +202,15 @@ class PullStore:
                 self.serial = json.loads(device.read_text())["serial"]
             except (ValueError, KeyError, TypeError, OSError):
                 raise PullDirError(f"{device} is not a device file of `slm pull`") from None
+        self.lost: dict[str, list[list[int]]] = {}
+        if device.exists():
+            try:
+                self.lost = json.loads(device.read_text()).get("lost") or {}
+            except (ValueError, OSError, AttributeError):
+                self.lost = {}
         self.outputs = {"minute": _Output(self.dir / MINUTES_FILE, "minute"),
-                        "event": _Output(self.dir / EVENTS_FILE, "event")}
+                        "event": _Output(self.dir / EVENTS_FILE, "event"),
+                        "audit": _Output(self.dir / AUDIT_FILE, "audit")}
 
     def claim(self, serial: str | None) -> None:
         """Make the directory this device's (refused when it holds another device's record)."""
@@ -171,10 +221,21 @@ class PullStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self._lock_file is None:
                 self._lock()
-            tmp = self.dir / (DEVICE_FILE + ".tmp")
-            tmp.write_text(json.dumps({"serial": serial}) + "\n")
-            os.replace(tmp, self.dir / DEVICE_FILE)
             self.serial = serial
+            self._write_device()
+
+    def _write_device(self) -> None:
+        tmp = self.dir / (DEVICE_FILE + ".tmp")
+        info: dict[str, Any] = {"serial": self.serial}
+        if self.lost:
+            info["lost"] = self.lost
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, self.dir / DEVICE_FILE)
+
+    def note_lost(self, kind: str, first: int, last: int) -> None:
+        """Records first..last of kind were overwritten on the device before they were pulled (between rows)."""
+        self.lost.setdefault(kind, []).append([first, last])
+        self._write_device()
 
     def _lock(self) -> None:
         import fcntl
@@ -193,6 +254,10 @@ class PullStore:
             self._lock_file = None
 
 
+class _NoAuditTrail(PullError):
+    """The device's `pull` does not know kind audit (firmware before the audit trail)."""
+
+
 def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
     from slm.link import DeviceError
 
@@ -202,6 +267,8 @@ def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
         if e.code == "unknown_cmd":
             raise PullError("the device's firmware keeps no record (no `%s` command): deploy current firmware"
                             % cmd) from None
+        if e.code == "bad_value" and fields.get("kind") == "audit":
+            raise _NoAuditTrail("no audit trail") from None
         raise PullError(f"the device could not read its record ({e.code}: {e.message})") from None
     result = reply.get("result")
     if not isinstance(result, dict):
@@ -210,8 +277,10 @@ def _send(link: Any, cmd: str, **fields: Any) -> dict[str, Any]:
 
 
 def pull_kind(link: Any, out: _Output, report: KindReport,
-              progress: Callable[[str, int, int], None] | None = None) -> None:
-    """Pull one kind's records after ``out.last_n`` and append them."""
+              progress: Callable[[str, int, int], None] | None = None,
+              on_lost: Callable[[str, int, int], None] | None = None) -> None:
+    """Pull one kind's records after ``out.last_n`` and append them; ``on_lost(kind, first, last)`` for records
+    the device overwrote between two rows of the file."""
     kind = out.kind
     want = out.last_n + 1
     while True:
@@ -224,6 +293,8 @@ def pull_kind(link: Any, out: _Output, report: KindReport,
             raise PullError(f"the device's {kind} record ends at n={last} but {out.path} already holds up to "
                             f"n={out.last_n}: the device's record was erased; pull into a new directory")
         records = []
+        gaps = []
+        written = out.last_n
         expected = want  # the n the next row should have: a record beyond it means records lost on the device
         for text in texts:
             try:
@@ -236,9 +307,15 @@ def pull_kind(link: Any, out: _Output, report: KindReport,
                 raise PullError(f"the device sent {kind} n={rec['n']} again (expected n >= {expected})")
             report.lost += rec["n"] - expected
             expected = rec["n"] + 1
+            if written and rec["n"] > written + 1:
+                gaps.append((written + 1, rec["n"] - 1))
+            written = rec["n"]
             records.append(rec)
         if records:
             out.append(records)
+            for first_lost, last_lost in gaps:
+                if on_lost is not None:
+                    on_lost(kind, first_lost, last_lost)
             report.pulled += len(records)
             report.first = records[0]["n"] if report.first is None else report.first
             report.last = records[-1]["n"]
@@ -264,9 +341,14 @@ def pull_record(link: Any, out_dir: str | os.PathLike[str], store: PullStore | N
         ring = _send(link, "ring")
         store.claim(serial)
         report = PullReport(serial=serial, out_dir=str(store.dir), ring=ring)
-        for kind in ("minute", "event"):
+        for kind in ("minute", "event", "audit"):
+            if kind not in ring:
+                continue  # firmware without an audit trail
             report.kinds[kind] = KindReport()
-            pull_kind(link, store.outputs[kind], report.kinds[kind], progress)
+            try:
+                pull_kind(link, store.outputs[kind], report.kinds[kind], progress, store.note_lost)
+            except _NoAuditTrail:
+                del report.kinds[kind]
     finally:
         store.close()
     return report

@@ -9,7 +9,7 @@ from pathlib import Path
 from slm.errors import InputError
 from slm.report_calc import Periods, build_report
 from slm.report_render import write_report
-from slm.report_source import read_source
+from slm.report_source import apply_verify, read_source
 
 OUT_SUFFIXES = (".html", ".pdf", "")
 
@@ -57,8 +57,10 @@ def parse_periods(cn: str, eu: str) -> Periods:
 
 
 def make_report(source: str, start: str | None, end: str | None, site: str | None, out: str,
-                cn_periods: str = "06:00,22:00", eu_periods: str = "07:00,19:00,23:00") -> tuple[object, list[Path]]:
-    """The report of SOURCE written to OUT; (the Report, the files written)."""
+                cn_periods: str = "06:00,22:00", eu_periods: str = "07:00,19:00,23:00",
+                keys_dir: str | None = None) -> tuple[object, list[Path]]:
+    """The report of SOURCE written to OUT; (the Report, the files written). With ``keys_dir`` (the devices' keys)
+    every record's state is what `slm verify` finds; without, a database's marks by the collector."""
     t0, t1 = parse_local_time(start, "--from"), parse_local_time(end, "--to", end=True)
     if t0 is not None and t1 is not None and t1 <= t0:
         raise InputError(f"--to {end} is not after --from {start}")
@@ -74,6 +76,8 @@ def make_report(source: str, start: str | None, end: str | None, site: str | Non
     utc_from = None if t0 is None else (t0 - dt.timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     utc_to = None if t1 is None else (t1 + dt.timedelta(hours=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     records = read_source(source, site, utc_from, utc_to)
+    if keys_dir is not None:
+        apply_verify(records, source, keys_dir)
     report = build_report(records, t0, t1, site, periods)
     if not any(m.minutes for m in report.meters):
         where = f" of site {site}" if site and records.kind == "database" else ""

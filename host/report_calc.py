@@ -17,6 +17,9 @@ from slm.report_source import Event, Minute, Records
 from slm.utc import utc_time
 
 NIGHT_PENALTY_DB = 10.0  # Ldn's and Lden's night weighting
+DRIFT_LIMIT_DB = 0.5  # GB 3096-2008 6.2 / GB 12348: a calibrator check after measuring that differs by more voids it
+CHECKED_BY = {"keys": "chains checked with the devices' keys", "collector": "marked by the collector on arrival",
+              "none": "not checked (give --keys)"}
 EVENING_PENALTY_DB = 5.0  # Lden's evening weighting
 
 
@@ -167,6 +170,8 @@ class Episode:
     limit: float | None
     band: str | None
     interrupted: bool
+    records: str = ""  # the verification state of its minutes and events (see `trust`)
+    calibration: str = ""  # the calibration in force at its start, and the last check's drift
 
     @property
     def margin(self) -> float | None:
@@ -227,6 +232,9 @@ class MeterReport:
     night_max: list[NightMax]
     coverage: float  # valid minutes / minutes of the period
     calibration: dict | None  # the calibration in force (the device's last hello in a database), None: unknown
+    verification: str = ""  # the state of its records in the period (see `trust`)
+    calibrations: list[Event] = field(default_factory=list)  # its audit trail's calibration entries
+    drift: str | None = None  # data after a check that found a drift over DRIFT_LIMIT_DB
 
 
 @dataclass
@@ -238,6 +246,79 @@ class Report:
     periods: Periods
     meters: list[MeterReport] = field(default_factory=list)
     untimed: int = 0
+
+
+def trust(states: list[str]) -> str:
+    """The verification state of a set of records, in words: "valid (12)", "FAILED 2 of 12", "unsigned (12)"..."""
+    if not states:
+        return "no records"
+    n = len(states)
+    count = {k: states.count(k) for k in ("valid", "failed", "unsigned", "unchecked")}
+    if count["failed"]:
+        return f"FAILED {count['failed']} of {n}"
+    if count["valid"] == n:
+        return f"valid ({n})"
+    parts = [f"{k} {count[k]}" for k in ("valid", "unchecked", "unsigned") if count[k]]
+    return ", ".join(parts)
+
+
+def _ms(text) -> int | None:
+    from slm.firmware.record_ring import parse_time
+
+    got = parse_time(text) if isinstance(text, str) else None
+    return got[0] if got else None
+
+
+def calibration_at(audits: list[Event], hello_cal: dict | None, utc_ms: int | None) -> tuple[str, float | None]:
+    """(the calibration in force at utc_ms in words, the drift of the last check since it when over the limit)."""
+    cals = [e for e in audits if e.kind == "calibration" and _ms(e.fields.get("utc")) is not None
+            and (utc_ms is None or _ms(e.fields.get("utc")) <= utc_ms)]
+    last = next((e for e in reversed(cals) if e.fields.get("kind") != "check"), None)
+    if last is not None:
+        f = last.fields
+        after = f.get("after")
+        text = f"{f.get('method') or 'calibrate'} {f.get('time') or f.get('utc')}" + (
+            f", offset {after:+.2f} dB" if isinstance(after, (int, float)) else "") + f" (audit, {f.get('_state')})"
+    elif hello_cal:
+        off = hello_cal.get("offset_db")
+        text = f"{hello_cal.get('method') or 'never calibrated'} {hello_cal.get('time') or ''}".strip() + (
+            f", offset {off:+.2f} dB" if isinstance(off, (int, float)) else "") + " (the device's hello)"
+    else:
+        text = "unknown (not in this source)"
+    checks = [e for e in cals[cals.index(last) + 1 if last is not None else 0:] if e.fields.get("kind") == "check"]
+    drift = next((e.fields.get("drift_db") for e in reversed(checks)
+                  if isinstance(e.fields.get("drift_db"), (int, float))), None)
+    if drift is not None:
+        text += f"; last check: drift {drift:+.2f} dB"
+    return text, drift if drift is not None and abs(drift) > DRIFT_LIMIT_DB else None
+
+
+def _drift_note(audits: list[Event], mins: list[Minute]) -> str | None:
+    """The first check whose drift is over the limit, and the minutes after it until the next calibration."""
+    for i, e in enumerate(audits):
+        d = e.fields.get("drift_db")
+        if e.kind == "calibration" and e.fields.get("kind") == "check" and isinstance(d, (int, float)) and \
+                abs(d) > DRIFT_LIMIT_DB:
+            at = _ms(e.fields.get("utc"))
+            redo = next((_ms(x.fields.get("utc")) for x in audits[i + 1:] if x.kind == "calibration"
+                         and x.fields.get("kind") != "check"), None)
+            after = [m for m in mins if at is not None and m.start.timestamp() * 1000 >= at
+                     and (redo is None or m.start.timestamp() * 1000 < redo)]
+            return (f"a calibrator check at {e.fields.get('utc')} found a drift of {d:+.2f} dB (over "
+                    f"{DRIFT_LIMIT_DB} dB, GB 3096-2008): {len(after)} minutes after it are flagged"
+                    + ("" if redo is None else " (until the next calibration)"))
+    return None
+
+
+def _episode_records(ep: Episode, mins: list[Minute], evs: list[Event], offset: dt.timedelta,
+                     end: dt.datetime) -> list[str]:
+    stop = ep.end or end
+    states = [m.state for m in mins if ep.start <= m.local < stop]
+    for e in evs:
+        if e.kind in ("exceedance_start", "exceedance_end") and e.fields.get("start") and \
+                (utc_time(e.fields["start"]) + offset).replace(tzinfo=None) == ep.start:
+            states.append(e.fields.get("_state", "unchecked"))
+    return states
 
 
 def build_report(records: Records, start: dt.datetime | None, end: dt.datetime | None, site: str | None,
@@ -261,12 +342,26 @@ def build_report(records: Records, start: dt.datetime | None, end: dt.datetime |
             minutes_of[m.device].append(m)
     for e in records.events:
         events_of.setdefault(e.device, []).append(e)
+    audits_of: dict[str, list[Event]] = {}
+    for e in records.audits:
+        audits_of.setdefault(e.device, []).append(e)
     for device in sorted(minutes_of.keys() | events_of.keys()):
         mins, evs = minutes_of.get(device, []), events_of.get(device, [])
+        audits = audits_of.get(device, [])
         offset = records.offsets.get(device, dt.timedelta(0))
         period_minutes = (end - start).total_seconds() / 60
+        eps = episodes(evs, offset, start, end)
+        hello_cal = records.calibration.get(device)
+        for ep in eps:
+            ep.records = trust(_episode_records(ep, mins, evs, offset, end))
+            at = ep.start - offset
+            ep.calibration, _ = calibration_at(audits, hello_cal, int(at.replace(tzinfo=dt.timezone.utc).timestamp()
+                                                                      * 1000))
+        states = [m.state for m in mins] + [e.fields.get("_state", "unchecked") for e in evs]
         report.meters.append(MeterReport(
             device, next((m.site for m in mins if m.site), site), mins, hourly(mins, start, end),
-            indicators(mins, periods), daily(mins, periods, start, end), episodes(evs, offset, start, end), night_max(evs, offset, start, end),
-            sum(m.valid for m in mins) / period_minutes, records.calibration.get(device)))
+            indicators(mins, periods), daily(mins, periods, start, end), eps, night_max(evs, offset, start, end),
+            sum(m.valid for m in mins) / period_minutes, hello_cal,
+            f"{trust(states)}: {CHECKED_BY[records.checked]}",
+            [e for e in audits if e.kind == "calibration"], _drift_note(audits, mins)))
     return report

@@ -32,6 +32,10 @@ def _t(v: dt.datetime | None) -> str:
 Table = tuple[list[str], list[list[str]]]
 
 
+def _number(v) -> float | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def tables(report: Report) -> dict[str, Table]:
     """Every table of the report, by name: rows of text, one column per header (all meters in each)."""
     p = report.periods
@@ -42,6 +46,7 @@ def tables(report: Report) -> dict[str, Table]:
     eps: list[list[str]] = []
     nights: list[list[str]] = []
     calibration: list[list[str]] = []
+    verification: list[list[str]] = []
     for m in report.meters:
         site = m.site or ""
         cal = m.calibration
@@ -50,6 +55,15 @@ def tables(report: Report) -> dict[str, Table]:
         else:
             calibration.append([m.device, site, str(cal.get("method") or "never calibrated"), str(cal.get("time") or ""),
                                 _f(cal.get("offset_db"), "{:+.2f}"), _f(cal.get("sensitivity_dbfs"))])
+        for e in m.calibrations:  # the audit trail: every calibration and check, with the state of its record
+            f = e.fields
+            drift = f.get("drift_db")
+            what = " ".join(dict.fromkeys(str(x) for x in (f.get("kind"), f.get("method")) if x))  # once each
+            calibration.append([m.device, site, f"{what} (audit)".strip(),
+                                str(f.get("time") or f.get("utc") or ""), _f(_number(f.get("after")), "{:+.2f}"), "",
+                                (f"drift {drift:+.2f}" + (" OVER 0.5 dB" if abs(drift) > 0.5 else ""))
+                                if isinstance(drift, (int, float)) else "",
+                                str(f.get("_state") or "")])
         for name, value in m.indicators.rows():
             summary.append([m.device, site, name, _f(value)])
         summary.append([m.device, site, "coverage", _f(m.coverage, "{:.3f}")])
@@ -60,7 +74,9 @@ def tables(report: Report) -> dict[str, Table]:
                            _f(h.LA90), _f(h.limit), _f(h.margin, "{:+.1f}"), str(h.minutes), _f(h.coverage, "{:.3f}")])
         for e in m.episodes:
             eps.append([m.device, site, _t(e.start), _t(e.end), _f(e.duration_s, "{:.0f}"), _f(e.LAeq), _f(e.LAFmax),
-                        _f(e.limit), _f(e.margin, "{:+.1f}"), e.band or "", "yes" if e.interrupted else ""])
+                        _f(e.limit), _f(e.margin, "{:+.1f}"), e.band or "", "yes" if e.interrupted else "",
+                        e.records, e.calibration])
+        verification.append([m.device, site, m.verification, m.drift or ""])
         for n in m.night_max:
             nights.append([m.device, site, n.time.strftime(TIME), _f(n.LAFmax), _f(n.threshold),
                            _f(n.margin, "{:+.1f}")])
@@ -70,9 +86,11 @@ def tables(report: Report) -> dict[str, Table]:
         "hourly": (["device", "site", "hour", "LAeq", "LAFmax", "LA10", "LA50", "LA90", "limit", "margin",
                     "valid_minutes", "coverage"], hourly),
         "episodes": (["device", "site", "start", "end", "duration_s", "LAeq", "LAFmax", "limit", "margin", "band",
-                      "interrupted"], eps),
+                      "interrupted", "records", "calibration_in_force"], eps),
+        "verification": (["device", "site", "records", "calibration_drift"], verification),
         "night_max": (["device", "site", "time", "LAFmax", "limit_plus_15", "margin"], nights),
-        "calibration": (["device", "site", "method", "time", "offset_db", "sensitivity_dbfs"], calibration),
+        "calibration": (["device", "site", "method", "time", "offset_db", "sensitivity_dbfs", "check", "record"],
+                        [row + [""] * (8 - len(row)) for row in calibration]),
         "periods": (["period", "from", "to"], [["China day (Ld)", hm(p.cn_day), hm(p.cn_night)],
                                               ["China night (Ln)", hm(p.cn_night), hm(p.cn_day)],
                                               ["EU day", hm(p.eu_day), hm(p.eu_evening)],
@@ -219,6 +237,8 @@ def render_html(report: Report) -> str:
     parts.append("<h2>Periods</h2>" + _html_table(*ts["periods"]))
     for m in report.meters:
         parts.append(f"<h2>Meter {html.escape(m.device)}" + (f" ({html.escape(m.site)})" if m.site else "") + "</h2>")
+        parts.append(f"<p><b>Records</b>: {html.escape(m.verification)}"
+                     + (f"<br><b>Calibration</b>: {html.escape(m.drift)}" if m.drift else "") + "</p>")
         parts.append("<h3>Indicators</h3>" + _html_table(*_meter_rows(ts["summary"], m.device)))
         parts.append("<h3>Indicators per day</h3><p>China's day from its day start, with the night after it; the "
                      "EU's from the EU day start.</p>" + _html_table(*_meter_rows(ts["daily"], m.device)))
@@ -268,7 +288,8 @@ def write_pdf(report: Report, path: Path) -> None:
             fig.text(0.05, y, f"{m.device}{' (' + m.site + ')' if m.site else ''}: {ind}; coverage "
                      f"{m.coverage:.1%}; {len(m.episodes)} episodes, {len(m.night_max)} night LAFmax events",
                      fontsize=9)
-            y -= 0.04
+            fig.text(0.07, y - 0.025, f"records {m.verification}" + (f"; {m.drift}" if m.drift else ""), fontsize=8)
+            y -= 0.065
         pdf.savefig(fig)
         plt.close(fig)
         for m in report.meters:
@@ -279,6 +300,7 @@ def write_pdf(report: Report, path: Path) -> None:
                             ("episodes", "Exceedance episodes"),
                             ("night_max", "Night LAFmax events over the limit + 15 dB"),
                             ("hourly", "Hourly levels and data coverage"), ("calibration", "Calibration in force"),
+                            ("verification", "Verification of the records"),
                             ("periods", "Periods")):
             for fig in _table_pages(plt, title, *ts[name]):
                 pdf.savefig(fig)

@@ -191,3 +191,24 @@ def test_tls_broker_collector_checks_the_certificate():
                 done.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_record_keys_made_kept_and_rotated(tmp_path):
+    """Each device gets a 64-hex record key, private (0600 in a 0700 folder); a re-run keeps it, --rotate renews it,
+    and the CLI never prints it."""
+    out = subprocess.run([sys.executable, "-m", "slm.cli", "provision", "--out", str(tmp_path), "--device", DEVICES[0],
+                          "--device", DEVICES[1]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    keys = {d: (tmp_path / "keys" / f"{d}.key").read_text().strip() for d in DEVICES}
+    assert all(len(k) == 64 and bytes.fromhex(k) for k in keys.values()) and keys[DEVICES[0]] != keys[DEVICES[1]]
+    assert (tmp_path / "keys").stat().st_mode & 0o777 == 0o700
+    assert all((tmp_path / "keys" / f"{d}.key").stat().st_mode & 0o777 == 0o600 for d in DEVICES)
+    assert not (tmp_path / "keys" / "collector.key").exists()
+    again = subprocess.run([sys.executable, "-m", "slm.cli", "provision", "--out", str(tmp_path), "--device",
+                            "a0b1c2000003", "--rotate", DEVICES[1]], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    now = {d: (tmp_path / "keys" / f"{d}.key").read_text().strip() for d in DEVICES}
+    assert now[DEVICES[0]] == keys[DEVICES[0]] and now[DEVICES[1]] != keys[DEVICES[1]]
+    assert (tmp_path / "keys" / "a0b1c2000003.key").exists()
+    printed = out.stdout + out.stderr + again.stdout + again.stderr
+    assert not any(k in printed for k in list(keys.values()) + list(now.values()))

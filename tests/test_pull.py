@@ -169,7 +169,7 @@ def test_a_full_ring_is_pulled_whole_and_what_it_overwrote_is_counted_lost(tmp_p
     per_reply = len(rows) / len(pulls)
     print(f"\nweek of minutes: {len(rows)} records in {len(pulls)} replies ({per_reply:.1f} a reply), "
           f"{sum(len(json.dumps(a)) for a in pulls) / 1e6:.2f} MB, {device_s:.0f} device seconds")
-    assert per_reply >= 9  # the compact form: a reply line carries 9 or more minutes
+    assert per_reply >= 7  # the compact form: a reply line carries 7 or more minutes (a slot has 16 mac bytes)
 
 
 def test_bad_output_directories_are_refused_with_one_line_and_exit_2(tmp_path):
