@@ -320,7 +320,8 @@ class Net:
                 self._advance(kind, r.last)
                 continue
             rec = got[0]
-            n = rec["n"] if "mac" in rec else rec.pop("n")  # a signed record keeps its chain number
+            # a signed record keeps its chain number, and an audit entry its number (the collector's key)
+            n = rec["n"] if "mac" in rec or kind == "audit" else rec.pop("n")
             self.next_n[kind] = n + 1
             if n <= self.cursor[kind]:
                 continue
