@@ -130,12 +130,32 @@ class Meter:
         return self.full_scale_db() - _FULL_SCALE_SINE_DB - self.gain_db[weighting]
 
     def reset(self):
-        """Start from rest: filters, time weightings, interval and totals."""
+        """Start from rest: filters, time weightings, interval and totals; the next ``process`` seeds the DC
+        blocker (``seed_filters``)."""
         for arr in (self.st, self.sums, self.acc):
             for i in range(len(arr)):
                 arr[i] = 0
         self.acc[K.HIST_PHASE] = HIST_SAMPLE_BLOCKS
+        self.seeded = False
         self.clear_totals()
+
+    def seed_filters(self, words):
+        """Start the DC blocker (and the equaliser before it) settled on the mean of the first block of ``words``,
+        as if that level had always been there. From rest, a microphone's DC offset (the SPH0645's is 3 % of full
+        scale) is a step that the blocker takes seconds to remove (time constant 2**14 / rate), and its decay
+        lifts the first second's Z and C levels (+0.3 dB LCeq on an 80 dB tone). Once per reset; may allocate."""
+        c = self.cfg
+        x = int(K.sample_sum(words, self.block, c[K.C_SHIFT])) // self.block
+        st = self.st
+        if c[K.C_EQ_ON]:  # the equaliser's state for a constant input x: y = x·B(1) / A(1), rounded
+            num = x * (c[K.C_EQ] + c[K.C_EQ + 1] + c[K.C_EQ + 2])
+            den = (1 << c[K.C_BQ]) + c[K.C_EQ + 3] + c[K.C_EQ + 4]
+            st[K.ST_EQ] = st[K.ST_EQ + 1] = x
+            x = (2 * num + den) // (2 * den)
+            st[K.ST_EQ + 2] = st[K.ST_EQ + 3] = x
+        st[K.ST_DC] = x  # DC blocker u = x: integer word x, fraction word 0
+        st[K.ST_DC + 1] = 0
+        self.seeded = True
 
     def clear_totals(self):
         """Start the totals again while the filters, time weightings and the interval go on (the device app's
@@ -149,6 +169,8 @@ class Meter:
 
     def process(self, words, nblocks):
         """Measure ``nblocks`` blocks (``nblocks * self.block`` 32-bit I2S words from the start of ``words``)."""
+        if not self.seeded and nblocks > 0:
+            self.seed_filters(words)
         process_blocks(words, nblocks, self.st, self.cfg, self.sums, self.acc)
 
     def interval_blocks(self):
