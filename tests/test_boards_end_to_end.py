@@ -6,10 +6,12 @@ must be applied by both, and its clipping shows as wrapped samples."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slm.boards import list_boards, load_board
@@ -117,3 +119,31 @@ def test_virtual_board_reads_the_truth_and_flags_clipping(tmp_path, board):
            for r in col.intervals if r["end_ms"] <= 1000 * last_s]
     assert got, f"no interval records from the virtual board {board}"
     _check(board, got, _steady_truth(truth, mic))
+
+
+def test_sph0645_overload_at_its_shifted_full_scale(tmp_path):
+    """The ESP32's one-bit shift halves the SPH0645's range: its samples wrap 6 dB below the microphone's own
+    full scale, less the DC offset (the simulator's truth: a 1 kHz sine whose peak plus |DC| exceeds half the
+    microphone's full scale wraps). Tones from 0.5 dB below that point up to the microphone's acoustic overload
+    point: each second in which the true peak exceeds the shifted full scale is overload, the others are not."""
+    from slm.sim.microphone import MIC_MODELS, Microphone
+    from slm.sim.wav_writer import WavWriter
+
+    board = "esp32-devkitc-sph0645"
+    spec = MIC_MODELS[load_board(board).microphone.model]
+    assert spec.word_left_shift == 1
+    shifted_fs = 2.0 ** -spec.word_left_shift  # of the microphone's full scale
+    wrap_db = spec.aop_db + 20 * math.log10(shifted_fs - abs(spec.dc_offset_fs))  # a sine peaking there wraps
+    levels = [wrap_db - 0.5, wrap_db + 0.5, wrap_db + 3.0, spec.aop_db - 0.5]
+    rate = 48000
+    mic = Microphone(spec, rate, seed=3)
+    t = np.arange(rate) / rate
+    path = tmp_path / "sph0645.wav"
+    settle_s = 3
+    with WavWriter(path, rate) as w:
+        w.write(mic.words(np.zeros(settle_s * rate)))
+        for level in levels:
+            w.write(mic.words(20e-6 * 10 ** (level / 20) * math.sqrt(2) * np.sin(2 * np.pi * 1000 * t)))
+    by_start = {round(r["start_s"]): r for r in measure_file(path, board=board)["intervals"]}
+    flags = [by_start[settle_s + i]["overload"] for i in range(len(levels))]
+    assert flags == [level > wrap_db for level in levels], (round(wrap_db, 2), levels, flags)
