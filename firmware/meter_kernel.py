@@ -298,13 +298,14 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
 
 
 @micropython.viper
-def sample_sum(words, n: int, shift: int) -> int:
-    """Sum of the first n samples of ``words`` (as filter_block reads them); for Meter.seed_filters."""
+def sample_sum(words, i: int, n: int, shift: int) -> int:
+    """Sum of n samples of ``words`` from index i (as filter_block reads them); for Meter.seed_filters. Call it
+    per block: a block's sum fits in 32 bits."""
     pw = ptr32(words)
     xmask = (1 << (32 - shift)) - 1
     xsign = 1 << (31 - shift)
     total = 0
-    i = 0
+    n += i
     while i < n:
         total += (((pw[i] >> shift) & xmask) ^ xsign) - xsign
         i += 1

@@ -20,6 +20,7 @@ import numpy as np
 from slm import weighting_design as wd
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+SEED_BLOCKS = 20  # firmware/meter.py: the DC blocker's seed is the mean of the first call's first blocks, at most these
 
 
 class RangeError(AssertionError):
@@ -112,10 +113,10 @@ class IntegerMeterModel:
         self.total_hist = np.zeros(self.hist_bins, dtype=np.int64)
         self._new_interval()
 
-    def _seed(self, first_block: list[int]) -> None:
+    def _seed(self, first_words: list[int]) -> None:
         """The firmware's start (Meter.seed_filters): the DC blocker, and the equaliser before it, settled on the
-        mean x of the first block's samples: u = y = round(x·B(1) / A(1)) (y = x without an equaliser)."""
-        x = sum(((w ^ 0x80000000) - 0x80000000) >> self.shift for w in first_block) // len(first_block)
+        mean x of the first call's samples: u = y = round(x·B(1) / A(1)) (y = x without an equaliser)."""
+        x = sum(((w ^ 0x80000000) - 0x80000000) >> self.shift for w in first_words) // len(first_words)
         y = x
         if self.eq is not None:
             e = self.eq
@@ -156,7 +157,7 @@ class IntegerMeterModel:
         words = np.asarray(words, dtype=np.int64)
         ws = (words & 0xFFFFFFFF).tolist()  # the unix port's zero-extended view; the kernel masks either way
         if not self.seeded and nblocks > 0:
-            self._seed(ws[:self.block])
+            self._seed(ws[:min(nblocks, SEED_BLOCKS) * self.block])
         for blk in range(nblocks):
             sums = [0] * 9
             for word in ws[blk * self.block:(blk + 1) * self.block]:
