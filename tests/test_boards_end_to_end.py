@@ -147,3 +147,36 @@ def test_sph0645_overload_at_its_shifted_full_scale(tmp_path):
     by_start = {round(r["start_s"]): r for r in measure_file(path, board=board)["intervals"]}
     flags = [by_start[settle_s + i]["overload"] for i in range(len(levels))]
     assert flags == [level > wrap_db for level in levels], (round(wrap_db, 2), levels, flags)
+
+
+def test_virtual_sph0645_overload_at_its_shifted_full_scale(tmp_path):
+    """The same on a virtual board running the SPH0645 profile: 0.5 dB above the level at which the shifted samples
+    wrap is overload, 0.5 dB below is not (tests/data/sph0645-wrap.toml)."""
+    from slm.sim.microphone import MIC_MODELS
+
+    board = "esp32-devkitc-sph0645"
+    scenario = Path(__file__).parent / "data" / "sph0645-wrap.toml"
+    spec = MIC_MODELS[load_board(board).microphone.model]
+    wrap_db = spec.aop_db + 20 * math.log10(2.0 ** -spec.word_left_shift - abs(spec.dc_offset_fs))
+    truth = simulate(load_scenario(scenario), tmp_path, rate=48000, meter_ids=[spec.model], contributions=False)
+    level = {round(i["start_s"]): i["LAeq"] for i in truth["meters"][spec.model]["intervals"]}
+    assert level[5] > wrap_db + 0.4 and level[6] > wrap_db + 0.4  # the truth: above and below the wrap
+    assert wrap_db - 0.6 < level[8] < wrap_db - 0.4 and wrap_db - 0.6 < level[9] < wrap_db - 0.4
+    discard = load_board(board).microphone.startup_discard_s
+    col = Collector()
+    with VirtualBoard(scenario=str(scenario), meter=spec.model, speed=0, board=board) as vb:
+        link = DeviceLink(vb.port, on_record=col).open()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with col.lock:
+                    if any(r["end_ms"] >= 7000 for r in col.intervals):
+                        break
+                time.sleep(0.05)
+        finally:
+            link.close()
+    flags = {round(r["start_ms"] / 1000 + discard, 1): r["overload"] for r in col.intervals}
+    # device seconds start 2.5 s into the scene: [5.5, 6.5] and [6.5, 7.5] hear the louder tone, [8.5, 9.5] the
+    # quieter one (away from the switch at 7.5 s, where the microphone's response rings)
+    assert flags[5.5] and flags[6.5], flags
+    assert not flags[8.5] and not flags[3.5], flags
