@@ -75,6 +75,8 @@ C_JUMP = const(35)  # a step |x[n] - x[n-1]| above this is a wrapped sample (a w
 CFG_SIZE = const(36)
 
 # Layout of the filter state array ``st`` (array('i')).
+ST_DC = const(0)  # DC blocker integer and fraction word
+ST_EQ = const(14)  # equaliser x1 x2 y1 y2
 ST_SIZE = const(19)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2; previous x
 SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs (8)
 
@@ -293,6 +295,21 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     b[9] = pc
     b[10] = pz
     b[11] = nov
+
+
+@micropython.viper
+def sample_sum(words, i: int, n: int, shift: int) -> int:
+    """Sum of n samples of ``words`` from index i (as filter_block reads them); for Meter.seed_filters. Call it
+    per block: a block's sum fits in 32 bits."""
+    pw = ptr32(words)
+    xmask = (1 << (32 - shift)) - 1
+    xsign = 1 << (31 - shift)
+    total = 0
+    n += i
+    while i < n:
+        total += (((pw[i] >> shift) & xmask) ^ xsign) - xsign
+        i += 1
+    return total
 
 
 @micropython.viper

@@ -20,6 +20,7 @@ import numpy as np
 from slm import weighting_design as wd
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+SEED_BLOCKS = 20  # firmware/meter.py: the DC blocker's seed is the mean of the first call's first blocks, at most these
 
 
 class RangeError(AssertionError):
@@ -39,6 +40,11 @@ def _log100(e: int, table: list[int]) -> int:
     msb = e.bit_length() - 1
     m = e >> (msb - 8)
     return (msb * 30103) // 100 + table[m - 256]
+
+
+def round_half_up(num: int, den: int) -> int:
+    """num / den rounded to the nearest integer, halves up (den > 0)."""
+    return (2 * num + den) // (2 * den)
 
 
 class HighPassModel:
@@ -87,6 +93,7 @@ class IntegerMeterModel:
         self.overload = top - 64
         self.jump = 3 * top // 2 if input_shift > 32 - wd.INPUT_BITS else 1 << wd.INPUT_BITS
         self.x_prev = 0
+        self.seeded = False
         self.dc = HighPassModel(*d["dc"])
         self.c1 = HighPassModel(*d["hp_c"][0])
         self.c2 = HighPassModel(*d["hp_c"][1])
@@ -105,6 +112,19 @@ class IntegerMeterModel:
         self.hist_phase = self.hist_every
         self.total_hist = np.zeros(self.hist_bins, dtype=np.int64)
         self._new_interval()
+
+    def _seed(self, first_words: list[int]) -> None:
+        """The firmware's start (Meter.seed_filters): the DC blocker, and the equaliser before it, settled on the
+        mean x of the first call's samples: u = y = round(x·B(1) / A(1)) (y = x without an equaliser)."""
+        x = sum(((w ^ 0x80000000) - 0x80000000) >> self.shift for w in first_words) // len(first_words)
+        y = x
+        if self.eq is not None:
+            e = self.eq
+            y = round_half_up(x * (e.b0 + e.b1 + e.b2), (1 << e.q) + e.a1 + e.a2)
+            e.x1 = e.x2 = x
+            e.y1 = e.y2 = y
+        self.dc.u = y << self.dc.q
+        self.seeded = True
 
     def _new_interval(self):
         self.leq = [0, 0, 0]
@@ -136,6 +156,8 @@ class IntegerMeterModel:
     def process(self, words, nblocks: int) -> None:
         words = np.asarray(words, dtype=np.int64)
         ws = (words & 0xFFFFFFFF).tolist()  # the unix port's zero-extended view; the kernel masks either way
+        if not self.seeded and nblocks > 0:
+            self._seed(ws[:min(nblocks, SEED_BLOCKS) * self.block])
         for blk in range(nblocks):
             sums = [0] * 9
             for word in ws[blk * self.block:(blk + 1) * self.block]:

@@ -2,7 +2,7 @@
 
 A board profile carries the microphone's typical frequency response relative to 1 kHz as (frequency Hz, dB)
 points read from the datasheet plot. The equaliser E(z) is one direct-form-I biquad (the firmware's ``eq``
-parameter, applied after the DC blocker, so it shapes Z, C and A alike) chosen so that
+parameter, applied before the DC blocker, so it shapes Z, C and A alike) chosen so that
 
     R(f) + 20·lg|E(f)| ≈ 0 dB        for 20 Hz <= f <= fs/3,        20·lg|E(1 kHz)| = 0 dB exactly,
 
@@ -29,10 +29,8 @@ The section is quantised with ``weighting_design.Biquad.quantise`` and its numer
 LSBs so that the *quantised* section has unit gain at 1 kHz (|error| < 0.001 dB); every figure reported by
 ``eq_report`` is computed from the integer coefficients.
 
-Firmware cost worth knowing: the kernel's biquad floors (y = (Σ...) >> 14), so each output carries a mean
-error of -0.5 LSB that the poles amplify by 1/A(1) = 1/(1 + a1 + a2) at DC. The C and A chains remove DC, the
-Z channel keeps it: ``EqReport.dc_bias_lsb`` gives its size. Rounding (adding 2**13 before the shift) in the
-kernel and the integer model would remove it.
+The kernel's biquads round to nearest, and the DC blocker after the equaliser removes the DC that the rounding
+and the poles near z = 1 would leave. ``EqReport.dc_bias_lsb`` is the offset a flooring biquad would have.
 """
 
 from __future__ import annotations
@@ -105,7 +103,7 @@ class EqReport:
     max_boost_db: float  # max of 20·lg|E| from DC to rate/2
     l1: float
     pole_radius: float
-    dc_bias_lsb: float  # mean Z offset caused by the kernel's floor: 0.5 / (1 + a1 + a2)
+    dc_bias_lsb: float  # the DC offset a flooring biquad would give, 0.5 / (1 + a1 + a2) (the kernel rounds)
     coeffs: tuple[int, int, int, int, int]
 
 
