@@ -191,3 +191,67 @@ def test_a_repeating_stream_restarts_the_schedule_and_continues_the_sound(tmp_pa
     startup = np.abs(v[:rate // 4]).max()
     after_wrap = np.abs(v[2 * rate:2 * rate + rate // 4] - np.median(v[3 * rate:4 * rate])).max()
     assert after_wrap < 0.2 * startup, (after_wrap, startup)
+
+
+def test_constant_envelope_is_schedule_envelope_where_it_answers():
+    """The shortcut for chunks inside one span (or outside all) agrees with the envelope sample for sample; it declines
+    chunks that touch a fade, a span edge or two spans."""
+    from slm.sim.scene import constant_envelope, schedule_envelope
+
+    rate = 100
+    spans, gains = [(1.0, 3.0), (5.0, 9.0), (9.0, 9.5)], [0.0, -6.0, 3.0]
+    answered = 0
+    for fade in (0.0, 0.5):
+        for start in np.arange(0, 1100, 7):
+            for length in (1, 13, 60, 240):
+                t = (start + np.arange(length)) / rate
+                g = constant_envelope(spans, fade, t[0], t[-1], gains)
+                if g is not None:
+                    answered += 1
+                    assert np.all(schedule_envelope(spans, fade, t, gains) == g), (fade, start, length)
+    assert answered > 200
+    assert constant_envelope(spans, 0.5, 1.2, 1.4) is None  # inside the fade-in
+    assert constant_envelope(spans, 0.5, 1.6, 2.4) == 1.0
+    assert constant_envelope(spans, 0.0, 8.9, 9.1) is None  # two spans
+
+
+def test_simulated_truth_equals_separate_meters_on_the_stream(tmp_path):
+    """simulate's truth and contributions (one batched weighter per meter) equal a TruthMeter and LeqMeters fed the
+    same stream one by one, within 1e-9 relative (unrounded)."""
+    from slm.sim import scene
+    from slm.sim.truth import LeqMeter
+
+    sc = load_scenario("square-evening")
+    meters, duration = ["facade", "drums-edge"], 2.3
+    original = scene._round
+    scene._round = lambda v: None if v is None else float(v)
+    try:
+        doc = simulate(sc, tmp_path / "out", duration_s=duration, meter_ids=meters)
+    finally:
+        scene._round = original
+    stream = SceneStream(sc, meter_ids=meters)
+    truth = {m: TruthMeter(stream.rate, sc.interval_s) for m in meters}
+    parts = {(s.id, m): LeqMeter(stream.rate, sc.interval_s) for s in sc.sources for m in meters}
+    total = int(round(duration * stream.rate))
+    while stream.samples_done < total:
+        for mid, c in stream.next_chunk(min(int(scene.CHUNK_S * stream.rate), total - stream.samples_done)).items():
+            truth[mid].process(c.pressure_pa)
+            for sid, x in c.contributions.items():
+                parts[(sid, mid)].process(x)
+    for mid in meters:
+        truth[mid].finish()
+        got = doc["meters"][mid]
+        for g, w in zip(got["intervals"] + [got["overall"]], truth[mid].intervals() + [truth[mid].overall()]):
+            for key in scene.LEVEL_KEYS:
+                assert (g[key] is None) == (w[key] is None), key
+                if w[key] is not None:
+                    assert g[key] == pytest.approx(w[key], rel=1e-9), key
+        for s in sc.sources:
+            meter = parts[(s.id, mid)]
+            meter.finish()
+            want = meter.intervals() + [meter.overall()]
+            c = got["contributions_LAeq"][s.id]
+            got_levels = c["intervals"] + [c["overall"]]
+            assert [v is None for v in got_levels] == [v is None for v in want]
+            assert [v for v in got_levels if v is not None] == pytest.approx([v for v in want if v is not None],
+                                                                              rel=1e-9)
