@@ -31,7 +31,7 @@ from slm.sim.microphone import MIC_MODELS, Microphone
 from slm.sim.propagation import PropagationFan
 from slm.sim.scenario import Scenario, ScenarioError, id_problem
 from slm.sim.sources import make_source
-from slm.sim.truth import TruthMeter, TruthWithContributions
+from slm.sim.truth import LeqMeter, TruthMeter
 from slm.sim.wav_writer import WavWriter
 
 CHUNK_S = 0.5
@@ -177,12 +177,10 @@ class SceneStream:
         out = {}
         for k, m in enumerate(self.meters):
             contributions = {sid: y[k] for sid, y in at_meters.items()}
-            p = np.zeros(n)
-            for i, y in enumerate(contributions.values()):  # the sum in source order (as np.sum(axis=0) adds)
-                if i == 0:
-                    p[:] = y
-                else:
-                    p += y
+            rows = list(contributions.values())
+            p = rows[0].copy() if rows else np.zeros(n)
+            for y in rows[1:]:  # the sum in source order, as np.sum(axis=0) adds (without stacking the rows)
+                p += y
             out[m.id] = MeterChunk(pressure_pa=p, words=self.mics[m.id].words(p), contributions=contributions)
         self.samples_done += n
         return out
@@ -268,13 +266,9 @@ def simulate(scenario: Scenario, out_dir: str | Path, duration_s: float | None =
         check_space(out, output_bytes(scenario, len(meters), duration, rate, contributions))
     stream = SceneStream(scenario, rate=rate, seed=seed, meter_ids=ids)
     total = int(round(duration * rate))
-    source_ids = [s.id for s in scenario.sources]
-    # with contributions, one weighter per meter for its pressure and every source's part (batched FFTs)
-    groups = {m.id: TruthWithContributions(rate, len(source_ids), interval_s=scenario.interval_s)
-              for m in stream.meters} if contributions else {}
-    truth = {m.id: groups[m.id].truth if contributions else TruthMeter(rate, interval_s=scenario.interval_s)
-             for m in stream.meters}
-    per_source = {(sid, mid): g.contributions[i] for mid, g in groups.items() for i, sid in enumerate(source_ids)}
+    truth = {m.id: TruthMeter(rate, interval_s=scenario.interval_s) for m in stream.meters}
+    per_source = {(s.id, m.id): LeqMeter(rate, interval_s=scenario.interval_s)
+                  for s in scenario.sources for m in stream.meters} if contributions else {}
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         writers = {m.id: WavWriter(staging / f"{m.id}.wav", rate) for m in stream.meters}
@@ -284,10 +278,10 @@ def simulate(scenario: Scenario, out_dir: str | Path, duration_s: float | None =
                 n = min(chunk, total - stream.samples_done)
                 for mid, c in stream.next_chunk(n).items():
                     writers[mid].write(c.words)
-                    if groups:
-                        groups[mid].process(c.pressure_pa, [c.contributions[sid] for sid in source_ids])
-                    else:
-                        truth[mid].process(c.pressure_pa)
+                    truth[mid].process(c.pressure_pa)
+                    for sid, p in c.contributions.items():
+                        if (sid, mid) in per_source:
+                            per_source[(sid, mid)].process(p)
                 if progress:
                     progress(stream.time_s, duration)
         except BaseException:
@@ -299,8 +293,6 @@ def simulate(scenario: Scenario, out_dir: str | Path, duration_s: float | None =
             raise
         for w in writers.values():
             w.close()
-        for g in groups.values():
-            g.finish()
         result = _truth_document(scenario, stream, total, truth, per_source)
         (staging / TRUTH_FILE).write_text(json.dumps(result, indent=1))
         _replace_outputs(staging, out, [f"{m.id}.wav" for m in stream.meters])

@@ -35,8 +35,7 @@ silence) counts as silence: a percentile falling there is None.  Bins keep memor
 
 Memory is bounded: FIR state (two FFT blocks), two histograms (≈ 4 MB), and the list of closed intervals, one
 small dict each (use ``pop_intervals`` on very long runs).  Cost ≈ 35–55 ns per sample at 48 kHz on one core
-(``bench/bench_truth.py``); blocks whose input is all zero skip the FFT.  ``TruthWithContributions`` runs a meter's
-pressure and each source's contribution through one weighter whose rows share every FFT call (what `slm sim` uses).
+(``bench/bench_truth.py``); blocks whose input is all zero skip the FFT.
 """
 
 from __future__ import annotations
@@ -119,23 +118,17 @@ def _next_pow2(n: int) -> int:
 
 
 class _Weighter:
-    """Streaming A, C and Z weighting of one or several signals (rows) by FFT overlap-save with state across chunks.
+    """Streaming A, C and Z weighting by FFT overlap-save with state across chunks.  ``feed`` runs a block whenever
+    the buffer is full; ``flush`` runs what is pending (a smaller FFT).  Output goes to ``sink(yA, yC, yZ)`` aligned
+    with the input: sample n of the output is the weighted signal at input sample n (needs input up to n + D)."""
 
-    Every row is A-weighted; the last row is also C- and Z-weighted (with_c=False: no C).  The rows share the block
-    structure, so their FFTs run as one batched call (pocketfft computes several rows of a 2-D transform together,
-    bit for bit the same as one at a time, and faster).  ``feed`` runs a block whenever the buffer is full;
-    ``flush`` runs what is pending (a smaller FFT).  Output goes to ``sink(yA, yC, yZ)`` aligned with the input:
-    sample n of the output is the weighted signal at input sample n (needs input up to n + D); yA has one row per
-    input row, yC and yZ are the last row's (yC None without C)."""
-
-    def __init__(self, rate: int, sink, with_c: bool = True, rows: int = 1):
+    def __init__(self, rate: int, sink, with_c: bool = True):
         self.taps_a, self.delay = weighting_fir("A", rate)
         self.taps_c, _ = weighting_fir("C", rate)
         self.with_c = with_c  # False: only A (yC is passed as None), one inverse FFT less
-        self.rows = rows
         self.ntaps = len(self.taps_a)
         self.nfft = 4 * _next_pow2(self.ntaps)
-        self.buf = np.zeros((rows, self.nfft))  # input history (ntaps-1 samples, zeros = from rest), pending input
+        self.buf = np.zeros(self.nfft)  # input history (ntaps-1 samples, zeros = from rest) then pending input
         self.fill = self.ntaps - 1
         self.z_next = 0  # index of the next undelayed output; the first `delay` ones fall before t = 0
         self.sink = sink
@@ -146,14 +139,11 @@ class _Weighter:
             self._spectra[n] = (sfft.rfft(self.taps_a, n), sfft.rfft(self.taps_c, n))
         return self._spectra[n]
 
-    def feed(self, x) -> None:
-        """Append the next samples: an array (rows, n), or a sequence of ``rows`` arrays of n samples."""
-        n = len(x[0])
-        i = 0
+    def feed(self, x: np.ndarray) -> None:
+        i, n = 0, len(x)
         while i < n:
             take = min(n - i, self.nfft - self.fill)
-            for row, xr in zip(self.buf, x):
-                row[self.fill:self.fill + take] = xr[i:i + take]
+            self.buf[self.fill:self.fill + take] = x[i:i + take]
             self.fill += take
             i += take
             if self.fill == self.nfft:
@@ -166,31 +156,25 @@ class _Weighter:
     def _run(self, n: int) -> None:
         k0, fill, d = self.ntaps - 1, self.fill, self.delay
         m = fill - k0
-        seg = self.buf[:, :fill]
-        live = seg.any(axis=1)  # exact digital silence stays exact (and costs no FFT)
-        yc = np.zeros(m) if self.with_c else None
-        if live.all():
+        seg = self.buf[:fill]
+        if seg.any():
+            spec = sfft.rfft(seg, n)
             ha, hc = self._spectrum(n)
-            spec = sfft.rfft(seg, n, axis=-1)
-            ya = sfft.irfft(spec * ha, n, axis=-1)[:, k0:fill]
-        else:
-            ya = np.zeros((self.rows, m))
-            if live.any():
-                ha, hc = self._spectrum(n)
-                spec = sfft.rfft(seg[live], n, axis=-1)
-                ya[live] = sfft.irfft(spec * ha, n, axis=-1)[:, k0:fill]
-        if self.with_c and live[-1]:
-            yc = sfft.irfft(spec[-1] * hc, n)[k0:fill]
-        yz = self.buf[-1, k0 - d:fill - d].copy()
+            ya = sfft.irfft(spec * ha, n)[k0:fill]
+            yc = sfft.irfft(spec * hc, n)[k0:fill] if self.with_c else None
+        else:  # exact digital silence stays exact
+            ya = np.zeros(m)
+            yc = np.zeros(m) if self.with_c else None
+        yz = self.buf[k0 - d:fill - d].copy()
         z0 = self.z_next
         self.z_next += m
         if z0 < d:
             cut = min(m, d - z0)
-            ya, yz = ya[:, cut:], yz[cut:]
+            ya, yz = ya[cut:], yz[cut:]
             yc = None if yc is None else yc[cut:]
-        self.buf[:, :k0] = self.buf[:, fill - k0:fill]
+        self.buf[:k0] = self.buf[fill - k0:fill]
         self.fill = k0
-        if ya.shape[1]:
+        if len(ya):
             self.sink(ya, yc, yz)
 
 
@@ -201,22 +185,15 @@ def weight_signal(p: np.ndarray, rate: int, weighting: str) -> np.ndarray:
     out = {"A": [], "C": [], "Z": []}
 
     def sink(ya, yc, yz):
-        out["A"].append(ya[0])
+        out["A"].append(ya)
         out["C"].append(yc)
         out["Z"].append(yz)
 
     w = _Weighter(rate, sink)
-    w.feed(p[None, :])
-    w.feed(np.zeros((1, w.delay)))
+    w.feed(p)
+    w.feed(np.zeros(w.delay))
     w.flush()
     return np.concatenate(out[weighting]) if out[weighting] else np.zeros(0)
-
-
-def _finite_pressure(p) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64).ravel()
-    if not np.isfinite(p).all():
-        raise ValueError("sound pressure must be finite")
-    return p
 
 
 class _Span:
@@ -289,25 +266,25 @@ class TruthMeter:
         self._all = _Span(0)
         self._closed: list[dict] = []
         self._finished = False
-        self._weighter = _Weighter(self.rate, lambda ya, yc, yz: self._consume(ya[0], yc, yz))
+        self._weighter = _Weighter(self.rate, self._consume)
 
     # -- input ---------------------------------------------------------------------------------------------------
     def process(self, p) -> None:
         """Add a chunk of sound pressure samples (Pa)."""
         if self._finished:
             raise RuntimeError("TruthMeter.process after finish()")
-        self._weighter.feed(_finite_pressure(p)[None, :])
+        p = np.asarray(p, dtype=np.float64).ravel()
+        if not np.isfinite(p).all():
+            raise ValueError("sound pressure must be finite")
+        self._weighter.feed(p)
 
     def finish(self) -> None:
         """End of the signal: weight the last LOOKAHEAD samples (silence after the end) and close the trailing
         partial interval.  Further ``process`` calls raise."""
         if self._finished:
             return
-        self._weighter.feed(np.zeros((1, self._weighter.delay)))
+        self._weighter.feed(np.zeros(self._weighter.delay))
         self._weighter.flush()
-        self._end()
-
-    def _end(self) -> None:
         self._finished = True
         if self._interval.n:
             self._close_interval()
@@ -441,7 +418,7 @@ class LeqMeter:
         self._n = self._total_n = 0
         self._closed: list[float | None] = []
         self._finished = False
-        self._weighter = _Weighter(rate, lambda ya, yc, yz: self._consume(ya[0], yc, yz), with_c=False)
+        self._weighter = _Weighter(rate, self._consume, with_c=False)
 
     def _level(self, energy: float, n: int) -> float | None:
         return 10 * math.log10(energy / n / self._ref2) if n and energy > 0 else None
@@ -466,16 +443,13 @@ class LeqMeter:
     def process(self, p) -> None:
         if self._finished:
             raise RuntimeError("LeqMeter.process after finish()")
-        self._weighter.feed(np.asarray(p, dtype=np.float64).reshape(1, -1))
+        self._weighter.feed(np.asarray(p, dtype=np.float64).ravel())
 
     def finish(self) -> None:
         if self._finished:
             return
-        self._weighter.feed(np.zeros((1, self._weighter.delay)))
+        self._weighter.feed(np.zeros(self._weighter.delay))
         self._weighter.flush()
-        self._end()
-
-    def _end(self) -> None:
         self._finished = True
         if self._n:
             self._close()
@@ -485,46 +459,3 @@ class LeqMeter:
 
     def overall(self) -> float | None:
         return self._level(self._total, self._total_n)
-
-
-class TruthWithContributions:
-    """One meter's truth (``truth``, a TruthMeter) and the LAeq of each source's contribution (``contributions``,
-    LeqMeters), weighted together: the pressure and the contributions go through one multi-row weighter, so each
-    block is one batched forward FFT and one batched inverse FFT for all of them (the results are those of separate
-    meters, bit for bit).  ``process(p, contributions)``, then ``finish()``; read the results from the meters.
-    Until ``finish`` the meters' results may lag the input by up to one FFT block."""
-
-    def __init__(self, rate: int, n_sources: int, interval_s: float = 1.0,
-                 reference_pa: float = REFERENCE_PRESSURE_PA):
-        self.truth = TruthMeter(rate, interval_s, reference_pa)
-        self.contributions = [LeqMeter(rate, interval_s, reference_pa) for _ in range(n_sources)]
-        self._weighter = _Weighter(self.truth.rate, self._consume, rows=n_sources + 1)
-        self._finished = False
-
-    def process(self, p, contributions) -> None:
-        """The next chunk: sound pressure p (Pa) and each source's part of it, in the order of the meters."""
-        if self._finished:
-            raise RuntimeError("TruthWithContributions.process after finish()")
-        if len(contributions) != len(self.contributions):
-            raise ValueError(f"expected {len(self.contributions)} contributions, got {len(contributions)}")
-        p = _finite_pressure(p)
-        rows = [np.asarray(c, dtype=np.float64).reshape(-1) for c in contributions]
-        if any(len(r) != len(p) for r in rows):
-            raise ValueError("every contribution must have as many samples as the pressure")
-        self._weighter.feed(rows + [p])
-
-    def _consume(self, ya: np.ndarray, yc: np.ndarray, yz: np.ndarray) -> None:
-        for meter, row in zip(self.contributions, ya):
-            meter._consume(row, None, None)
-        self.truth._consume(ya[-1], yc, yz)
-
-    def finish(self) -> None:
-        """End of the signal (silence after it) for the truth and every contribution."""
-        if self._finished:
-            return
-        self._weighter.feed(np.zeros((self._weighter.rows, self._weighter.delay)))
-        self._weighter.flush()
-        self._finished = True
-        self.truth._end()
-        for meter in self.contributions:
-            meter._end()
