@@ -152,25 +152,31 @@ class Microphone:
         self.full = 2 ** (spec.data_bits - 1)
 
     def full_scale_fs_samples(self, p: np.ndarray) -> np.ndarray:
-        """The microphone's output in full-scale units (before clipping and quantisation)."""
+        """The microphone's output in full-scale units (before clipping and quantisation): a new array."""
         v = np.asarray(p, dtype=float) * self.gain
         if self.ideal:
             return v
-        v = self.fir.process(v)
-        v = v + self.noise_fs * self.rng.standard_normal(len(v))
-        t = (self.samples_done + np.arange(len(v))) / self.rate
-        v = v + self.spec.dc_offset_fs
+        v = self.fir.process(v)  # a new array: updated in place from here on (the same arithmetic, fewer copies)
+        noise = self.rng.standard_normal(len(v))
+        noise *= self.noise_fs
+        v += noise
+        v += self.spec.dc_offset_fs
         start = self.spec.startup_s
         if self.samples_done / self.rate < start:
+            t = (self.samples_done + np.arange(len(v))) / self.rate
             settle = np.exp(-t / (start / 10.0))  # gone (below -100 dBFS) once the firmware's discard is over
-            v = v + settle * (0.2 + 0.02 * self.rng.standard_normal(len(v)))
+            v += settle * (0.2 + 0.02 * self.rng.standard_normal(len(v)))
         return v
 
     def words(self, p: np.ndarray) -> np.ndarray:
         v = self.full_scale_fs_samples(p)
         self.samples_done += len(v)
-        s = np.clip(np.floor(v * self.full), -self.full, self.full - 1).astype(np.int64)
-        s24 = s << (24 - self.spec.data_bits)
-        garbage = self.rng.integers(0, 256, len(s24))
-        word = ((s24 << 8) | garbage) << self.spec.word_left_shift
-        return (word & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        v *= self.full
+        np.floor(v, out=v)
+        np.clip(v, -self.full, self.full - 1, out=v)
+        word = v.astype(np.int64)
+        word <<= 24 - self.spec.data_bits + 8  # data bits at the top of the 24-bit slot, the slot in the word
+        word |= self.rng.integers(0, 256, len(word))  # the low byte: garbage
+        word <<= self.spec.word_left_shift
+        word &= 0xFFFFFFFF
+        return word.astype(np.uint32).view(np.int32)

@@ -49,7 +49,8 @@ EDGE_CENTRE, EDGE_SIGMA = 0.46, 0.0121  # ... and rolls off as a Gaussian-smooth
 DESIGN_GRID_MIN = 1 << 14  # frequency grid (irfft length) of the design: at least this and 8× the FIR
 DIRECT_CONVOLUTION_MAX = 131072  # chunk length × taps up to which np.convolve beats an FFT block
 FFT_BLOCK_MAX = 1 << 13  # longest overlap-save block (4 N if longer): 64 KB buffers stay in cache
-FFT_CACHE_SIZE = 4  # work buffers kept for different block lengths (bounded: chunk sizes may vary)
+FFT_CACHE_SIZE = 4  # tap spectra kept for different block lengths (bounded: chunk sizes may vary)
+FFT_BATCH_BLOCKS = 8  # blocks transformed in one batched FFT call (bounded memory for long inputs)
 DELAY_SCRATCH_SAMPLES = 4096  # the delay line swaps through a scratch of at most this many samples
 
 
@@ -324,31 +325,29 @@ class PropagationFan:
 class _OverlapSave:
     """Streaming FIR filters (k × N taps) on one input: y_i[n] = sum_m taps[i, m] x[n - m].
 
-    FFT overlap-save in blocks of n_fft samples overlapping by N - 1, one block at a time through work buffers kept
-    per block length (numpy.fft with out=), so a call allocates only its output; np.convolve for tiny chunks.
-    State: the last N - 1 input samples."""
+    FFT overlap-save in blocks of n_fft samples overlapping by N - 1; up to FFT_BATCH_BLOCKS blocks go through one
+    2-D FFT call (pocketfft transforms several rows together: bit for bit the result of one block at a time, with
+    less per-call and per-block cost), so a call allocates its output and work arrays for at most that many blocks;
+    np.convolve for tiny chunks.  State: the last N - 1 input samples."""
 
     def __init__(self, taps: np.ndarray):
         self.taps = np.ascontiguousarray(taps, dtype=np.float64)
         self.n_taps = self.taps.shape[1]
         self.history_samples = self.n_taps - 1
         self._history = np.zeros(self.history_samples)
-        self._workspaces: dict[int, tuple[np.ndarray, ...]] = {}
+        self._spectra: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
         self._history[:] = 0.0
 
-    def _workspace(self, n_fft: int) -> tuple[np.ndarray, ...]:
-        """(spectra of the taps, input frame, its spectrum, product spectrum, output block) for blocks of n_fft."""
-        workspace = self._workspaces.get(n_fft)
-        if workspace is None:
-            if len(self._workspaces) >= FFT_CACHE_SIZE:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            n_bins = n_fft // 2 + 1
-            workspace = self._workspaces[n_fft] = (
-                np.fft.rfft(self.taps, n_fft, axis=1), np.zeros(n_fft), np.empty(n_bins, np.complex128),
-                np.empty(n_bins, np.complex128), np.empty(n_fft))
-        return workspace
+    def _taps_spectra(self, n_fft: int) -> np.ndarray:
+        """Spectra of the taps for blocks of n_fft (a few block lengths kept)."""
+        spectra = self._spectra.get(n_fft)
+        if spectra is None:
+            if len(self._spectra) >= FFT_CACHE_SIZE:
+                self._spectra.pop(next(iter(self._spectra)))
+            spectra = self._spectra[n_fft] = np.fft.rfft(self.taps, n_fft, axis=1)
+        return spectra
 
     def process(self, x: np.ndarray) -> np.ndarray:
         n_out, n_hist, k = len(x), self.history_samples, self.taps.shape[0]
@@ -360,28 +359,26 @@ class _OverlapSave:
             for i, taps in enumerate(self.taps):
                 out[i] = np.convolve(extended, taps, mode="valid")
         else:
-            # equal blocks, as few as fit in block_max samples: frame b is (history ++ x)[b·step : b·step + n_fft]
+            # equal blocks, as few as fit in block_max samples: frame b is (history ++ x)[b·step : b·step + n_fft];
+            # all frames go through one batched FFT (bit for bit the same as one at a time, and faster)
             block_max = max(FFT_BLOCK_MAX, _block_length(4 * self.n_taps))
             n_blocks = -(-n_out // (block_max - n_hist))
             n_fft = _block_length(-(-n_out // n_blocks) + n_hist)
             step = n_fft - n_hist
-            taps_spectra, frame, spectrum, product, block = self._workspace(n_fft)
-            for start in range(0, n_out, step):
-                if start == 0:
-                    frame[:n_hist] = self._history
-                    head = x[:step]
-                    frame[n_hist:n_hist + len(head)] = head
-                    frame[n_hist + len(head):] = 0.0
-                else:
-                    segment = x[start - n_hist:start - n_hist + n_fft]
-                    frame[:len(segment)] = segment
-                    frame[len(segment):] = 0.0
-                count = min(step, n_out - start)
-                np.fft.rfft(frame, out=spectrum)
+            n_blocks = -(-n_out // step)
+            taps_spectra = self._taps_spectra(n_fft)
+            extended = np.zeros((n_blocks - 1) * step + n_fft)
+            extended[:n_hist] = self._history
+            extended[n_hist:n_hist + n_out] = x
+            frames = np.lib.stride_tricks.as_strided(extended, (n_blocks, n_fft), (step * 8, 8), writeable=False)
+            for b0 in range(0, n_blocks, FFT_BATCH_BLOCKS):
+                b1 = min(n_blocks, b0 + FFT_BATCH_BLOCKS)
+                spectra = np.fft.rfft(frames[b0:b1], axis=1)  # (blocks, bins)
+                lo, hi = b0 * step, min(n_out, b1 * step)
                 for i in range(k):
-                    np.multiply(spectrum, taps_spectra[i], out=product)
-                    np.fft.irfft(product, n_fft, out=block)
-                    out[i, start:start + count] = block[n_hist:n_hist + count]
+                    spectra_i = spectra * taps_spectra[i]
+                    blocks = np.fft.irfft(spectra_i, n_fft, axis=1)  # (blocks, n_fft)
+                    out[i, lo:hi] = blocks[:, n_hist:].reshape(-1)[:hi - lo]
         if n_hist:  # keep the last N - 1 samples of history ++ x
             if n_out >= n_hist:
                 self._history[:] = x[n_out - n_hist:]

@@ -91,6 +91,20 @@ def schedule_envelope(active, fade_s: float, t: np.ndarray, span_gains_db=()) ->
     return env
 
 
+def constant_envelope(active, fade_s: float, t0: float, t1: float, span_gains_db=()) -> float | None:
+    """The value of ``schedule_envelope`` when it is the same for every sample time in [t0, t1] (0 outside every
+    span, the span's gain well inside one, away from its fades), else None."""
+    gains = [10 ** (g / 20.0) for g in span_gains_db] or [1.0] * len(active)
+    touching = [(a, b, g) for (a, b), g in zip(active, gains) if a <= t1 and t0 < b]
+    if not touching:
+        return 0.0
+    if len(touching) == 1:
+        a, b, g = touching[0]
+        if (t0 > a + fade_s and t1 < b - fade_s) if fade_s > 0 else (a <= t0 and t1 < b):
+            return g
+    return None
+
+
 @dataclass
 class MeterChunk:
     pressure_pa: np.ndarray  # sound pressure at the microphone (all sources)
@@ -153,13 +167,20 @@ class SceneStream:
         for s, src, gain in self.sources:
             x = src.render(n) * gain
             for i, t in pieces:
-                x[i:i + len(t)] *= schedule_envelope(s.active, s.fade_s, t, s.span_gains_db)
+                g = constant_envelope(s.active, s.fade_s, t[0], t[-1], s.span_gains_db)
+                if g is None:
+                    x[i:i + len(t)] *= schedule_envelope(s.active, s.fade_s, t, s.span_gains_db)
+                elif g != 1.0:
+                    x[i:i + len(t)] *= g
             rendered.append((s.id, x))
         at_meters = {sid: self.fans[sid].process(x) for sid, x in rendered}  # (meters, n) per source
         out = {}
         for k, m in enumerate(self.meters):
             contributions = {sid: y[k] for sid, y in at_meters.items()}
-            p = np.sum(list(contributions.values()), axis=0) if contributions else np.zeros(n)
+            rows = list(contributions.values())
+            p = rows[0].copy() if rows else np.zeros(n)
+            for y in rows[1:]:  # the sum in source order, as np.sum(axis=0) adds (without stacking the rows)
+                p += y
             out[m.id] = MeterChunk(pressure_pa=p, words=self.mics[m.id].words(p), contributions=contributions)
         self.samples_done += n
         return out

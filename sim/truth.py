@@ -346,24 +346,27 @@ class TruthMeter:
         a2 = ya * ya
         fast, self._zi_fast = signal.lfilter([1 - self._a_fast], [1.0, -self._a_fast], a2, zi=self._zi_fast)
         slow, self._zi_slow = signal.lfilter([1 - self._a_slow], [1.0, -self._a_slow], a2, zi=self._zi_slow)
+        c2, z2 = yc * yc, yz * yz
         n0 = self._n_out
         i, n = 0, len(ya)
         while i < n:
             span = self._interval
             j = min(n, i + self.interval_n - span.n)
-            self._add(n0 + i, a2[i:j], yc[i:j], yz[i:j], fast[i:j], slow[i:j])
+            self._add(n0 + i, a2[i:j], c2[i:j], z2[i:j], yc[i:j], yz[i:j], fast[i:j], slow[i:j])
             i = j
             if span.n == self.interval_n:
                 self._close_interval()
         self._n_out = n0 + n
 
-    def _add(self, g0: int, a2, yc, yz, fast, slow) -> None:
-        """Add samples starting at global index g0 to the open interval and to the overall span."""
-        sum_a = float(a2.sum())
-        sum_c = float((yc * yc).sum())  # not np.dot: BLAS threads cost more than they save here
-        sum_z = float((yz * yz).sum())
+    def _add(self, g0: int, a2, c2, z2, yc, yz, fast, slow) -> None:
+        """Add samples starting at global index g0 to the open interval and to the overall span (a2, c2, z2: the
+        squared weighted samples)."""
+        sum_a = float(a2.sum())  # not np.dot: BLAS threads cost more than they save here
+        sum_c = float(c2.sum())
+        sum_z = float(z2.sum())
         f_max, s_max = float(fast.max()), float(slow.max())
-        c_peak, z_peak = float(np.abs(yc).max()), float(np.abs(yz).max())
+        c_peak = max(float(yc.max()), -float(yc.min()))  # max |y| without an array of |y|
+        z_peak = max(float(yz.max()), -float(yz.min()))
         f_min = s_min = math.inf
         lo, counts = 0, None
         kf = self._settle_fast - g0
@@ -371,7 +374,10 @@ class TruthMeter:
             settled = fast[max(kf, 0):]
             f_min = float(settled.min())
             with np.errstate(divide="ignore"):
-                codes = (10 * np.log10(settled) - (self._ref_db + HIST_MIN_DB)) / HIST_STEP_DB
+                codes = np.log10(settled)
+            codes *= 10  # (10·lg e - (ref + HIST_MIN_DB)) / HIST_STEP_DB, in place
+            codes -= self._ref_db + HIST_MIN_DB
+            codes /= HIST_STEP_DB
             np.floor(codes, out=codes)
             codes += 1
             np.clip(codes, 0, _HIST_BINS, out=codes)

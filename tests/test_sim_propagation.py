@@ -294,6 +294,21 @@ def test_streaming_output_equals_one_shot(source, mic, ground, chunking):
     assert np.max(np.abs(one_shot - _reference(path, x))) <= 1e-12 * scale
 
 
+@pytest.mark.parametrize("source, mic, ground", PATH_ARGS[:2])
+def test_a_long_chunk_through_several_batched_fft_calls_equals_direct_convolution(source, mic, ground):
+    """One call with more overlap-save blocks than one batched FFT call takes (propagation.FFT_BATCH_BLOCKS), after
+    a first chunk (so the history is used): the direct convolution within 1e-12."""
+    from slm.sim import propagation
+
+    path = PropagationPath(source, mic, RATE, ground=ground)
+    block = propagation._block_length(max(propagation.FFT_BLOCK_MAX, 4 * len(path.fir)))
+    n = 3 * propagation.FFT_BATCH_BLOCKS * block + 777
+    x = np.random.default_rng(9).standard_normal(n)
+    streamed = np.concatenate([path.process(x[:5000]), path.process(x[5000:])])
+    want = _reference(path, x)
+    assert np.max(np.abs(streamed - want)) <= 1e-12 * np.max(np.abs(want))
+
+
 def test_fan_equals_separate_paths():
     mics = [(0, 0, 4), (30, 0, 4), (0, 30, 1.2), (2.5, 2.5, 3.0)]
     source = (5, 5, 1.5)

@@ -191,3 +191,26 @@ def test_a_repeating_stream_restarts_the_schedule_and_continues_the_sound(tmp_pa
     startup = np.abs(v[:rate // 4]).max()
     after_wrap = np.abs(v[2 * rate:2 * rate + rate // 4] - np.median(v[3 * rate:4 * rate])).max()
     assert after_wrap < 0.2 * startup, (after_wrap, startup)
+
+
+def test_constant_envelope_is_schedule_envelope_where_it_answers():
+    """The shortcut for chunks inside one span (or outside all) agrees with the envelope sample for sample; it declines
+    chunks that touch a fade, a span edge or two spans."""
+    from slm.sim.scene import constant_envelope, schedule_envelope
+
+    rate = 100
+    spans, gains = [(1.0, 3.0), (5.0, 9.0), (9.0, 9.5)], [0.0, -6.0, 3.0]
+    answered = 0
+    for fade in (0.0, 0.5):
+        for start in np.arange(0, 1100, 7):
+            for length in (1, 13, 60, 240):
+                t = (start + np.arange(length)) / rate
+                g = constant_envelope(spans, fade, t[0], t[-1], gains)
+                if g is not None:
+                    answered += 1
+                    assert np.all(schedule_envelope(spans, fade, t, gains) == g), (fade, start, length)
+    assert answered > 200
+    assert constant_envelope(spans, 0.5, 1.2, 1.4) is None  # inside the fade-in
+    assert constant_envelope(spans, 0.5, 1.6, 2.4) == 1.0
+    assert constant_envelope(spans, 0.0, 8.9, 9.1) is None  # two spans
+
