@@ -153,6 +153,8 @@ class CommandHandler:
                  "cal_n": rec["n"], "before": before, "after": app.config["calibration_db"]}
         if rec.get("time") is not None:
             entry["time"] = rec["time"]
+        if rec.get("drift_db") is not None:  # a check's drift: reports flag the data after one over 0.5 dB
+            entry["drift_db"] = rec["drift_db"]
         if isinstance(rec.get("reference"), dict):
             entry["reference"] = audit.short_value(rec["reference"])
         app.trail.write("calibration", entry, own=True)  # the command checked the room first

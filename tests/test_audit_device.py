@@ -89,9 +89,12 @@ def test_a_keyed_board_signs_minutes_events_and_audit_entries_that_cpython_verif
             + line({"cmd": "calibrate", "id": 2, "record": {"method": "calibrator", "offset_db": 0.5,
                                                           "reference": {"level_db": 94.0}, "readings": [93.5],
                                                           "time": "2026-07-15T21:00:00Z"}})
-            + line({"cmd": "time", "id": 3, "utc": "2026-07-15T21:58:30.000Z"}))
+            + line({"cmd": "time", "id": 3, "utc": "2026-07-15T21:58:30.000Z"})
+            + line({"cmd": "calibrate", "id": 4, "record": {"method": "check", "reference": {"level_db": 94.0},
+                                                          "readings": [94.62], "drift_db": 0.62,
+                                                          "time": "2026-07-15T22:00:00Z"}}))
     recs = run(d, cmds)
-    assert [r["t"] for r in recs if r["t"] in ("ack", "error")] == ["ack"] * 3
+    assert [r["t"] for r in recs if r["t"] in ("ack", "error")] == ["ack"] * 4
     hello = recs[0]
     assert hello["key_id"] == hashlib.sha256(KEY).hexdigest()[:8] and hello["serial"] == SERIAL
     by = signed(recs)
@@ -124,10 +127,12 @@ def test_a_keyed_board_signs_minutes_events_and_audit_entries_that_cpython_verif
         assert files[name] == hashlib.sha256((d / name).read_bytes()).hexdigest()[:8]
     configs = {a["key"]: (a["before"], a["after"]) for a in audit if a["what"] == "config"}
     assert configs == {"episode_min_minutes": (1, 2), "tz_min": (480, 60)}
-    (cal,) = [a for a in audit if a["what"] == "calibration"]
+    cal, check = [a for a in audit if a["what"] == "calibration"]
     assert (cal["kind"], cal["method"], cal["before"], cal["after"], cal["cal_n"]) == ("calibrate", "calibrator",
                                                                                      0.0, 0.5, 1)
-    assert cal["reference"] == {"level_db": 94.0} and cal["time"] == "2026-07-15T21:00:00Z"
+    assert cal["reference"] == {"level_db": 94.0} and cal["time"] == "2026-07-15T21:00:00Z" and "drift_db" not in cal
+    # a check changes no offset and carries its drift (reports flag the data after a drift over 0.5 dB)
+    assert (check["kind"], check["before"], check["after"], check["drift_db"]) == ("check", 0.5, 0.5, 0.62)
     (step,) = [a for a in audit if a["what"] == "clock_step"]
     assert step["to"].startswith("2026-07-15T21:58:30") and step["step_s"] > 29 and step["source"] == "host"
     # each entry says which minute and event came next: the trail is placed among the data
