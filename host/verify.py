@@ -427,24 +427,35 @@ def log_serial(line: dict[str, Any]) -> str | None:
 
 
 def load_log(path: Path) -> list[Item]:
-    """The records of a `slm monitor --log FILE.jsonl` (devices named by their hello, or the line's serial)."""
+    """The records of a `slm monitor --log FILE.jsonl`. A port's connection (from one `link` "connected" line to the
+    next) is one device, named by its hello or its reply to `info` anywhere in it: the records a board sent before
+    the port was opened come first (``buffered``), the reply that names it after them."""
     if path.suffix.lower() != ".jsonl":
         raise VerifyInputError(f"{path}: verify reads a .jsonl log (a CSV log does not keep records as received)")
-    items = []
-    device_of_port: dict[str, str] = {}
+    segment_of_port: dict[str, int] = {}
+    device_of: dict[tuple[str, int], str] = {}
+    pending = []
     for line, rec in _jsonl(path):
         t = rec.get("t")
         port = str(rec.get("port"))
+        if t == "link" and rec.get("state") == "connected":
+            segment_of_port[port] = segment_of_port.get(port, 0) + 1
+            continue
+        segment = (port, segment_of_port.get(port, 0))
         serial = log_serial(rec)
         if serial is not None:
-            device_of_port[port] = serial
+            device_of.setdefault(segment, serial)
             continue
         if t not in KINDS:
             continue
-        device = rec.get("serial") if isinstance(rec.get("serial"), str) else device_of_port.get(port)
+        named = rec.get("serial") if isinstance(rec.get("serial"), str) else None
+        pending.append((line, t, rec, named, segment))
+    items = []
+    for line, t, rec, named, segment in pending:
+        device = named or device_of.get(segment)
         if device is None:
-            raise VerifyInputError(f"{path} line {line}: a record of a device the log does not name (no hello "
-                                   "before it)")
+            raise VerifyInputError(f"{path} line {line}: a record of a device the log does not name (no hello or "
+                                   "info reply on its connection)")
         record = {k: v for k, v in rec.items() if k not in LOG_ONLY_FIELDS}
         items.append(_signed_fields(t, device, record, f"{path.name} line {line}"))
     return items

@@ -394,3 +394,36 @@ def test_a_source_without_records_is_bad_input(devices, tmp_path):
     write_pulled(tmp_path / "empty", A, [])
     done = slm("verify", str(tmp_path / "empty"), "--keys", str(devices["keys"]))
     assert done.returncode == 2 and "no minute, event or audit records" in done.stderr
+
+
+def test_a_log_whose_board_is_named_after_its_buffered_records(devices, tmp_path):
+    """The monitor opened the port of a running board: the records it had sent meanwhile come first (buffered), the
+    reply to `info` that names the board after them; a second connection on the same port is another board."""
+    from slm.record_log import RecordLog
+
+    a, b = devices["records"][A], devices["records"][B]
+    path = tmp_path / "late.jsonl"
+    with RecordLog(path) as log:
+        log.write_state("/dev/pts/0", "connected")
+        for rec in a[:40]:
+            log.write(dict(rec, buffered=True), "/dev/pts/0")
+        log.write({"t": "ack", "id": 1, "seq": 9999, "ms": 0, "result": {"serial": A}}, "/dev/pts/0")
+        for rec in a[40:]:
+            log.write(rec, "/dev/pts/0")
+        log.write_state("/dev/pts/0", "connected")  # another board on the port: named by its own hello
+        for rec in b[:5]:
+            log.write(rec, "/dev/pts/0")
+        log.write({"t": "hello", "serial": B, "proto": 2, "seq": 0, "ms": 0}, "/dev/pts/0")
+        for rec in b[5:]:
+            log.write(rec, "/dev/pts/0")
+    result = v.verify([str(path)], str(devices["keys"]))
+    assert result.ok, result
+    assert {c.device for c in result.chains} == {A, B}
+    assert sum(c.records for c in result.chains) == len(a) + len(b)
+    # records on a connection nothing names are bad input, never taken for another board's
+    bare = tmp_path / "bare.jsonl"
+    with RecordLog(bare) as log:
+        log.write_state("/dev/pts/0", "connected")
+        log.write(a[0], "/dev/pts/0")
+    r = slm("verify", str(bare), "--keys", str(devices["keys"]))
+    assert r.returncode == 2 and "does not name" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -135,8 +135,9 @@ class VirtualBoard:
                             doc="paced: time.monotonic() at scene time 0 (for latency figures)")
 
     def describe(self) -> str:
-        """One line: port, scenario/meter, board, speed."""
-        return f"{self.port} {self.scenario.name}/{self.meter_id} {self.board.name} speed {self.speed:g}"
+        """One line: port, scenario/meter, board, speed, the device's id (its serial: `slm provision --device ID`)."""
+        return (f"{self.port} {self.scenario.name}/{self.meter_id} {self.board.name} speed {self.speed:g} "
+                f"id {self.serial}")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> VirtualBoard:
