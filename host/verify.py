@@ -77,6 +77,7 @@ class ChainResult:
     records: int = 0
     valid: int = 0
     unsigned: int = 0
+    before_key: int = 0  # unsigned records from before the device's key was installed (not covered, not a failure)
     failed: int = 0
     start_n: int | None = None  # n of the chain's first record
     start_checked: bool = False  # the first record is checked too (it is n=1 or starts a key's chain)
@@ -102,7 +103,8 @@ class ChainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.device, "kind": self.kind, "state": self.state, "records": self.records,
-                "valid": self.valid, "unsigned": self.unsigned, "failed": self.failed, "start_n": self.start_n,
+                "valid": self.valid, "unsigned": self.unsigned, "before_key": self.before_key, "failed": self.failed,
+                "start_n": self.start_n,
                 "start_checked": self.start_checked, "last_n": self.last_n, "problems": self.problems,
                 "problem": self.problem.as_dict() if self.problem else None, "last_trustworthy": self.trusted,
                 "notes": self.notes}
@@ -168,8 +170,9 @@ class _Checker:
     """Checks one device's chain of one kind, its records in the order the source holds them."""
 
     def __init__(self, device: str, kind: str, key: bytes, items: list[Item], macs: dict[bytes, list[Item]],
-                 steps: list[tuple[int, int]], lost: list[tuple[int, int]]):
+                 steps: list[tuple[int, int]], lost: list[tuple[int, int]], signed_from: int | None = None):
         self.device, self.kind, self.key, self.items = device, kind, key, items
+        self.signed_from = signed_from  # the chain's first n under the key (its `key` audit entry verified)
         self.macs = macs  # mac -> the records carrying it, of any device (a replay: another device's)
         self.steps = steps  # (from ms, to ms) of the device's clock steps back
         self.lost = lost  # (first n, last n) the pull says the device overwrote before they were pulled
@@ -191,6 +194,10 @@ class _Checker:
             if r.start_n is None:
                 r.start_n = item.n
             mac = mac_bytes(item)
+            if mac is None and item.n is not None and self.signed_from is not None and item.n < self.signed_from:
+                r.before_key += 1  # made before the key was installed: nothing to check, nothing wrong
+                r.states.setdefault(item.n, "before_key")
+                continue
             if mac is None or item.n is None:
                 r.unsigned += 1
                 r.fail("unsigned", item, "no MAC" if item.mac is None else f"no valid MAC ({str(item.mac)[:40]!r})")
@@ -347,13 +354,33 @@ def verify_items(items: list[Item], keys: dict[str, bytes], lost: dict[tuple[str
     out = []
     for (device, kind) in sorted(by_chain, key=lambda dk: (dk[0], KINDS.index(dk[1]) if dk[1] in KINDS else 9)):
         checker = _Checker(device, kind, keys.get(device, b""), by_chain[(device, kind)], macs,
-                           steps.get(device, []), (lost or {}).get((device, kind), []))
+                           steps.get(device, []), (lost or {}).get((device, kind), []),
+                           _signed_from(device, kind, items, keys.get(device)))
         result = checker.run()
+        if result.before_key:
+            result.notes.append(f"{result.before_key} unsigned record(s) before n={checker.signed_from}, made before "
+                                "the key was installed: not covered by the chain")
         if device in installed and device in keys and installed[device] != key_id(keys[device]):
             result.notes.insert(0, f"the device's last `key` audit entry names key {installed[device]}, the key file "
                                    f"{device}.key is {key_id(keys[device])}: not the key it signs with")
         out.append(result)
     return out
+
+
+def _signed_from(device: str, kind: str, items: list[Item], key: bytes | None) -> int | None:
+    """Where the chain of ``kind`` begins under the device's key: the n its last `key` audit entry names (the
+    entry's own n for the audit chain), when that entry's MAC checks out as the first of a chain; else None."""
+    if not key:
+        return None
+    for it in reversed(items):
+        if it.device != device or it.kind != "audit" or it.rec.get("what") != "key" or it.n is None:
+            continue
+        got = mac_bytes(it)
+        if got is None or record_mac(key, device, "audit", it.n, ZERO_MAC, it.rec) != got:
+            return None
+        start = it.n if kind == "audit" else it.rec.get(f"{kind}_n")
+        return start if isinstance(start, int) else None
+    return None
 
 
 # -- sources -------------------------------------------------------------------------------------------------------
@@ -583,7 +610,14 @@ def render(result: Result, console: Any) -> None:
                           markup=False, highlight=False)
         for note in c.notes[:3]:
             console.print(f"{c.device} {c.kind}: {note}", markup=False, highlight=False)
-    console.print("all records verified" if result.ok else "VERIFICATION FAILED", markup=False)
+    before_key = sum(c.before_key for c in result.chains)
+    if not result.ok:
+        console.print("VERIFICATION FAILED", markup=False)
+    elif before_key:
+        console.print(f"all signed records verified; {before_key} made before the key was installed are not covered",
+                      markup=False)
+    else:
+        console.print("all records verified", markup=False)
 
 
 # -- on arrival (the collector) ----------------------------------------------------------------------------------

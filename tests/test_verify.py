@@ -427,3 +427,41 @@ def test_a_log_whose_board_is_named_after_its_buffered_records(devices, tmp_path
         log.write(a[0], "/dev/pts/0")
     r = slm("verify", str(bare), "--keys", str(devices["keys"]))
     assert r.returncode == 2 and "does not name" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_records_made_before_the_key_was_installed_are_not_covered_but_not_a_failure(tmp_path):
+    """A board that measured before it got its key: its first records are unsigned; the `key` audit entry (signed,
+    the first of its chain) says where each chain begins. Those before are counted apart; an unsigned record after
+    it is still a failure, and so is a `key` entry whose MAC does not check out (it could claim any start)."""
+    from tests.chain_records import BASE_MS, audit, minute
+
+    device = "a0b1c2000009"
+    signer = Signer(device)
+    keys = tmp_path / "keys"
+    signer.write_key(keys)
+    unsigned = [dict(audit(BASE_MS, 500, "boot", cause="power_on"), t="audit", n=1, seq=0),
+                dict(audit(BASE_MS + 900, 900, "firmware", sha256="ab" * 8), t="audit", n=2, seq=1)]
+    unsigned += [dict(minute(BASE_MS + i * 60000, (i + 1) * 60000, 50.0), t="minute", n=i + 1, seq=2 + i)
+                 for i in range(5)]
+    signer.n.update(minute=5, audit=2)
+    signer.seq = 10
+    signed = [signer.sign("audit", audit(BASE_MS + 301000, 301000, "key", key_id="e0c3ea00", minute_n=6, event_n=1))]
+    signed += [signer.sign("minute", minute(BASE_MS + i * 60000, (i + 1) * 60000, 52.0)) for i in range(5, 12)]
+
+    def check(records, name):
+        write_pulled(tmp_path / name, device, records)
+        return v.verify([str(tmp_path / name)], str(keys))
+
+    result = check(unsigned + signed, "honest")
+    assert result.ok, result
+    by = {c.kind: c for c in result.chains}
+    assert (by["minute"].before_key, by["minute"].valid, by["audit"].before_key) == (5, 7, 2)
+    r = slm("verify", str(tmp_path / "honest"), "--keys", str(keys))
+    assert r.returncode == 0 and "7 made before the key was installed are not covered" in r.stdout
+    stripped = [{k: x for k, x in rec.items() if not (k == "mac" and rec["t"] == "minute" and rec["n"] == 8)}
+                for rec in unsigned + signed]
+    result = check(stripped, "stripped")
+    assert not result.ok and {c.kind: c for c in result.chains}["minute"].problem.kind == "unsigned"
+    forged = [dict(rec, minute_n=9) if rec.get("what") == "key" else rec for rec in unsigned + signed]
+    result = check(forged, "forged")
+    assert not result.ok and all(c.before_key == 0 for c in result.chains)
