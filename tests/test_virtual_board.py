@@ -303,9 +303,10 @@ def test_cli_prints_the_port_serves_and_stops_cleanly(sig, tmp_path):
     try:
         assert select.select([proc.stdout], [], [], 30)[0], "no port line"
         line = proc.stdout.readline().strip()
-        m = re.fullmatch(rf"(/dev/pts/\d+) calibrator/board {BOARD} speed {SPEED}", line)
+        m = re.fullmatch(rf"(/dev/pts/\d+) calibrator/board {BOARD} speed {SPEED} id (virtual-[0-9a-f]+)", line)
         assert m, line
         port = m.group(1)
+        assert (dev / "device_id.txt").read_text().strip() == m.group(2)  # the id to provision the board's key for
         con = Console(port)
         try:
             con.expect(lambda r: r.get("t") in ("hello", "level", "interval"))
