@@ -1102,8 +1102,10 @@ def report(source, start, end, site, out, cn_periods, eu_periods, keys_dir):
               help="Stop after S seconds (default: run until Ctrl-C or SIGTERM).")
 @click.option("--keys", "keys_dir", default=None, metavar="DIR", help="The devices' keys (the keys/ folder of "
               "`slm provision`): check each signed record on arrival and mark it (column verified).")
+@click.option("--share", "share", default=None, metavar="GROUP", help="One of a group of collectors sharing the "
+              "fleet: the broker gives each message to one of them ($share/GROUP/slm/#; docs/scale.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, keys_dir, as_json):
+def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s, keys_dir, share, as_json):
     """Store what the fleet publishes on an MQTT broker: devices, minutes, intervals, events, status.
 
     Subscribes to slm/# and validates every message (topic slm/SITE/DEVICE/KIND, the serial record as JSON):
@@ -1123,6 +1125,7 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
     from slm.fleet_db import open_db
 
     target = collect_mod.parse_broker(broker, user, password_file, ca_file)
+    collect_mod.topic_filter(share)  # a bad group name is bad input, before anything is opened
     keys = None
     if keys_dir is not None:
         from slm.verify import load_keys
@@ -1131,7 +1134,8 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
     db = open_db(db_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop, keys=keys).as_dict()
+    counts = collect_mod.run(db, target, client_id=client_id, duration_s=duration_s, stop=stop, keys=keys,
+                             share=share).as_dict()
     if as_json:
         click.echo(json.dumps(counts))
     else:

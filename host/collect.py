@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import ssl
 import sys
 import threading
@@ -30,6 +31,18 @@ from slm.fleet_db import TABLE_OF_KIND, TABLES, FleetDb, database_errors
 from slm.fleet_records import SIGNED, Rejected, validate
 
 TOPIC_FILTER = "slm/#"  # all of it: a message on a wrong topic under slm/ is counted, not silently missed
+SHARE_GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+def topic_filter(share: str | None = None) -> str:
+    """What a collector subscribes to: slm/#, or with ``share`` the shared subscription $share/GROUP/slm/# (MQTT 5's,
+    which Mosquitto 2 also gives MQTT 3.1.1 clients): the broker hands each message to one collector of the group,
+    so several collectors share a fleet (docs/scale.md)."""
+    if share is None:
+        return TOPIC_FILTER
+    if not SHARE_GROUP_RE.match(share):
+        raise InputError(f"--share {share[:80]!r}: a group name is 1-64 characters of A-Z a-z 0-9 - _")
+    return f"$share/{share}/{TOPIC_FILTER}"
 BATCH_MAX = 500  # messages per transaction at most
 BATCH_WAIT_S = 0.2  # a transaction stays open at most this long
 
@@ -249,8 +262,9 @@ class MqttSource:
     """paho-mqtt on its own network thread: connects, subscribes on every (re)connect, queues messages; `ack`
     acknowledges them once stored."""
 
-    def __init__(self, broker: Broker, client_id: str, log=None):
+    def __init__(self, broker: Broker, client_id: str, log=None, share: str | None = None):
         self.broker = broker
+        self.filter = topic_filter(share)
         self.messages: queue.Queue = queue.Queue()
         self.log = log or (lambda line: print(f"slm collect: {line}", file=sys.stderr, flush=True))
         self.connects = 0
@@ -268,14 +282,14 @@ class MqttSource:
             client.disconnect()
             return
         self.connects += 1
-        client.subscribe(TOPIC_FILTER, qos=1)
+        client.subscribe(self.filter, qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if any(rc.is_failure for rc in reason_codes):
-            self.fatal = f"the broker {self.broker.label} refused the subscription to {TOPIC_FILTER}"
+            self.fatal = f"the broker {self.broker.label} refused the subscription to {self.filter}"
             client.disconnect()
             return
-        self.log(f"subscribed to {TOPIC_FILTER} on {self.broker.label} (connection {self.connects})")
+        self.log(f"subscribed to {self.filter} on {self.broker.label} (connection {self.connects})")
         self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -307,11 +321,12 @@ class MqttSource:
 
 
 def run(db: FleetDb, broker: Broker, client_id: str = "slm-collect", duration_s: float | None = None,
-        stop: threading.Event | None = None, log=None, keys: dict[str, bytes] | None = None) -> Counts:
+        stop: threading.Event | None = None, log=None, keys: dict[str, bytes] | None = None,
+        share: str | None = None) -> Counts:
     """Collect until `stop` is set, `duration_s` has passed, or Ctrl-C; returns the counts. With ``keys``
-    ({device: key}) signed records are checked on arrival."""
+    ({device: key}) signed records are checked on arrival; with ``share`` as one of a group of collectors."""
     collector = Collector(db, keys)
-    source = MqttSource(broker, client_id, log)
+    source = MqttSource(broker, client_id, log, share)
     stop = stop or threading.Event()
     deadline = None if duration_s is None else time.monotonic() + duration_s
     source.start()

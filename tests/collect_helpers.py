@@ -16,7 +16,8 @@ class RunningCollector:
     """`slm collect`'s loop (slm.collect.run) on a thread; `stop()` returns its counts."""
 
     def __init__(self, broker_port: int, db_url: str, client_id: str, user: str | None = None,
-                 password: str | None = None, ca_file: str | None = None, keys: dict[str, bytes] | None = None):
+                 password: str | None = None, ca_file: str | None = None, keys: dict[str, bytes] | None = None,
+                 share: str | None = None):
         self.stop_event = threading.Event()
         self.counts = None
         self.error: BaseException | None = None
@@ -32,7 +33,8 @@ class RunningCollector:
 
         def main() -> None:
             try:
-                self.counts = run(db, broker, client_id=client_id, stop=self.stop_event, log=log, keys=keys)
+                self.counts = run(db, broker, client_id=client_id, stop=self.stop_event, log=log, keys=keys,
+                                  share=share)
             except BaseException as e:  # reported by stop()
                 self.error = e
 

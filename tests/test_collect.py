@@ -295,3 +295,32 @@ def test_collector_killed_mid_stream_loses_nothing(broker, db_url):
     stored = set(stored_minutes(db_url)) - {(device_id(999), minute(999, 10_004, random.Random(4))["start"])}
     assert stored == expected
     assert count(db_url, "SELECT count(*) FROM intervals") == sum(1 for _, r in records if r["t"] == "interval")
+
+
+def test_collectors_sharing_a_subscription_split_the_fleet_each_record_once(broker, tmp_path):
+    """Two collectors of one --share group (Mosquitto 2's shared subscription): every minute is stored by exactly
+    one of them, both take part, and together they hold the whole fleet's minutes."""
+    records = [(t, r) for t, r in fleet_records(DEVICES, MINUTES, seed=5) if r["t"] in ("hello", "minute")]
+    urls = [str(tmp_path / f"share{i}.sqlite") for i in (1, 2)]
+    group = f"g{uuid.uuid4().hex[:8]}"
+    collectors = [RunningCollector(broker.port, url, f"share-{i}-{group}", share=group) for i, url in enumerate(urls)]
+    for c in collectors:
+        c.wait_subscribed()
+    assert all(any(f"$share/{group}/slm/#" in line for line in c.lines) for c in collectors)
+    publish_as_devices(broker.port, records, f"share-{group}")
+    sent = {(t.split("/")[2], r["start"]) for t, r in records if r["t"] == "minute"}
+    wait_until(lambda: sum(count(u, "SELECT count(*) FROM minutes") for u in urls) >= len(sent),
+               "the group to store every minute")
+    for c in collectors:
+        c.stop()
+    held = [set(stored_minutes(u)) for u in urls]
+    assert held[0] | held[1] == sent and not held[0] & held[1]
+    assert held[0] and held[1]  # the broker spread them (hundreds of messages from several connections)
+
+
+@pytest.mark.parametrize("group", ["a/b", "", "#", "x" * 65])
+def test_a_bad_share_group_is_one_line_exit_2(group, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "slm.cli", "collect", "--broker", "mqtt://127.0.0.1:9", "--db",
+                        str(tmp_path / "f.sqlite"), "--share", group], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--share" in r.stderr, r.stderr
+    assert not (tmp_path / "f.sqlite").exists()  # nothing opened
