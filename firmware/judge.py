@@ -18,7 +18,7 @@ import math
 import clock
 import limits
 
-LEVEL_FIELDS = ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak")
+LEVEL_FIELDS = ("LAeq", "LAFmax", "LAFmin", "LA10", "LA50", "LA90", "LCpeak")
 
 
 def _r2(v):

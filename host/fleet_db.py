@@ -24,7 +24,7 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
     "minutes": ([("device", T), ("start", T), ("site", T), ("seq", I), ("ms", I), ("utc", T), ("local", T),
                  ("s", F), ("laeq", LEVEL), ("lafmax", LEVEL), ("la10", LEVEL), ("la50", LEVEL), ("la90", LEVEL),
                  ("lcpeak", LEVEL), ("overload", B), ("band", T), ("limit_db", F), ("over", B), ("received", T),
-                 ("n", I), ("mac", T), ("verified", I), ("payload", T)],
+                 ("n", I), ("mac", T), ("verified", I), ("payload", T), ("lafmin", LEVEL)],
                 ("device", "start")),
     "intervals": ([("device", T), ("utc", T), ("site", T), ("seq", I), ("ms", I), ("start_ms", I), ("end_ms", I)]
                   + [(k, LEVEL) for k in ("laeq", "lceq", "lzeq", "lafmax", "lafmin", "lasmax", "lasmin", "lcpeak",

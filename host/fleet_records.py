@@ -25,7 +25,7 @@ EVENT_KIND_RE = re.compile(r"[a-z_]{1,32}\Z")
 MAC_MAX = 64  # characters of a `mac` stored (a device's is 32 hex; anything else is stored and fails verification)
 INTERVAL_LEVELS = ("LAeq", "LCeq", "LZeq", "LAFmax", "LAFmin", "LASmax", "LASmin", "LCpeak", "LZpeak", "LAE",
                    "LA10", "LA50", "LA90")
-MINUTE_LEVELS = ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak")
+MINUTE_LEVELS = ("LAeq", "LAFmax", "LAFmin", "LA10", "LA50", "LA90", "LCpeak")
 OFFLINE = {"t": "status", "state": "offline"}  # the device's last will, published by the broker
 
 

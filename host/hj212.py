@@ -158,6 +158,7 @@ class Minute:
     s: float | None
     laeq: float | None
     lafmax: float | None
+    lafmin: float | None
     la10: float | None
     la50: float | None
     la90: float | None
@@ -186,7 +187,8 @@ def items(pairs: list[tuple[str, float | None]], suffix: str = "Data") -> list[s
 
 
 def minute_items(m: Minute) -> list[str]:
-    out = items([("Leq", m.laeq), ("L10", m.la10), ("L50", m.la50), ("L90", m.la90), ("LMx", m.lafmax)])
+    out = items([("Leq", m.laeq), ("L10", m.la10), ("L50", m.la50), ("L90", m.la90), ("LMx", m.lafmax),
+                 ("LMn", m.lafmin)])
     if out:
         out[0] += ",Leq-Flag=" + ("T" if m.overload else "N")  # T: above the measuring range
     return out
@@ -196,7 +198,8 @@ def hour_items(minutes: list[Minute]) -> list[str]:
     valid = [m for m in minutes if m.valid]
     return items([("Leq", energy_mean(valid)), ("L10", weighted_mean(valid, "la10")),
                   ("L50", weighted_mean(valid, "la50")), ("L90", weighted_mean(valid, "la90")),
-                  ("LMx", max((m.lafmax for m in valid if m.lafmax is not None), default=None))])
+                  ("LMx", max((m.lafmax for m in valid if m.lafmax is not None), default=None)),
+                  ("LMn", min((m.lafmin for m in valid if m.lafmin is not None), default=None))])
 
 
 def _clock(t: datetime) -> int:
@@ -212,7 +215,8 @@ def day_items(minutes: list[Minute]) -> list[str]:
     if ld is not None and ln is not None:
         ldn = 10 * math.log10((16 * 10 ** (ld / 10) + 8 * 10 ** ((ln + NIGHT_PENALTY_DB) / 10)) / 24)
     return items([("Ld", ld), ("Ln", ln), ("Ldn", ldn),
-                  ("LMx", max((m.lafmax for m in valid if m.lafmax is not None), default=None))])
+                  ("LMx", max((m.lafmax for m in valid if m.lafmax is not None), default=None)),
+                  ("LMn", min((m.lafmin for m in valid if m.lafmin is not None), default=None))])
 
 
 def utc_text(t: datetime) -> str:
@@ -226,7 +230,7 @@ def parse_utc(text: str) -> datetime:
 class Source:
     """The collector's tables, read only, times turned into the platform's local time (UTC + offset)."""
 
-    COLUMNS = "start, s, laeq, lafmax, la10, la50, la90, overload"
+    COLUMNS = "start, s, laeq, lafmax, lafmin, la10, la50, la90, overload"
 
     def __init__(self, db, offset: timedelta):
         self.db = db
@@ -239,7 +243,7 @@ class Source:
         return utc_text((local - self.offset).replace(tzinfo=timezone.utc))
 
     def _minutes(self, sql: str, params: tuple) -> list[Minute]:
-        return [Minute(self.local(r[0]), r[0], *r[1:7], bool(r[7]) if r[7] is not None else None)
+        return [Minute(self.local(r[0]), r[0], *r[1:8], bool(r[8]) if r[8] is not None else None)
                 for r in self.db.query(sql, params)]
 
     def minutes_after(self, device: str, after: str, limit: int = MINUTES_PER_QUERY) -> list[Minute]:

@@ -488,6 +488,10 @@ def load_log(path: Path) -> list[Item]:
     return items
 
 
+MINUTE_COLUMNS_CHECKED = ("laeq", "lafmax", "lafmin", "la10", "la50", "la90", "lcpeak", "overload", "band", "limit_db",
+                          "over", "s", "local")  # a minute row's columns that must agree with its signed payload
+
+
 def load_db(url: str) -> list[Item]:
     """The signed tables of a collector database, each device's records in n order."""
     from slm.fleet_db import database_errors
@@ -497,8 +501,9 @@ def load_db(url: str) -> list[Item]:
     conn, _ = connect_read_only(url)  # verifying never writes, not even a newer schema
     items = []
     try:
-        for kind, table, cols in (("minute", "minutes", "start, payload, laeq, lafmax, la10, la50, la90, lcpeak, "
-                                                         "overload, band, limit_db, over, s, local"),
+        names = [d[0] for d in conn.execute("SELECT * FROM minutes LIMIT 0").description]
+        checked = [c for c in MINUTE_COLUMNS_CHECKED if c in names]  # a database of an older collector has fewer
+        for kind, table, cols in (("minute", "minutes", "start, payload, " + ", ".join(checked)),
                                   ("event", "events", "kind, at, payload"),
                                   ("audit", "audits", "what, utc, payload")):
             rows = conn.execute(f"SELECT device, n, mac, {cols} FROM {table} ORDER BY device, n").fetchall()
@@ -517,8 +522,7 @@ def load_db(url: str) -> list[Item]:
                         again = minute_row(rec, {})
                     except Rejected:
                         again = {}
-                    stored = dict(zip(("start", "laeq", "lafmax", "la10", "la50", "la90", "lcpeak", "overload",
-                                       "band", "limit_db", "over", "s", "local"), (row[3],) + tuple(row[5:])))
+                    stored = dict(zip(["start"] + checked, (row[3],) + tuple(row[5:])))
                     changed = [k for k, v in stored.items() if _differs(again.get(k), v)]
                     if changed:
                         item.conflict = f"its stored {', '.join(changed)} differ from the record as signed"

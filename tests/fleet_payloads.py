@@ -32,7 +32,8 @@ def minute(device_index: int, n: int, rng: random.Random) -> dict:
     over = laeq > 65
     return {"t": "minute", "seq": 100 + 3 * n, "ms": 60000 * (n + 1), "utc": iso(start + timedelta(seconds=60)),
             "start": iso(start), "local": (start + timedelta(hours=8)).strftime("%H:%M"), "s": 60,
-            "LAeq": laeq, "LAFmax": round(laeq + rng.uniform(3, 15), 2), "LA10": round(laeq + 2.5, 2),
+            "LAeq": laeq, "LAFmax": round(laeq + rng.uniform(3, 15), 2),
+            "LAFmin": None if n % 13 == 7 else round(laeq - 6.5 - n % 5, 2), "LA10": round(laeq + 2.5, 2),
             "LA50": round(laeq - 1.0, 2), "LA90": round(laeq - 4.25, 2),
             "LCpeak": None if n % 7 == 3 else round(laeq + 25.5, 2), "overload": n % 11 == 5,
             "band": "day", "limit": 65.0, "over": over}

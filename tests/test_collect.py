@@ -96,14 +96,14 @@ def minute_columns(rec: dict) -> dict:
     cols = {"start": rec["start"], "local": rec["local"], "s": float(rec["s"]), "seq": rec["seq"], "ms": rec["ms"],
             "utc": rec["utc"], "band": rec["band"], "limit_db": rec["limit"], "overload": rec["overload"],
             "over": rec["over"]}
-    for key in ("LAeq", "LAFmax", "LA10", "LA50", "LA90", "LCpeak"):
-        cols[key.lower()] = rec[key]
+    for key in ("LAeq", "LAFmax", "LAFmin", "LA10", "LA50", "LA90", "LCpeak"):
+        cols[key.lower()] = rec.get(key)
     return cols
 
 
 def stored_minutes(db_url: str) -> dict[tuple[str, str], dict]:
     names = ["device", "start", "local", "s", "seq", "ms", "utc", "band", "limit_db", "overload", "over", "laeq",
-             "lafmax", "la10", "la50", "la90", "lcpeak"]
+             "lafmax", "lafmin", "la10", "la50", "la90", "lcpeak"]
     from slm.fleet_db import open_db
     db = open_db(db_url)
     try:

@@ -198,6 +198,7 @@ def expected_hours(recs: list[dict]) -> dict[str, dict[str, float]]:
             continue
         out[h.strftime("%Y%m%d%H%M%S")] = {
             "Leq-Data": leq(good), "LMx-Data": max(r["LAFmax"] for r in good),
+            "LMn-Data": min((r["LAFmin"] for r in good if r["LAFmin"] is not None), default=None),
             **{f"L{p}-Data": sum(r[f"LA{p}"] * r["s"] for r in good) / sum(r["s"] for r in good)
                for p in (10, 50, 90)}}
     return out
@@ -214,7 +215,9 @@ def expected_days(recs: list[dict]) -> dict[str, dict[str, float]]:
         ln = leq([r for r in rs if not 6 <= local(r["start"]).hour < 22])
         ldn = 10 * math.log10((16 * 10 ** (ld / 10) + 8 * 10 ** ((ln + 10) / 10)) / 24)
         out[day0.strftime("%Y%m%d%H%M%S")] = {"Ld-Data": ld, "Ln-Data": ln, "Ldn-Data": ldn,
-                                              "LMx-Data": max(r["LAFmax"] for r in rs if valid(r))}
+                                              "LMx-Data": max(r["LAFmax"] for r in rs if valid(r)),
+                                              "LMn-Data": min(r["LAFmin"] for r in rs
+                                                              if valid(r) and r["LAFmin"] is not None)}
         day0 += timedelta(days=1)
     return out
 
@@ -261,7 +264,7 @@ def test_sends_minutes_hours_days_and_realtime_equal_to_the_collectors_data(flee
         assert [m["DataTime"] for m in minutes] == [local(r["start"]).strftime("%Y%m%d%H%M%S") for r in raw[device]]
         for got, rec in zip(minutes, raw[device]):
             assert_levels(got, {"Leq-Data": rec["LAeq"], "L10-Data": rec["LA10"], "L50-Data": rec["LA50"],
-                                "L90-Data": rec["LA90"], "LMx-Data": rec["LAFmax"]})
+                                "L90-Data": rec["LA90"], "LMx-Data": rec["LAFmax"], "LMn-Data": rec["LAFmin"]})
             assert got["Leq-Flag"] == ("T" if rec["overload"] else "N")
         hours = {values(p)["DataTime"]: values(p) for p in mine if p["CN"] == "2061"}
         want_hours = expected_hours(raw[device])

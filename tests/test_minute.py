@@ -88,6 +88,7 @@ def test_minutes_are_aligned_to_utc_and_hold_the_levels_of_their_intervals(tmp_p
         assert len(ivs) == (hi - lo) // 1000 and all(i["end_ms"] - i["start_ms"] == 1000 for i in ivs)
         assert m["LAeq"] == pytest.approx(energy_mean([i["LAeq"] for i in ivs]), abs=0.01)
         assert m["LAFmax"] == max(i["LAFmax"] for i in ivs)
+        assert m["LAFmin"] == min(i["LAFmin"] for i in ivs)  # HJ 212's LMn
         assert m["LCpeak"] == max(i["LCpeak"] for i in ivs)
         assert m["overload"] is False
         assert m["limit"] is None and m["band"] is None and m["over"] is None  # no schedule configured
