@@ -145,6 +145,7 @@ class Net:
         self.last_error = None
         self.steps = 0  # tick() calls
         self.max_us = 0  # the longest tick() so far (µs, ticks_us)
+        self.max_state = self.max_stage = None  # what that tick began in (finding a slow path; no allocation)
         self.over = 0  # tick() calls that took longer than BUDGET_MS
         self.cursor = self._load_cursor()
 
@@ -183,6 +184,8 @@ class Net:
     # -- the loop's turn -------------------------------------------------------------------------------------------
     def tick(self):
         """One bounded step of the network's work: never waits on a socket, never raises."""
+        state = self.state
+        stage = self.link.stage if self.link is not None else None
         t0 = _ticks_us()
         try:
             if self.link is None:
@@ -195,6 +198,8 @@ class Net:
         self.steps += 1
         if took > self.max_us:
             self.max_us = took
+            self.max_state = state
+            self.max_stage = stage
         if took > BUDGET_MS * 1000:
             self.over += 1
 
@@ -462,7 +467,7 @@ class Net:
         return {"state": self.state, "connects": self.connects, "sent": self.sent, "resent": self.resent,
                 "backlog": self.backlog(), "inflight": len(self.inflight), "dropped": self.dropped,
                 "skipped": self.skipped, "errors": self.errors, "error": self.last_error, "steps": self.steps,
-                "max_us": self.max_us, "over": self.over}
+                "max_us": self.max_us, "max_in": None if self.max_state is None else [self.max_state, self.max_stage], "over": self.over}
 
 
 class _Link:

@@ -67,6 +67,7 @@ def flapping_broker_changes_no_level(tmp_path: Path, audio_s: int) -> dict:
           f"connects {net['connects']}, errors {net['errors']}, resent {net['resent']}")
     assert net["connects"] >= 2 and net["errors"] >= 2  # it lost the broker and found it again
     assert net["steps"] >= statuses[-1]["blocks"] // 20 - 1  # a network step every loop turn (20 blocks at most)
+    assert net["max_in"] is not None and net["max_in"][0] in ("down", "wifi", "connecting", "up")  # where to look
     assert net["max_us"] < FLAP_BOUND_BLOCKS * block_us, (net, block_us)
     return net
 
