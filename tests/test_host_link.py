@@ -51,7 +51,7 @@ REPL_NOISE = [
 ]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:  # generous: a loaded machine
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
@@ -87,6 +87,7 @@ class Peer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+        self.link_path = link_path
         if link_path is not None:
             self.publish(link_path)
 
@@ -152,11 +153,16 @@ class Peer:
                     self.record("error", id=obj.get("id"), cmd=obj["cmd"], code=code, message=message)
 
     def unplug(self) -> None:
-        """Close the master: the slave reads EIO / end of file, like a board pulled out."""
+        """Close the master: the slave reads EIO / end of file, like a board pulled out. Its stable name goes too:
+        left pointing at the freed /dev/pts/N, a reconnecting link could open another test's pty under that number."""
         self._stop.set()
         self._thread.join(2)
         os.close(self.master)
         os.close(self.slave)
+        if self.link_path is not None:
+            tmp = self.link_path.with_suffix(".gone")
+            os.symlink("/nonexistent/unplugged", tmp)
+            os.replace(tmp, self.link_path)
 
     def close(self) -> None:
         if not self._stop.is_set():

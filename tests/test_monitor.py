@@ -613,6 +613,11 @@ class ScriptedBoard:
                 if fd is not None:
                     os.close(fd)
             self._master = self._slave = None
+            # the name goes, as /dev/ttyUSB0 does: left pointing at the freed /dev/pts/N, a reconnecting monitor could
+            # open whatever pty the system hands out under that number next (another test's board)
+            tmp = self.path.with_suffix(".gone")
+            os.symlink("/nonexistent/unplugged", tmp)
+            os.replace(tmp, self.path)
 
     def close(self) -> None:
         self._stop.set()
