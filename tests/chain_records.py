@@ -97,6 +97,15 @@ def evening(signer: Signer, minutes: int = 90, reboot_every: int = 40, rollback_
     return out
 
 
+def honest_devices(keys: Path, a_id: str, b_id: str) -> dict:
+    """Two devices' honest evenings (reboots, a clock step with its audit record, an episode), their keys written
+    into ``keys``: {"keys", "signers", "records"}."""
+    a, b = Signer(a_id), Signer(b_id)
+    a.write_key(keys)
+    b.write_key(keys)
+    return {"keys": keys, "signers": {a_id: a, b_id: b}, "records": {a_id: evening(a), b_id: evening(b)}}
+
+
 # -- the three source kinds, written by the host's own writers ----------------------------------------------------
 def write_pulled(folder: Path, device: str, records: list[dict]) -> Path:
     store = PullStore(folder)

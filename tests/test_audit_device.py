@@ -241,7 +241,8 @@ def test_the_key_never_leaves_the_board(tmp_path):
     assert any(x["t"] == "ack" and x["cmd"] == "info" and x["result"]["key_id"] for x in recs)
 
 
-AUDIT_FULL = r"""
+# a device's small ring (10 minutes, 4 events, 24 audit entries) and its audit trail, records kept in `sent`
+SMALL_TRAIL = r"""
 import json, record_ring, audit
 ring = record_ring.RecordRing('.', minutes=10, events_bytes=4 * record_ring.EVENT_SLOT, audits=24)
 sent = []
@@ -252,6 +253,8 @@ def emit(kind, fields):
     sent.append(rec)
 trail = audit.Trail(ring, 'dev', emit)
 trail.recover()
+"""
+AUDIT_FULL = SMALL_TRAIL + r"""
 ring.add({'t': 'minute', 'LAeq': 50.0}, trail.signer())
 allowed = 0
 while trail.room(1):
@@ -374,17 +377,7 @@ def test_a_virtual_board_given_a_key_installs_it_unreadable_by_others_and_signs(
     assert not (tmp_path / "other").exists()
 
 
-KEY_AGES_OUT = r"""
-import json, record_ring, audit
-ring = record_ring.RecordRing('.', minutes=10, events_bytes=4 * record_ring.EVENT_SLOT, audits=24)
-sent = []
-def emit(kind, fields):
-    rec = dict(fields)
-    rec['t'] = kind
-    ring.add(rec, trail.signer())
-    sent.append(rec)
-trail = audit.Trail(ring, 'dev', emit)
-trail.recover()
+KEY_AGES_OUT = SMALL_TRAIL + r"""
 trail.boot()
 for i in range(60):  # a long life: minutes age out, and so do the oldest audit entries, the key's among them
     for k in range(10):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from slm.report import make_report
-from tests.chain_records import BASE_MS, Signer, audit, evening, write_db, write_log, write_pulled
+from tests.chain_records import BASE_MS, Signer, audit, evening, honest_devices, write_db, write_log, write_pulled
 from tests.test_verify import A, B, Db, Log, Pulled
 
 SOURCES = {"pulled": Pulled, "log": Log, "db": Db}
@@ -20,11 +20,7 @@ SOURCES = {"pulled": Pulled, "log": Log, "db": Db}
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
-    keys = tmp_path_factory.mktemp("keys")
-    a, b = Signer(A), Signer(B)
-    a.write_key(keys)
-    b.write_key(keys)
-    return {"keys": keys, "signers": {A: a, B: b}, "records": {A: evening(a), B: evening(b)}}
+    return honest_devices(tmp_path_factory.mktemp("keys"), A, B)
 
 
 def episodes_csv(folder: Path) -> list[dict]:

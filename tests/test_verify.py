@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from slm import verify as v
-from tests.chain_records import Signer, evening, write_db, write_log, write_pulled
+from tests.chain_records import Signer, evening, honest_devices, write_db, write_log, write_pulled
 from tests.services import Postgres
 
 A, B = "a0b1c2000001", "a0b1c2000002"
@@ -33,11 +33,7 @@ def slm(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
     """Two devices' honest evenings (reboots, a clock step with its audit record, an episode) and their keys."""
-    keys = tmp_path_factory.mktemp("keys")
-    a, b = Signer(A), Signer(B)
-    a.write_key(keys)
-    b.write_key(keys)
-    return {"keys": keys, "signers": {A: a, B: b}, "records": {A: evening(a), B: evening(b)}}
+    return honest_devices(tmp_path_factory.mktemp("keys"), A, B)
 
 
 def one_digit(text: str) -> str:
