@@ -346,16 +346,22 @@ def verify_items(items: list[Item], keys: dict[str, bytes], lost: dict[tuple[str
         m = mac_bytes(it)
         if m is not None:
             macs.setdefault(m, []).append(it)
-    steps = {d: _clock_steps(it for it in items if it.device == d) for d in {it.device for it in items}}
-    installed: dict[str, str] = {}  # device -> key_id of the last `key` audit entry (the key it signs with)
+    by_device: dict[str, list[Item]] = {}
+    key_entry: dict[str, Item] = {}  # device -> its last `key` audit entry (where its chains begin)
+    installed: dict[str, str] = {}  # device -> key_id of the last `key` audit entry naming one (the key it signs with)
     for it in items:
-        if it.kind == "audit" and it.rec.get("what") == "key" and isinstance(it.rec.get("key_id"), str):
-            installed[it.device] = it.rec["key_id"]
+        by_device.setdefault(it.device, []).append(it)
+        if it.kind == "audit" and it.rec.get("what") == "key":
+            if it.n is not None:
+                key_entry[it.device] = it
+            if isinstance(it.rec.get("key_id"), str):
+                installed[it.device] = it.rec["key_id"]
+    steps = {d: _clock_steps(xs) for d, xs in by_device.items()}
     out = []
     for (device, kind) in sorted(by_chain, key=lambda dk: (dk[0], KINDS.index(dk[1]) if dk[1] in KINDS else 9)):
         checker = _Checker(device, kind, keys.get(device, b""), by_chain[(device, kind)], macs,
                            steps.get(device, []), (lost or {}).get((device, kind), []),
-                           _signed_from(device, kind, items, keys.get(device)))
+                           _signed_from(kind, key_entry.get(device), keys.get(device)))
         result = checker.run()
         if result.before_key:
             result.notes.append(f"{result.before_key} unsigned record(s) before n={checker.signed_from}, made before "
@@ -367,20 +373,16 @@ def verify_items(items: list[Item], keys: dict[str, bytes], lost: dict[tuple[str
     return out
 
 
-def _signed_from(device: str, kind: str, items: list[Item], key: bytes | None) -> int | None:
-    """Where the chain of ``kind`` begins under the device's key: the n its last `key` audit entry names (the
-    entry's own n for the audit chain), when that entry's MAC checks out as the first of a chain; else None."""
-    if not key:
+def _signed_from(kind: str, entry: Item | None, key: bytes | None) -> int | None:
+    """Where the chain of ``kind`` begins under the device's key: the n its last `key` audit entry (``entry``) names
+    (the entry's own n for the audit chain), when that entry's MAC checks out as the first of a chain; else None."""
+    if not key or entry is None or entry.n is None:
         return None
-    for it in reversed(items):
-        if it.device != device or it.kind != "audit" or it.rec.get("what") != "key" or it.n is None:
-            continue
-        got = mac_bytes(it)
-        if got is None or record_mac(key, device, "audit", it.n, ZERO_MAC, it.rec) != got:
-            return None
-        start = it.n if kind == "audit" else it.rec.get(f"{kind}_n")
-        return start if isinstance(start, int) else None
-    return None
+    got = mac_bytes(entry)
+    if got is None or record_mac(key, entry.device, "audit", entry.n, ZERO_MAC, entry.rec) != got:
+        return None
+    start = entry.n if kind == "audit" else entry.rec.get(f"{kind}_n")
+    return start if isinstance(start, int) else None
 
 
 # -- sources -------------------------------------------------------------------------------------------------------
