@@ -129,6 +129,9 @@ class VirtualBoard:
                             doc="device seconds rendered while the board was down or not reading")
     clock_slips_s = property(lambda self: self._feeder.clock_slips_s if self._feeder else 0.0,
                              doc="device seconds the scene's clock skipped because rendering fell behind")
+    scene_lead_s = property(lambda self: self.clock_slips_s + self.audio_lost_s,
+                            doc="device seconds the scene is ahead of what the board heard: clock slips plus audio "
+                                "dropped (a test comparing a device second with the scene's truth allows for it)")
     scene_time_s = property(lambda self: self._feeder.scene_time_s if self._feeder else 0.0,
                             doc="device seconds of the scene rendered so far")
     scene_clock0 = property(lambda self: self._feeder.scene_clock0 if self._feeder else None,
