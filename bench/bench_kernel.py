@@ -8,8 +8,8 @@ INMP441-style I2S words):
   a. the firmware pipeline, meter.Meter.process over chunks of 20 blocks, on the MicroPython unix port (viper);
   b. a plain ``@micropython.native`` float A-weighting (3 biquads from scipy's bilinear design) in the same process;
   c. the heap: bytes allocated per block in steady state, and the heap held by a Meter at 48 kHz;
-  d. a C port of the same fixed-point algorithm (bench/kernel_ref.c, gcc -O2), checked word for word against the
-     firmware's final state.
+  d. the natmod's C kernel compiled for this machine (bench/kernel_ref.c around meter_kernel_core.h, gcc -O2),
+     checked word for word against the firmware's final state.
 
 The ESP32's load is measured by executing the kernel's machine code: bench/esp32_bench.py (make bench-esp32).
 
@@ -35,6 +35,7 @@ from scipy import signal as sps
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
+NATMOD = REPO / "firmware" / "natmod"  # meter_kernel_core.h, the C kernel that kernel_ref.c wraps
 FIRMWARE = REPO / "firmware"
 DOC = REPO / "docs" / "performance.md"
 VENV_BIN = Path(sys.executable).parent
@@ -138,7 +139,12 @@ def run_fw(m, views, nb):
     for v in views:
         m.process(v, nb)
 
-# verification pass from rest (also the warm-up): dump the integer state for the C port
+# verification pass from rest (also the warm-up): the filters seeded as process() seeds them, that start state and
+# the final integer state dumped for the C port
+m.seed_filters(views[0], CHUNK_BLOCKS)
+f = open(ST0, "wb")
+f.write(m.st)
+f.close()
 run_fw(m, views, CHUNK_BLOCKS)
 f = open(DUMP, "wb")
 f.write(m.st)
@@ -240,7 +246,7 @@ def run_micropython(tmp: Path, words_path: Path, sos: np.ndarray, rounds: int, r
     MicroPython process waits on its stdin."""
     mp = find_tool("micropython")
     params = {
-        "FIRMWARE": str(FIRMWARE), "WORDS": str(words_path), "DUMP": str(tmp / "fw_dump.bin"),
+        "FIRMWARE": str(FIRMWARE), "WORDS": str(words_path), "DUMP": str(tmp / "fw_dump.bin"), "ST0": str(tmp / "st0.bin"),
         "CFG": str(tmp / "cfg.bin"), "LOGT": str(tmp / "log.bin"), "CHUNK_BLOCKS": CHUNK_BLOCKS,
         "ROUNDS": rounds, "REP_FLOAT": rep_float, "HEAP_PASSES": 2,
         "SOS": tuple(float(v) for s in sos for v in (s[0], s[1], s[2], s[4], s[5])),
@@ -282,7 +288,7 @@ def build_c(tmp: Path) -> tuple[str, dict] | None:
         return None
     exe = tmp / "kernel_ref"
     cflags = ["-O2", "-fwrapv"]
-    subprocess.run([cc, *cflags, "-o", str(exe), str(BENCH / "kernel_ref.c")], check=True)
+    subprocess.run([cc, *cflags, "-I", str(NATMOD), "-o", str(exe), str(BENCH / "kernel_ref.c")], check=True)
     info = {"cflags": " ".join(cflags),
             "gcc": subprocess.run([cc, "-dumpfullversion"], capture_output=True, text=True).stdout.strip(),
             "times": []}
@@ -293,7 +299,7 @@ def run_c(exe: str, info: dict, tmp: Path, words_path: Path, repeats: int) -> No
     """One run of the C program (a pass from rest, dumped, then ``repeats`` timed passes); the timed passes are
     pooled over the runs. The first run compares its final state with the firmware's (fw_dump.bin)."""
     dump = tmp / "c_dump.bin"
-    proc = subprocess.run([exe, str(words_path), str(tmp / "cfg.bin"), str(tmp / "log.bin"),
+    proc = subprocess.run([exe, str(words_path), str(tmp / "cfg.bin"), str(tmp / "log.bin"), str(tmp / "st0.bin"),
                            str(CHUNK_BLOCKS), str(repeats), str(dump)], capture_output=True, text=True, check=True)
     for line in proc.stdout.splitlines():
         k, _, v = line.partition(" ")

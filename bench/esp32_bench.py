@@ -54,6 +54,8 @@ import bench_kernel as bk  # noqa: E402  (the signal and the tool lookup)
 CHUNK_BLOCKS = 20
 ESP32_HZ = 240e6
 RATE = 48000
+BOARD = "esp32-devkitc-inmp441"  # the signal's microphone: the kernel runs with this profile's equaliser, as a board
+EQ_COST_SECONDS = 2.0  # signal for the equaliser's cost (native kernel without it, with one and with two sections)
 COMMAND = ".venv/bin/python bench/esp32_bench.py"
 DEBIAN_PACKAGES = ("qemu-user", "gcc-xtensa-lx106", "binutils-xtensa-lx106")
 C3_PACKAGES = ("gcc-riscv64-unknown-elf", "picolibc-riscv64-unknown-elf")  # the C3 part only (skipped without)
@@ -115,7 +117,7 @@ from array import array
 import meter_kernel as K
 import weighting_coeffs as W
 import meter
-m = meter.Meter(48000)
+m = meter.Meter(48000, eq=EQ)
 f = open(OUT + "/init.bin", "wb")
 for a in (m.cfg, m.st, m.sums, m.acc):
     f.write(array("i", [len(a)]))
@@ -137,12 +139,54 @@ print(m.block, len(words) // chunk)
 '''
 
 
-def reference(tmp: Path, words_path: Path) -> tuple[int, int]:
+def reference(tmp: Path, words_path: Path, eq: tuple[int, ...] | None) -> tuple[int, int]:
     script = tmp / "ref.py"
     script.write_text(f"FIRMWARE = {str(FIRMWARE)!r}\nOUT = {str(tmp)!r}\nWORDS = {str(words_path)!r}\n"
-                      f"CHUNK_BLOCKS = {CHUNK_BLOCKS}\n" + REF_SCRIPT)
+                      f"CHUNK_BLOCKS = {CHUNK_BLOCKS}\nEQ = {tuple(eq) if eq else None!r}\n" + REF_SCRIPT)
     out = run([bk.find_tool("micropython"), "-X", "heapsize=16M", str(script)], text=True).stdout.split()
     return int(out[0]), int(out[1])
+
+
+def board_eq() -> tuple[int, ...] | None:
+    """The equaliser the firmware gets from BOARD's profile at RATE (5 or 10 Q14 integers)."""
+    from slm.boards import load_board
+
+    return load_board(BOARD).eq_coeffs(RATE)
+
+
+def prepare(tmp: Path, words: np.ndarray, eq: tuple[int, ...] | None) -> tuple[Path, bytes, dict]:
+    """The reference run on the unix port and the emulated program's input (initial arrays, then the signal)."""
+    tmp.mkdir(exist_ok=True)
+    words_path = tmp / "words.bin"
+    words.tofile(words_path)
+    block, nchunks = reference(tmp, words_path, eq)
+    info = {"block": block, "blocks": nchunks * CHUNK_BLOCKS, "samples": nchunks * CHUNK_BLOCKS * block}
+    ref = (tmp / "final_ref.bin").read_bytes()
+    stdin_path = tmp / "input.bin"
+    with open(stdin_path, "wb") as f:
+        f.write((tmp / "init.bin").read_bytes())
+        f.write(np.array([nchunks, CHUNK_BLOCKS], dtype="<u4").tobytes())
+        f.write(words[: info["samples"]].astype("<i4").tobytes())
+    return stdin_path, ref, info
+
+
+def eq_costs(tmp: Path, words: np.ndarray, elf: Path, eq: tuple[int, ...]) -> list[dict]:
+    """The native filter loop's cost without the equaliser and with each of its sections, on the same signal."""
+    variants = [("none", None)] + [(f"{k} section" + ("s" if k > 1 else ""), eq[: 5 * k])
+                                   for k in range(1, len(eq) // 5 + 1)]
+    syms = symbols(elf)
+    out = []
+    for i, (name, e) in enumerate(variants):
+        stdin_path, ref, info = prepare(tmp / f"eq{i}", words, e)
+        res, got = traced_run(elf, syms, stdin_path, tmp)
+        n = info["samples"]
+        fb = res["mk_filter_block"]
+        out.append({"eq": name, "insns": fb["insns"] / n, "cA": fb["cycles_A"] / n, "cB": fb["cycles_B"] / n,
+                    "same": compare_state(got, ref)["same"]})
+        log(f"native mk_filter_block, equaliser {name}: {fb['insns'] / n:.1f} instructions/sample, "
+            f"A {fb['cycles_A'] / n:.1f}, B {fb['cycles_B'] / n:.1f} cycles/sample; final state "
+            f"{'identical' if out[-1]['same'] else 'DIFFERS'}")
+    return out
 
 
 # ------------------------------------------------------------------------------------- the viper machine code
@@ -524,7 +568,9 @@ def write_doc(r: dict) -> None:
          f"(through `firmware/natmod/toolchain/xtensa-esp32-elf-gcc`); {r['mpy_cross']}",
          f"- Signal: bench/bench_kernel.py's pink noise at 75 dB SPL (INMP441 words), {r['seconds']:g} s = "
          f"{r['samples']:,} samples at 48 kHz, {r['blocks']:,} blocks of {r['block']}, in calls of "
-         f"{CHUNK_BLOCKS} blocks (as the firmware calls `Meter.process`)",
+         f"{CHUNK_BLOCKS} blocks (as the firmware calls `Meter.process`), with the `{BOARD}` profile's microphone "
+         f"equaliser ({len(r['eq']) // 5 if r['eq'] else 0} biquad sections: `{list(r['eq']) if r['eq'] else None}`), as "
+         "on a board",
          "", "### Results", "",
          "Instructions and cycles per audio sample at 48 kHz; % of one 240 MHz core = cycles × 48,000 / 240 MHz. "
          "Model A: +1 cycle per load whose result the next instruction uses, +2 per taken branch. Model B (the "
@@ -540,8 +586,19 @@ def write_doc(r: dict) -> None:
               f"**{r['viper_total_A']:.1f} / {r['viper_total_B']:.1f} %** ({'met' if r['viper_met'] else 'not met'}), "
               f"native kernel **{r['native_total_A']:.1f} / {r['native_total_B']:.1f} %** "
               f"({'met' if r['native_met'] else 'not met'}).", "",
+          "### The microphone equaliser's cost", "",
+          f"The native `mk_filter_block` alone on the first {EQ_COST_SECONDS:g} s of the signal, without the "
+          "equaliser and with each of its sections (every final state equal to the unix port's):", "",
+          "| equaliser | instructions/sample | cycles/sample A / B | % of a core A / B | more than without |",
+          "|---|---|---|---|---|"]
+    base = r["eq_costs"][0] if r["eq_costs"] else None
+    for c in r["eq_costs"]:
+        L.append(f"| {c['eq']} | {c['insns']:.1f} | {c['cA']:.0f} / {c['cB']:.0f} | {pct(c['cA']):.2f} / "
+                 f"{pct(c['cB']):.2f} | {c['insns'] - base['insns']:+.1f} instructions, "
+                 f"{pct(c['cB']) - pct(base['cB']):+.2f} % (B) |")
+    L += ["",
           "### Method and what stays an estimate", "",
-          f"1. The reference: `meter.Meter(48000)` on the MicroPython unix port (`.venv/bin/micropython`) runs "
+          f"1. The reference: `meter.Meter(48000, eq=...)` on the MicroPython unix port (`.venv/bin/micropython`) runs "
           f"`meter_kernel.process_blocks` over the signal; its initial and final state (`st`, `sums`, `acc` with "
           f"the histogram: {r['words']:,} int32 words) are written out.",
           f"2. Viper: `mpy-cross -march=xtensawin firmware/meter_kernel.py`; the machine code of each viper "
@@ -635,18 +692,13 @@ def measure(args, tmp: Path) -> int:
                "seconds": args.seconds, "qemu": tool_version(["qemu-xtensa", "--version"]),
                "gcc": tool_version(["xtensa-lx106-elf-gcc", "--version"])}
     words = bk.make_signal(args.seconds)
-    words_path = tmp / "words.bin"
-    words.tofile(words_path)
-    block, nchunks = reference(tmp, words_path)
-    r["block"], r["blocks"], r["samples"] = block, nchunks * CHUNK_BLOCKS, nchunks * CHUNK_BLOCKS * block
-    ref = (tmp / "final_ref.bin").read_bytes()
+    eq = board_eq()
+    r["eq"] = eq
+    stdin_path, ref, info = prepare(tmp, words, eq)
+    r.update(info)
     r["words"] = len(ref) // 4
-    stdin_path = tmp / "input.bin"
-    with open(stdin_path, "wb") as f:
-        f.write((tmp / "init.bin").read_bytes())
-        f.write(np.array([nchunks, CHUNK_BLOCKS], dtype="<u4").tobytes())
-        f.write(words[: r["samples"]].astype("<i4").tobytes())
-    log(f"reference (unix port): {r['samples']:,} samples, {nchunks} calls of {CHUNK_BLOCKS} blocks")
+    log(f"reference (unix port): {r['samples']:,} samples, {r['blocks'] // CHUNK_BLOCKS} calls of {CHUNK_BLOCKS} "
+        f"blocks, {BOARD}'s equaliser ({len(eq) // 5 if eq else 0} sections)")
     sizes, qidx, r["mpy_cross"] = viper_blobs(tmp)
     r["viper_sizes"] = ", ".join(f"`{k}` {v:,} B" for k, v in sizes.items())
     elfs = build(tmp, qidx)
@@ -727,6 +779,7 @@ def measure(args, tmp: Path) -> int:
     rt = per(v, ["runtime"])[0]
     r["runtime_note"] = f"{rt:.1f} instructions/sample here"
     r["regions"] = {k: v for k, v in runs.items()}
+    r["eq_costs"] = eq_costs(tmp, words[: int(EQ_COST_SECONDS * RATE)], elfs["native"], eq) if eq else []
     c3 = c3_run(tmp, stdin_path, ref, n)
     r["c3_note"] = c3_note(c3)
     log(f"whole pipeline (kernel + I2S copy), % of a 240 MHz core, model A / B: viper {r['viper_total_A']:.1f} / "
@@ -740,7 +793,7 @@ def measure(args, tmp: Path) -> int:
                  "i2s_per_frame": {"A": ia, "B": ib}}
         (HERE / "model.json").write_text(json.dumps(model, indent=1) + "\n")
         log(f"wrote {(HERE / 'model.json').relative_to(REPO)} (read by tests/test_hardware.py)")
-    return 0 if checks["viper"]["same"] and checks["native"]["same"] else 1
+    return 0 if checks["viper"]["same"] and checks["native"]["same"] and all(c["same"] for c in r["eq_costs"]) else 1
 
 
 RV_IN_RE = re.compile(r"^0x([0-9a-f]+):\s+[0-9a-f]+\s+(\S+)\s*(.*)$")

@@ -62,7 +62,8 @@ class Meter:
     """An IEC 61672-1 class 1 digital meter for one microphone channel.
 
     rate: 48000, 44100, 32000 or 16000. sensitivity_dbfs: dBFS of a 94 dB SPL sine (INMP441: -26).
-    calibration_db: added to every level. eq: None or integer biquad (b0, b1, b2, a1, a2) in Q``BIQUAD_Q``.
+    calibration_db: added to every level. eq: None, or the microphone equaliser: one or two integer biquads
+    (b0, b1, b2, a1, a2) in Q``BIQUAD_Q``, flat (5 or 10 integers), applied in that order.
     input_shift: right shift from the I2S word to the 22-bit sample (32 - 22 = 10 for 24-bit microphones).
     underrange_db: LAF below this (dB) raises the under-range flag; default 94 dB below full scale.
     """
@@ -102,9 +103,11 @@ class Meter:
         for i, v in enumerate(d["h4"]):
             c[K.C_H4 + i] = v
         if eq is not None:
-            c[K.C_EQ_ON] = 1
+            if len(eq) not in (5, 10):
+                raise ValueError("eq must be 5 or 10 integers (one or two biquads), got %d" % len(eq))
+            c[K.C_EQ_ON] = len(eq) // 5
             for i, v in enumerate(eq):
-                c[K.C_EQ + i] = v
+                c[(K.C_EQ if i < 5 else K.C_EQ2 - 5) + i] = v
         c[K.C_BLOCK] = self.block
         c[K.C_ALPHA_F], c[K.C_ALPHA_F + 1] = d["alpha_fast"]
         c[K.C_ALPHA_S], c[K.C_ALPHA_S + 1] = d["alpha_slow"]
@@ -154,12 +157,13 @@ class Meter:
             total += int(K.sample_sum(words, b * self.block, self.block, c[K.C_SHIFT]))
         x = total // (n * self.block)
         st = self.st
-        if c[K.C_EQ_ON]:  # the equaliser's state for a constant input x: y = x·B(1) / A(1), rounded
-            num = x * (c[K.C_EQ] + c[K.C_EQ + 1] + c[K.C_EQ + 2])
-            den = (1 << c[K.C_BQ]) + c[K.C_EQ + 3] + c[K.C_EQ + 4]
-            st[K.ST_EQ] = st[K.ST_EQ + 1] = x
+        for q, s in ((K.C_EQ, K.ST_EQ), (K.C_EQ2, K.ST_EQ2))[:c[K.C_EQ_ON]]:
+            # each equaliser section's state for a constant input x: y = x·B(1) / A(1), rounded
+            num = x * (c[q] + c[q + 1] + c[q + 2])
+            den = (1 << c[K.C_BQ]) + c[q + 3] + c[q + 4]
+            st[s] = st[s + 1] = x
             x = (2 * num + den) // (2 * den)
-            st[K.ST_EQ + 2] = st[K.ST_EQ + 3] = x
+            st[s + 2] = st[s + 3] = x
         st[K.ST_DC] = x  # DC blocker u = x: integer word x, fraction word 0
         st[K.ST_DC + 1] = 0
         self.seeded = True

@@ -7,7 +7,7 @@ host/int_model.py asserts them), so the same code gives the same numbers on a 32
 Per sample (the formats are explained in docs/measurement.md):
   x  = the microphone sample in the top of the 32-bit word, word >> input_shift (22 bits for a 24-bit part, 2 bits
        of headroom; fewer when the word lost its top bits); overload at its extremes or at a wrapped step;
-  z  = DC blocker(x) [-> optional microphone equalisation biquad]      Z weighting
+  z  = DC blocker(EQ(x)), EQ = none, one or two microphone equalisation biquads      Z weighting
   c  = H4(HP_f1(HP_f1(z)))                                             C weighting
   a  = HP_f3(HP_f2(c))                                                 A weighting
 A high-pass section is ``e = x - u; u += K·e / 2**Q`` with u kept as integer and fraction words; a biquad is
@@ -57,7 +57,7 @@ SUM_LIMBS = const(7)
 # Layout of the configuration array ``cfg`` (array('i')).
 C_SHIFT = const(0)  # right shift that turns the I2S word into the 22-bit sample
 C_OVERLOAD = const(1)  # |x| >= this (22-bit units) is an overload
-C_EQ_ON = const(2)
+C_EQ_ON = const(2)  # equalisation sections: 0, 1 or 2
 C_BQ = const(3)  # BIQUAD_Q
 C_DC = const(4)  # K, Q of DC blocker, C f1 x2, A f2, A f3 (10 words)
 C_H4 = const(14)  # b0 b1 b2 a1 a2
@@ -72,12 +72,14 @@ C_HIST_BASE = const(32)  # 1000·lg(E) of the lowest histogram bin edge (0.01 dB
 C_HIST_BINS = const(33)
 C_UNDER = const(34)  # 1000·lg(E) under-range threshold
 C_JUMP = const(35)  # a step |x[n] - x[n-1]| above this is a wrapped sample (a word that lost its top bits): overload
-CFG_SIZE = const(36)
+C_EQ2 = const(36)  # b0 b1 b2 a1 a2 of the second equalisation section (after the first)
+CFG_SIZE = const(41)
 
 # Layout of the filter state array ``st`` (array('i')).
 ST_DC = const(0)  # DC blocker integer and fraction word
 ST_EQ = const(14)  # equaliser x1 x2 y1 y2
-ST_SIZE = const(19)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2; previous x
+ST_EQ2 = const(19)  # second equaliser section x1 x2 y1 y2
+ST_SIZE = const(23)  # DC, C1, C2, A2, A3: (integer, fraction) each; H4 x1 x2 y1 y2; EQ x1 x2 y1 y2; previous x; EQ2
 SUMS_SIZE = const(20)  # block sums (9), peaks (2), overloads (1), scratch limbs (8)
 
 
@@ -140,6 +142,11 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     eb2 = (c16[42] | (((c16[43] ^ 0x8000) - 0x8000) << 16))
     ea1 = (c16[44] | (((c16[45] ^ 0x8000) - 0x8000) << 16))
     ea2 = (c16[46] | (((c16[47] ^ 0x8000) - 0x8000) << 16))
+    fb0 = (c16[72] | (((c16[73] ^ 0x8000) - 0x8000) << 16))  # the second section (C_EQ2)
+    fb1 = (c16[74] | (((c16[75] ^ 0x8000) - 0x8000) << 16))
+    fb2 = (c16[76] | (((c16[77] ^ 0x8000) - 0x8000) << 16))
+    fa1 = (c16[78] | (((c16[79] ^ 0x8000) - 0x8000) << 16))
+    fa2 = (c16[80] | (((c16[81] ^ 0x8000) - 0x8000) << 16))
     # state: high-pass integer words are signed, fraction words are not
     dh = (s16[0] | (((s16[1] ^ 0x8000) - 0x8000) << 16))
     dl = s[1]
@@ -160,6 +167,10 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     ey1 = (s16[32] | (((s16[33] ^ 0x8000) - 0x8000) << 16))
     ey2 = (s16[34] | (((s16[35] ^ 0x8000) - 0x8000) << 16))
     xp = (s16[36] | (((s16[37] ^ 0x8000) - 0x8000) << 16))
+    fx1 = (s16[38] | (((s16[39] ^ 0x8000) - 0x8000) << 16))
+    fx2 = (s16[40] | (((s16[41] ^ 0x8000) - 0x8000) << 16))
+    fy1 = (s16[42] | (((s16[43] ^ 0x8000) - 0x8000) << 16))
+    fy2 = (s16[44] | (((s16[45] ^ 0x8000) - 0x8000) << 16))
     # block sums: hh and ll are sums of squares (non-negative), hl is signed
     ahh = b[0]
     ahl = (b16[2] | (((b16[3] ^ 0x8000) - 0x8000) << 16))
@@ -198,6 +209,15 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
             v = ((((w & bqm) << 12) + t + bqh) >> bq) + (w >> bq12)
             ey2 = ey1
             ey1 = v
+            if eq_on > 1:  # the second section
+                w = (v >> 12) * fb0 + (fx1 >> 12) * fb1 + (fx2 >> 12) * fb2 - (fy1 >> 12) * fa1 - (fy2 >> 12) * fa2
+                t = (v & 0xFFF) * fb0 + (fx1 & 0xFFF) * fb1 + (fx2 & 0xFFF) * fb2 - (fy1 & 0xFFF) * fa1 - \
+                    (fy2 & 0xFFF) * fa2
+                fx2 = fx1
+                fx1 = v
+                v = ((((w & bqm) << 12) + t + bqh) >> bq) + (w >> bq12)
+                fy2 = fy1
+                fy1 = v
         # High-pass sections, e = x - u; u += K·e / 2**Q with u = h + l / 2**Q (0 <= l < 2**Q), exactly:
         # t = K·(e & 0xFFF) + l;  w = K·(e >> 12) + (t >> 12), so that u·2**Q + K·e = h·2**Q + w·2**12 + (t & 0xFFF)
         # and w >> (Q - 12) carries into h. The stage's output e stays in v.
@@ -283,6 +303,10 @@ def filter_block(v: int, w: int, words, i: int, n: int, st, cfg, sums):
     s[16] = ey1
     s[17] = ey2
     s[18] = xp
+    s[19] = fx1
+    s[20] = fx2
+    s[21] = fy1
+    s[22] = fy2
     b[0] = ahh
     b[1] = ahl
     b[2] = all_

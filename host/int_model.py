@@ -100,7 +100,10 @@ class IntegerMeterModel:
         self.h4 = BiquadModel(d["h4"], wd.BIQUAD_Q)
         self.a2 = HighPassModel(*d["hp_a"][0])
         self.a3 = HighPassModel(*d["hp_a"][1])
-        self.eq = BiquadModel(eq, wd.BIQUAD_Q) if eq is not None else None
+        eq = list(eq) if eq is not None else []
+        if len(eq) not in (0, 5, 10):
+            raise ValueError(f"eq must be 5 or 10 integers (one or two biquads), got {len(eq)}")
+        self.eq = [BiquadModel(eq[i:i + 5], wd.BIQUAD_Q) for i in range(0, len(eq), 5)]  # in the order applied
         self.alphas = [tuple(d["alpha_fast"]), tuple(d["alpha_slow"])]
         self.settle = [math.ceil(fw["SETTLE_TAUS"] * tau * rate / self.block)
                        for tau in (fw["TAU_FAST"], fw["TAU_SLOW"])]
@@ -114,12 +117,11 @@ class IntegerMeterModel:
         self._new_interval()
 
     def _seed(self, first_words: list[int]) -> None:
-        """The firmware's start (Meter.seed_filters): the DC blocker, and the equaliser before it, settled on the
-        mean x of the first call's samples: u = y = round(x·B(1) / A(1)) (y = x without an equaliser)."""
-        x = sum(((w ^ 0x80000000) - 0x80000000) >> self.shift for w in first_words) // len(first_words)
-        y = x
-        if self.eq is not None:
-            e = self.eq
+        """The firmware's start (Meter.seed_filters): the DC blocker, and the equaliser's sections before it, settled
+        on the mean x of the first call's samples: each section's y = round(x·B(1) / A(1)) feeds the next."""
+        y = sum(((w ^ 0x80000000) - 0x80000000) >> self.shift for w in first_words) // len(first_words)
+        for e in self.eq:
+            x = y
             y = round_half_up(x * (e.b0 + e.b1 + e.b2), (1 << e.q) + e.a1 + e.a2)
             e.x1 = e.x2 = x
             e.y1 = e.y2 = y
@@ -140,8 +142,8 @@ class IntegerMeterModel:
         if abs(x - self.x_prev) > self.jump:
             self.overloads += 1
         self.x_prev = x
-        if self.eq is not None:
-            x = self.eq.step(x)
+        for e in self.eq:
+            x = e.step(x)
         z = self.dc.step(x)
         c = self.h4.step(self.c2.step(self.c1.step(z)))
         a = self.a3.step(self.a2.step(c))

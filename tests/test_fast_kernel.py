@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from slm.firmware_engine import micropython_binary
 from slm.resources import firmware_dir
 from slm.weighting_design import BLOCK_SAMPLES, SAMPLE_RATES
-from tests.test_integer_model import EQ_PEAKING, FULL, MIN, compare, to_words
+from tests.test_integer_model import EQ_PEAKING, EQ_TWO, FULL, MIN, compare, to_words
 
 NATMOD = firmware_dir() / "natmod"
 ARCH_IDS = {"x64": 2, "xtensawin": 10, "rv32imc": 11}
@@ -157,7 +157,7 @@ def sine(rate: int, f: float, seconds: float, amplitude: float = FULL) -> np.nda
 
 
 @pytest.mark.parametrize("rate", SAMPLE_RATES)
-@pytest.mark.parametrize("eq", [None, EQ_PEAKING])
+@pytest.mark.parametrize("eq", [None, EQ_PEAKING, EQ_TWO], ids=["no-eq", "eq", "eq2"])
 def test_native_equals_viper_on_noise_with_every_statistic(rate, eq, tmp_path, native_dir):
     """Six seconds of loud noise in calls of 20 blocks, intervals closed every 25 calls: past the F and S settling,
     so the min/max, percentile histogram and under-range paths all run."""
@@ -191,12 +191,13 @@ def test_native_equals_viper_on_shifted_words(shift, tmp_path, native_dir):
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(rate=st.sampled_from(SAMPLE_RATES), seed=st.integers(0, 2**32 - 1), blocks=st.integers(1, 900),
-       scale=st.sampled_from([1, 2**8, 2**16, 2**23]), eq=st.booleans(), call_blocks=st.integers(1, 40))
+       scale=st.sampled_from([1, 2**8, 2**16, 2**23]), eq=st.sampled_from([None, EQ_PEAKING, EQ_TWO]),
+       call_blocks=st.integers(1, 40))
 def test_native_equals_viper_on_any_words(rate, seed, blocks, scale, eq, call_blocks, tmp_path, native_dir):
     """Any 32-bit words at all, at several amplitudes, in calls of any size (as test_integer_model.test_random_words)."""
     rng = np.random.default_rng(seed)
     s = np.clip(rng.integers(-scale, scale, blocks * BLOCK_SAMPLES[rate]), MIN, FULL)
-    native_vs_viper(to_words(s, seed), rate, tmp_path, native_dir, eq=EQ_PEAKING if eq else None,
+    native_vs_viper(to_words(s, seed), rate, tmp_path, native_dir, eq=eq,
                     call_blocks=call_blocks, close_every=3)
 
 

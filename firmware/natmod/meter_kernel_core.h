@@ -25,9 +25,9 @@ enum {
 enum {
     MK_C_SHIFT = 0, MK_C_OVERLOAD = 1, MK_C_EQ_ON = 2, MK_C_BQ = 3, MK_C_DC = 4, MK_C_H4 = 14, MK_C_EQ = 19,
     MK_C_BLOCK = 24, MK_C_ALPHA_F = 25, MK_C_SETTLE_F = 29, MK_C_HIST_EVERY = 31, MK_C_HIST_BASE = 32,
-    MK_C_HIST_BINS = 33, MK_C_UNDER = 34, MK_C_JUMP = 35, MK_CFG_SIZE = 36
+    MK_C_HIST_BINS = 33, MK_C_UNDER = 34, MK_C_JUMP = 35, MK_C_EQ2 = 36, MK_CFG_SIZE = 41
 };
-enum { MK_ST_SIZE = 19, MK_SUMS_SIZE = 20 };
+enum { MK_ST_EQ = 14, MK_ST_EQ2 = 19, MK_ST_SIZE = 23, MK_SUMS_SIZE = 20 };
 
 #define MK_SHL(v, n) ((int32_t)((uint32_t)(v) << (n)))
 
@@ -45,10 +45,6 @@ static uint32_t mk_udiv(uint32_t n, uint32_t d)
     }
     return q;
 }
-
-#define MK_UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* (w & (2**S - 1)) << 12 for 0 < S <= 20, as two shifts */
-#define MK_LOW_SHL12(w, S) ((int32_t)(((uint32_t)(w) << (32 - (S))) >> (20 - (S))))
 
 #define MK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 /* (w & (2**S - 1)) << 12 for 0 < S <= 20, as two shifts */
@@ -103,8 +99,11 @@ static uint32_t mk_udiv(uint32_t n, uint32_t d)
                 b[11] += 1; \
             if (MK_UNLIKELY((uint32_t)(t + jmp) > (uint32_t)(2 * jmp))) /* t > jmp or t < -jmp */ \
                 b[11] += 1; \
-            if (MK_UNLIKELY(eq_on)) /* microphone equalisation biquad, before the DC blocker */ \
-                MK_BIQUAD(v, s + 14, c + MK_C_EQ, BQ); \
+            if (eq_on) { /* microphone equalisation: one or two biquads, before the DC blocker */ \
+                MK_BIQUAD(v, s + MK_ST_EQ, c + MK_C_EQ, BQ); \
+                if (eq_on > 1) \
+                    MK_BIQUAD(v, s + MK_ST_EQ2, c + MK_C_EQ2, BQ); \
+            } \
             MK_HIGHPASS(v, s, c[4], SD); /* DC blocker */ \
             z = v; \
             MK_HIGHPASS(v, s + 2, c[6], SC1); /* C: two f1 high-passes and H4 */ \
