@@ -63,7 +63,9 @@ def run(rate: int) -> dict:
 def test_no_allocation_per_block_and_bounded_heap(rate):
     m = run(rate)
     assert m["per_block"] == 0, m
-    assert m["held"] <= 33 * 1024, m  # the meter's buffers, tables and code objects (32 800 B since the minute totals, clear_totals)
+    # the meter's buffers, tables and code objects: 32 800 B since the minute totals (clear_totals), 33 950 B since
+    # the equaliser's second section (its viper code)
+    assert m["held"] <= 34 * 1024, m
     assert m["close"] < 64 * 1024, m  # closing an interval may allocate (results), bounded
 
 
