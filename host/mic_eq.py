@@ -17,7 +17,13 @@ designs one section; when its quantised residual exceeds ``TARGET_DB`` it design
    from the same fixed grid of 36 starting points as the single section;
 3. the two are polished jointly (least squares on all 8 parameters from the role fits), then the largest
    deviations are pressed down by a few rounds of Lawson reweighting (each frequency's weight multiplied by its
-   residual), keeping the round with the smallest largest deviation.
+   residual), keeping the round with the smallest largest deviation that keeps the L1 and boost limits (the
+   single section gets these rounds too, and its plain fit is kept as a fallback);
+4. the cascade's poles and zeros are paired into sections, and the sections ordered, for the least rounding
+   noise (``_pair``), each section keeping at most one pole near z = 1 (``DEN_DC_MIN``);
+5. each denominator is quantised, the zeros are fitted again against those integers, and each numerator is
+   chosen among the roundings within ±3 LSB for the smallest largest deviation (``_quantise``). The two-section
+   design is used only if its integers are flatter than the single section's.
 
 Limits that keep the firmware safe, all checked on the integer coefficients (``eq_report``, ``check``):
 
@@ -32,9 +38,9 @@ Limits that keep the firmware safe, all checked on the integer coefficients (``e
   is parametrised over the stability triangle scaled by the radius);
 - coefficients: every Q14 integer within ±(2**16 - 1), the kernel's product bound (v = vh·2**12 + vl).
 
-Each section is quantised with ``weighting_design.Biquad.quantise``; the numerator of the first is trimmed by
-single LSBs to unit gain at 1 kHz, that of the last so that the *quantised cascade* has unit gain at 1 kHz
-(|error| < 0.001 dB). Every figure reported by ``eq_report`` is computed from the integer coefficients.
+Denominators are quantised with ``weighting_design.Biquad.quantise``; the last numerator is chosen so that the
+*quantised cascade* has unit gain at 1 kHz (|error| <= 0.0005 dB). Every figure reported by ``eq_report`` is
+computed from the integer coefficients.
 
 The kernel's biquads round each output to nearest; that error is fed back through the section's poles, 1/A(z),
 and then passes the sections after it. ``eq_report`` gives that rounding noise through the Z and A chains in dB
@@ -68,21 +74,23 @@ ROLE_SPLIT_HZ = 1000.0  # the low section's target is held flat above this frequ
 TARGET_DB = 0.12  # one section is enough when its quantised residual, 50 Hz to fs/3, is within this
 MAX_SECTIONS = 2
 LAWSON_ROUNDS = 6
+ROUGH_NFEV = 100  # evaluations per start when ranking the starts of a one-section fit
 L1_LIMIT = 4.0  # hard limit on sum |h[n]| of section 1 and of the cascade (kernel word ranges)
 L1_DESIGN = 3.9  # what the fit aims at, leaving room for quantisation
 COEFF_LIMIT = 2**16 - 1  # |Q14 integer coefficient|; the kernel multiplies coefficients by 13-bit halves
 # Largest pole radius. The 0.98 of a first draft puts every pole above fs·(1-0.98)/2π = 153 Hz at 48 kHz, so a
 # roll-off at 40-60 Hz cannot be undone at all (the best one biquad then leaves 1.3-1.8 dB at 50 Hz at
 # 48 kHz). 0.995 (pole frequency >= 38 Hz at 48 kHz, >= 13 Hz at 16 kHz) is a comfortable stability margin for
-# Q14 coefficients (their step is 6e-5). It is also what limits the INMP441 at 48 and 44.1 kHz to about
-# 0.2 dB at 50-60 Hz with two sections: the table's bend there is narrower than a pole at radius 0.995 can
-# follow (0.998 would give about 0.16 dB; see docs/measurement.md).
+# Q14 coefficients (their step is 6e-5). It is also what keeps the INMP441 at 48 and 44.1 kHz at 0.2-0.25 dB
+# at 50-60 Hz even with two sections: the table's bend there is narrower than a pole at radius 0.995 can follow
+# (the best two sections found for 50 Hz-1.5 kHz alone, in float: 0.21 dB at 0.995, 0.16 dB at 0.998).
 MAX_POLE_RADIUS = 0.995
-# A(1) = 1 + a1 + a2 of every section at least this: one pole near z = 1 per section. Two (the shape the fit
-# finds for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below the Q14 step (6e-5): rounding then moves the
-# low-frequency response by decibels, or the poles onto the unit circle.
-DEN_DC_MIN = 1e-3
-REFIT = True
+# A(1) = 1 + a1 + a2 of every section at least this: one pole near z = 1 per section, its partner at most 0.2
+# at radius 0.995. Two (the shape a free fit finds for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below
+# the Q14 step (6e-5): rounding then moves the low-frequency response by decibels, or the poles onto the unit
+# circle. 1e-3 fits 0.02-0.04 dB better in float but loses that and more to rounding, and lets one section's
+# rounding error through a 1/A(z) of gain 1000 at DC (-100 dBFS of noise through Z instead of -114).
+DEN_DC_MIN = 4e-3
 SNAP_IMAG = 5e-3  # a root pair closer than this to the real axis may be split between sections
 _RADIUS_MARGIN = 2e-4  # designed radius is this much below the limit, so rounding cannot cross it
 _PENALTY = 30.0
@@ -205,16 +213,41 @@ def _max_residual(points, eq: Equaliser, rate: int, f_low: float, f_high: float,
     return float(abs(res[i])), float(f[i])
 
 
+def _limits(secs: Sequence[Biquad], rate: int) -> dict[str, float]:
+    """The figures the kernel's safety depends on, from the integers: L1 norms, largest boost, pole radius."""
+    from slm.weighting_design import impulse_l1
+
+    fg = np.concatenate([[0.0], np.geomspace(1.0, rate / 2, 2000)])
+    return {"l1": impulse_l1(cascade_sos(secs), n=1 << 15), "l1_first": impulse_l1(secs[0].sos(), n=1 << 15),
+            "max_boost_db": float(np.max(biquad_response_db(secs, rate, fg))), "pole_radius": pole_radius(secs),
+            "max_coeff": float(max(abs(c) for c in flat_coeffs(secs)))}
+
+
+def _limit_problems(secs: Sequence[Biquad], rate: int, max_boost_db: float = 12.0,
+                    max_pole_radius: float = MAX_POLE_RADIUS) -> list[str]:
+    lim = _limits(secs, rate)
+    problems = []
+    if lim["l1_first"] > L1_LIMIT:
+        problems.append(f"section 1 has an L1 norm of {lim['l1_first']:.3f} > {L1_LIMIT:g}")
+    if lim["l1"] > L1_LIMIT:
+        problems.append(f"the cascade has an L1 norm of {lim['l1']:.3f} > {L1_LIMIT:g}")
+    if lim["max_boost_db"] > max_boost_db + 0.02:
+        problems.append(f"it boosts by {lim['max_boost_db']:.2f} dB > {max_boost_db:g} dB")
+    if lim["max_coeff"] > COEFF_LIMIT:
+        problems.append(f"a coefficient is beyond ±{COEFF_LIMIT}: {flat_coeffs(secs)}")
+    if lim["pole_radius"] > max_pole_radius:
+        problems.append(f"a pole lies at radius {lim['pole_radius']:.5f} > {max_pole_radius}")
+    return problems
+
+
 def eq_report(points: Sequence[Sequence[float]], eq: Equaliser, rate: int, f_low: float = 50.0,
               f_high: float | None = None, max_boost_db: float = 12.0) -> EqReport:
     """How well ``eq`` (a section or a cascade) flattens the microphone from f_low to f_high (default rate/3),
     and its safety figures."""
-    from slm.weighting_design import impulse_l1
-
     secs = _sections(eq)
     f_high = rate / 3 if f_high is None else f_high
     worst_db, worst_hz = _max_residual(points, secs, rate, f_low, f_high, max_boost_db)
-    fg = np.concatenate([[0.0], np.geomspace(1.0, rate / 2, 2000)])
+    lim = _limits(secs, rate)
     noise = rounding_noise_dbfs(secs, rate)
     return EqReport(
         rate=rate,
@@ -222,10 +255,10 @@ def eq_report(points: Sequence[Sequence[float]], eq: Equaliser, rate: int, f_low
         max_abs_db=worst_db,
         worst_hz=worst_hz,
         gain_1k_db=float(biquad_response_db(secs, rate, [REFERENCE_HZ])[0]),
-        max_boost_db=float(np.max(biquad_response_db(secs, rate, fg))),
-        l1=impulse_l1(cascade_sos(secs), n=1 << 15),
-        l1_first=impulse_l1(secs[0].sos(), n=1 << 15),
-        pole_radius=pole_radius(secs),
+        max_boost_db=lim["max_boost_db"],
+        l1=lim["l1"],
+        l1_first=lim["l1_first"],
+        pole_radius=lim["pole_radius"],
         dc_bias_lsb=_dc_bias_lsb(secs),
         noise_z_dbfs=noise["Z"],
         noise_a_dbfs=noise["A"],
@@ -235,18 +268,11 @@ def eq_report(points: Sequence[Sequence[float]], eq: Equaliser, rate: int, f_low
 
 def check(rep: EqReport, max_boost_db: float = 12.0, max_pole_radius: float = MAX_POLE_RADIUS) -> list[str]:
     """What is wrong with a quantised equaliser for the kernel (empty: nothing)."""
-    problems = []
-    if rep.l1_first > L1_LIMIT:
-        problems.append(f"section 1 has an L1 norm of {rep.l1_first:.3f} > {L1_LIMIT:g}")
-    if rep.l1 > L1_LIMIT:
-        problems.append(f"the cascade has an L1 norm of {rep.l1:.3f} > {L1_LIMIT:g}")
-    if rep.max_boost_db > max_boost_db + 0.02:
-        problems.append(f"it boosts by {rep.max_boost_db:.2f} dB > {max_boost_db:g} dB")
-    if max(abs(c) for c in rep.coeffs) > COEFF_LIMIT:
-        problems.append(f"a coefficient is beyond ±{COEFF_LIMIT}: {rep.coeffs}")
-    if rep.pole_radius > max_pole_radius:
-        problems.append(f"a pole lies at radius {rep.pole_radius:.5f} > {max_pole_radius}")
-    return problems
+    from slm.weighting_design import Biquad
+
+    secs = [Biquad(tuple(rep.coeffs[i:i + 3]), tuple(rep.coeffs[i + 3:i + 5]), BIQUAD_Q)  # type: ignore[arg-type]
+            for i in range(0, len(rep.coeffs), 5)]
+    return _limit_problems(secs, rep.rate, max_boost_db, max_pole_radius)
 
 
 # --- the fit ----------------------------------------------------------------------------------------------------
@@ -292,14 +318,10 @@ class _Problem:
         """The sections with their denominators fixed at the integers ``a_int`` and the zeros fitted again: a pole
         near z = 1 makes the response at low frequencies sensitive to the denominator's rounding, which the zeros
         can then make up for."""
-        from scipy import optimize
-
         zeros = np.concatenate([_untriangle(b[1] / b[0], b[2] / b[0]) for b, _ in secs])
         self.fixed_a = [(a1 / 2**BIQUAD_Q, a2 / 2**BIQUAD_Q) for a1, a2 in a_int]
         try:
-            r = optimize.least_squares(self.residual, zeros, args=(self.target, self.weight), method="trf",
-                                       max_nfev=500, xtol=1e-10, ftol=1e-10)
-            return self.sections(r.x)
+            return self.sections(self.lawson(zeros))
         finally:
             self.fixed_a = None
 
@@ -357,7 +379,7 @@ class _Problem:
         rough = []
         for p0 in _STARTS:
             r = optimize.least_squares(self.residual, p0, args=(target, self.weight, fixed_db, False),
-                                       method="trf", max_nfev=300)
+                                       method="trf", max_nfev=ROUGH_NFEV)
             rough.append((r.cost, tuple(r.x)))
         rough.sort()
         polished = [optimize.least_squares(self.residual, p0, args=(target, self.weight, fixed_db),
@@ -366,7 +388,13 @@ class _Problem:
         return min(polished, key=lambda r: r.cost).x
 
     def worst(self, params) -> float:
-        """Largest |deviation| within the band that counts (50 Hz to fs/3, correctable), before quantisation."""
+        """Largest |deviation| within the band that counts (50 Hz to fs/3, correctable), before quantisation;
+        infinite when the L1 norm of section 1 or of the cascade exceeds the design limit or the boost its limit
+        (the fit's penalties are soft, and a reweighted round can trade them for flatness)."""
+        secs = self.sections(params)
+        if (self.l1(secs[:1]) > L1_DESIGN + 0.02 or self.l1(secs) > L1_DESIGN + 0.02
+                or np.max(self._db(secs, self.zg)) > self.max_boost_db):
+            return math.inf
         return float(np.max(np.abs(self.fit_error(params, self.target)[self.in_band])))
 
     def fit_two(self) -> np.ndarray:
@@ -377,9 +405,15 @@ class _Problem:
         high = self.fit_one(self.target, fixed_db=self._db(self.sections(low), self.zf))
         joint = optimize.least_squares(self.residual, np.concatenate([low, high]), args=(self.target, self.weight),
                                        method="trf", max_nfev=2000, xtol=1e-10, ftol=1e-10).x
-        best, best_worst = joint, self.worst(joint)
+        return self.lawson(joint)
+
+    def lawson(self, params) -> np.ndarray:
+        """Press the largest deviations down: rounds of least squares with each in-band frequency's weight
+        multiplied by its deviation; the parameters with the smallest largest deviation (``params`` included)."""
+        from scipy import optimize
+
+        best, best_worst = params, self.worst(params)
         weight = self.weight.copy()
-        params = joint
         for _ in range(LAWSON_ROUNDS):
             err = np.abs(self.fit_error(params, self.target))
             weight = np.where(self.in_band, weight * (err + 0.01), weight)
@@ -396,7 +430,7 @@ _SEARCH = np.array([(d0, d1, d2) for d0 in range(-3, 4) for d1 in range(-3, 4) f
 _GAIN_TOL_DB = 0.0005
 
 
-def _quantise(problem: _Problem, secs) -> tuple[Biquad, ...]:
+def _quantise(problem: _Problem, secs, refit: bool = True, search: bool = True) -> tuple[Biquad, ...]:
     """Integer sections for the fitted float ``secs``: quantise each denominator, fit the zeros again against those
     integers, then choose each numerator among the roundings within ±3 LSB of the float one (rescaled for unit
     gain at 1 kHz): the one with the smallest largest deviation in the band, the sections after it still in
@@ -405,7 +439,8 @@ def _quantise(problem: _Problem, secs) -> tuple[Biquad, ...]:
 
     s = 2.0**BIQUAD_Q
     a_ints = [Biquad.quantise(b, a).a for b, a in secs]
-    secs = problem.refit_zeros(secs, a_ints) if REFIT else secs
+    if refit:
+        secs = problem.refit_zeros(secs, a_ints)
     z = np.concatenate([[problem.zr], problem.zf[problem.in_band]])  # 1 kHz first, then the band
     target = problem.target[problem.in_band]
     done = np.ones_like(z)  # response of the integer sections chosen so far
@@ -420,7 +455,9 @@ def _quantise(problem: _Problem, secs) -> tuple[Biquad, ...]:
         num = (cand[:, :1] + cand[:, 1:2] * z + cand[:, 2:3] * z * z) / s
         h = np.abs(done * num / den * rest)
         gain_db = 20 * np.log10(h[:, 0])
-        if k == len(secs) - 1:
+        if not search:  # plain rounding: only the gain at 1 kHz, the fewest LSB from the float numerator
+            dev = np.abs(gain_db) + np.abs(_SEARCH).sum(axis=1) * 1e-9
+        elif k == len(secs) - 1:
             dev = np.max(np.abs(20 * np.log10(h[:, 1:]) - target), axis=1)
             dev = np.where(np.abs(gain_db) <= _GAIN_TOL_DB, dev, np.inf)
             if not np.isfinite(dev).any():  # cannot happen within ±3 LSB, but then take the best gain
@@ -496,15 +533,23 @@ def _pair(problem: _Problem, secs) -> list[tuple[np.ndarray, np.ndarray]]:
 def _design_cached(points: tuple[tuple[float, float], ...], rate: int, max_boost_db: float,
                    max_pole_radius: float, max_sections: int) -> tuple[Biquad, ...]:
     problem = _Problem(points, rate, max_boost_db, max_pole_radius - _RADIUS_MARGIN)
-    one = _quantise(problem, problem.sections(problem.fit_one(problem.target)))
-    if max_sections == 1:
-        return one
-    one_db, _ = _max_residual(points, one, rate, LOW_BAND_EDGE_HZ, rate / 3, max_boost_db)
-    if one_db <= TARGET_DB:
+
+    def flatness(secs) -> float:
+        """Largest in-band deviation of the integer sections; infinite when they break a limit."""
+        if _limit_problems(secs, rate, max_boost_db, max_pole_radius):
+            return math.inf
+        return _max_residual(points, secs, rate, LOW_BAND_EDGE_HZ, rate / 3, max_boost_db)[0]
+
+    # The Lawson rounds and the zeros' refit weigh flatness more than the L1 norm: the plain fit is the fallback.
+    single = problem.fit_one(problem.target)
+    one = min((_quantise(problem, problem.sections(problem.lawson(single))),
+               _quantise(problem, problem.sections(single), refit=False),
+               _quantise(problem, problem.sections(single), refit=False, search=False)), key=flatness)
+    one_db = flatness(one)
+    if max_sections == 1 or one_db <= TARGET_DB:
         return one
     two = _quantise(problem, _pair(problem, problem.sections(problem.fit_two())))
-    two_db, _ = _max_residual(points, two, rate, LOW_BAND_EDGE_HZ, rate / 3, max_boost_db)
-    return two if two_db < one_db else one
+    return two if flatness(two) < one_db else one
 
 
 def design_eq(response_points: Iterable[Sequence[float]], rate: int, max_boost_db: float = 12.0,
