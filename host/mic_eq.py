@@ -88,8 +88,9 @@ MAX_POLE_RADIUS = 0.995
 # A(1) = 1 + a1 + a2 of every section at least this: one pole near z = 1 per section, its partner at most 0.2
 # at radius 0.995. Two (the shape a free fit finds for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below
 # the Q14 step (6e-5): rounding then moves the low-frequency response by decibels, or the poles onto the unit
-# circle. 1e-3 fits 0.02-0.04 dB better in float but loses that and more to rounding, and lets one section's
-# rounding error through a 1/A(z) of gain 1000 at DC (-100 dBFS of noise through Z instead of -114).
+# circle. With 1e-3 instead, the INMP441 at 48 kHz got 0.21 dB instead of 0.24, the SPH0645 0.11-0.12 instead
+# of 0.08, and one section's rounding error went through a 1/A(z) of gain 1000 at DC (-100 dBFS of noise
+# through Z instead of -114). Note that 4e-3 also caps every pole at radius 0.996, whatever max_pole_radius.
 DEN_DC_MIN = 4e-3
 SNAP_IMAG = 5e-3  # a root pair closer than this to the real axis may be split between sections
 _RADIUS_MARGIN = 2e-4  # designed radius is this much below the limit, so rounding cannot cross it
@@ -143,6 +144,14 @@ def pole_radius(eq: Equaliser) -> float:
     return out
 
 
+@lru_cache(maxsize=8)
+def _committed_design(rate: int):
+    """The firmware's weighting design for ``rate`` (weighting_design.committed_designs, read once)."""
+    from slm.weighting_design import committed_designs
+
+    return committed_designs()[rate]
+
+
 def rounding_noise_dbfs(eq: Equaliser, rate: int) -> dict[str, float]:
     """The equaliser's own rounding noise at the Z and A outputs, dB re a full-scale sine of the 22-bit sample.
 
@@ -151,9 +160,9 @@ def rounding_noise_dbfs(eq: Equaliser, rate: int) -> dict[str, float]:
     """
     from scipy import signal
 
-    from slm.weighting_design import INPUT_BITS, committed_designs
+    from slm.weighting_design import INPUT_BITS
 
-    design = committed_designs()[rate]
+    design = _committed_design(rate)
     secs = _sections(eq)
     full_scale_power = (2.0 ** (INPUT_BITS - 1)) ** 2 / 2
     out = {}
@@ -495,9 +504,7 @@ def _pair(problem: _Problem, secs) -> list[tuple[np.ndarray, np.ndarray]]:
     """
     from scipy import signal
 
-    from slm.weighting_design import committed_designs
-
-    dc = committed_designs()[problem.rate].dc.sos()
+    dc = _committed_design(problem.rate).dc.sos()
     zr = problem.zr
     # A nearly real pair (a double zero near z = 1 comes out as one) counts as two real roots: they may then go
     # to different sections; the zeros are fitted again after quantisation anyway (``refit_zeros``).
