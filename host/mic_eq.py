@@ -20,7 +20,7 @@ designs one section; when its quantised residual exceeds ``TARGET_DB`` it design
    residual), keeping the round with the smallest largest deviation that keeps the L1 and boost limits (the
    single section gets these rounds too, and its plain fit is kept as a fallback);
 4. the cascade's poles and zeros are paired into sections, and the sections ordered, for the least rounding
-   noise (``_pair``), each section keeping at most one pole near z = 1 (``DEN_DC_MIN``);
+   noise (``_pair``), each section keeping at most one pole near z = 1 (``PARTNER_POLE_MAX``);
 5. each denominator is quantised, the zeros are fitted again against those integers, and each numerator is
    chosen among the roundings within ±3 LSB for the smallest largest deviation (``_quantise``). The two-section
    design is used only if its integers are flatter than the single section's.
@@ -85,13 +85,13 @@ COEFF_LIMIT = 2**16 - 1  # |Q14 integer coefficient|; the kernel multiplies coef
 # at 50-60 Hz even with two sections: the table's bend there is narrower than a pole at radius 0.995 can follow
 # (the best two sections found for 50 Hz-1.5 kHz alone, in float: 0.21 dB at 0.995, 0.16 dB at 0.998).
 MAX_POLE_RADIUS = 0.995
-# A(1) = 1 + a1 + a2 of every section at least this: one pole near z = 1 per section, its partner at most 0.2
-# at radius 0.995. Two (the shape a free fit finds for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below
-# the Q14 step (6e-5): rounding then moves the low-frequency response by decibels, or the poles onto the unit
-# circle. With 1e-3 instead, the INMP441 at 48 kHz got 0.21 dB instead of 0.24, the SPH0645 0.11-0.12 instead
-# of 0.08, and one section's rounding error went through a 1/A(z) of gain 1000 at DC (-100 dBFS of noise
-# through Z instead of -114). Note that 4e-3 also caps every pole at radius 0.996, whatever max_pole_radius.
-DEN_DC_MIN = 4e-3
+# One pole near z = 1 per section: A(1) = 1 + a1 + a2 of every section at least (1 - radius)·(1 - this), i.e.
+# beside a pole at the radius limit the other lies at most here. Two poles near 1 (the shape a free fit finds
+# for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below the Q14 step (6e-5): rounding then moves the
+# low-frequency response by decibels, or the poles onto the unit circle. With 0.8 instead (A(1) >= 1e-3 at
+# 0.995), the INMP441 at 48 kHz got 0.21 dB instead of 0.24, the SPH0645 0.11-0.12 instead of 0.08, and one
+# section's rounding error went through a 1/A(z) of gain 1000 at DC (-100 dBFS of noise through Z, not -114).
+PARTNER_POLE_MAX = 0.2
 SNAP_IMAG = 5e-3  # a root pair closer than this to the real axis may be split between sections
 _RADIUS_MARGIN = 2e-4  # designed radius is this much below the limit, so rounding cannot cross it
 _PENALTY = 30.0
@@ -321,6 +321,7 @@ class _Problem:
         self.zr = np.exp(-2j * np.pi * REFERENCE_HZ / rate)
         # The impulse response decays at least as radius**n: 1e-7 of its start by n_l1 samples.
         self.n_l1 = int(math.ceil(math.log(1e-7) / math.log(radius)))
+        self.den_dc_min = (1 - radius) * (1 - PARTNER_POLE_MAX)
         self.fixed_a: list[tuple[float, float]] | None = None  # quantised denominators, for the last refit
 
     def refit_zeros(self, secs, a_int: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -373,7 +374,7 @@ class _Problem:
         fit = (self._db(secs, self.zf) + fixed_db - target) * weight
         boost = np.maximum(self._db(secs, self.zg) - (self.max_boost_db - 0.05), 0.0) * _PENALTY
         size = [np.maximum(np.abs(b) - (COEFF_LIMIT - 64) / 2**BIQUAD_Q, 0.0) * _PENALTY for b, _ in secs]
-        size.append(np.array([max(DEN_DC_MIN - a.sum(), 0.0) * _PENALTY / DEN_DC_MIN for _, a in secs]))
+        size.append(np.array([max(self.den_dc_min - a.sum(), 0.0) * _PENALTY / self.den_dc_min for _, a in secs]))
         l1 = []
         if with_l1:
             l1 = [max(self.l1(secs[:1]) - L1_DESIGN, 0.0) * _PENALTY]
@@ -525,7 +526,7 @@ def _pair(problem: _Problem, secs) -> list[tuple[np.ndarray, np.ndarray]]:
                 b = b * abs(np.polyval(a, zr) / np.polyval(b, zr))
                 cand.append((b, a))
             for order in (cand, cand[::-1]):
-                if min(a.sum() for _, a in order) < 0.9 * DEN_DC_MIN or problem.l1(order[:1]) > L1_DESIGN:
+                if min(a.sum() for _, a in order) < 0.9 * problem.den_dc_min or problem.l1(order[:1]) > L1_DESIGN:
                     continue
                 noise = 0.0
                 for k, (_, a) in enumerate(order):
