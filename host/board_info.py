@@ -2,7 +2,7 @@
 
 Used by ``slm boards`` / ``slm boards show`` and, verbatim, by docs/hardware.md (a test checks that every shipped
 profile's ``wiring_diagram`` appears there). Pure functions of a ``slm.boards.Board``; only ``describe`` with
-``with_eq=True`` does work (the equaliser design, about 0.5 s of scipy per profile and rate, cached).
+``with_eq=True`` does work (the equaliser design, 1-8 s of scipy per profile and rate, cached).
 """
 
 from __future__ import annotations
@@ -150,10 +150,11 @@ def _eq_text(board: Board, with_eq: bool) -> str:
         return "off: the profile has no response table"
     span = f"{len(m.response)} points, {m.response[0][0]:g} Hz to {m.response[-1][0]:g} Hz"
     if not with_eq:
-        return f"on: one biquad from the datasheet response table ({span})"
+        return f"on: one or two biquads from the datasheet response table ({span})"
     rep = board.eq_design()
     assert rep is not None
-    return (f"on: one biquad from the datasheet response table ({span}); residual within ±{rep.max_abs_db:.2f} dB "
+    what = "one biquad" if rep.sections == 1 else f"{rep.sections} biquads"
+    return (f"on: {what} from the datasheet response table ({span}); residual within ±{rep.max_abs_db:.2f} dB "
             f"from 50 Hz to {board.rate / 3 / 1000:.0f} kHz, largest boost {rep.max_boost_db:.1f} dB; the table is "
             "typical, not this unit's")
 
@@ -172,7 +173,7 @@ def as_json(board: Board) -> dict[str, Any]:
                        "data_bits": board.microphone.data_bits, "input_shift": board.microphone.input_shift,
                        "startup_discard_s": board.microphone.startup_discard_s},
         "equaliser": None if rep is None else {"coeffs": list(rep.coeffs), "max_abs_db": round(rep.max_abs_db, 3),
-                                               "max_boost_db": round(rep.max_boost_db, 2)},
+                                               "max_boost_db": round(rep.max_boost_db, 2), "sections": rep.sections},
         "indicator_led": board.indicator_led,
         "indicator_active_low": board.indicator_active_low,
         "display": None if board.display is None else board.display.device_config(),

@@ -5,8 +5,8 @@ the meter on the device (pins, slot, input shift, sensitivity, the microphone eq
 response table) and to state what a reading can mean (self-noise, overload). The schema is in boards/README.md.
 
 Every problem is a ``BoardError`` (a ``ValueError``) whose message is one line naming the file and the key,
-e.g. ``boards/x.toml: i2s.sck: 52 is out of range 0..48``. Loading is cheap; ``Board.eq_biquad`` runs a small
-scipy fit (about 0.5 s, cached per table and rate).
+e.g. ``boards/x.toml: i2s.sck: 52 is out of range 0..48``. Loading is cheap; ``Board.eq_coeffs`` runs a small
+scipy fit (1-6 s, cached per table and rate).
 """
 
 from __future__ import annotations
@@ -149,29 +149,25 @@ class Board:
     def eq_design(self, rate: int | None = None) -> mic_eq.EqReport | None:
         """The equaliser for ``rate`` (default: the profile's) with its evidence; None without a response table.
 
-        Raises BoardError when the quantised section would break the kernel's ranges (L1 norm > 4, a
-        coefficient beyond ±(2**16 - 1)) or its pole radius limit.
+        Raises BoardError when the quantised sections would break the kernel's ranges (L1 norm of section 1 or
+        of the cascade > 4, a coefficient beyond ±(2**16 - 1)), the boost limit or the pole radius limit.
         """
         from slm import mic_eq
 
         rate = self._rate(rate)
         if not self.microphone.response:
             return None
-        bq = mic_eq.design_eq_biquad(self.microphone.response, rate)
-        rep = mic_eq.eq_report(self.microphone.response, bq, rate)
-        key = f"{self._where()}: microphone.response"
-        if rep.l1 > mic_eq.L1_LIMIT:
-            raise BoardError(f"{key}: the equaliser at {rate} Hz has an L1 norm of {rep.l1:.3f} > {mic_eq.L1_LIMIT:g}; "
-                             "the kernel's 32-bit ranges would not hold")
-        if max(abs(c) for c in rep.coeffs) > mic_eq.COEFF_LIMIT:
-            raise BoardError(f"{key}: the equaliser at {rate} Hz has a coefficient beyond ±{mic_eq.COEFF_LIMIT}: {rep.coeffs}")
-        if rep.pole_radius > mic_eq.MAX_POLE_RADIUS:
-            raise BoardError(f"{key}: the equaliser at {rate} Hz has a pole at radius {rep.pole_radius:.5f} "
-                             f"> {mic_eq.MAX_POLE_RADIUS}")
+        eq = mic_eq.design_eq(self.microphone.response, rate)
+        rep = mic_eq.eq_report(self.microphone.response, eq, rate)
+        problems = mic_eq.check(rep)
+        if problems:
+            raise BoardError(f"{self._where()}: microphone.response: the equaliser at {rate} Hz is unsafe for the "
+                             f"kernel: {'; '.join(problems)}")
         return rep
 
-    def eq_biquad(self, rate: int | None = None) -> tuple[int, int, int, int, int] | None:
-        """The firmware's ``eq`` for ``rate``: (b0, b1, b2, a1, a2) in Q14, or None without a response table."""
+    def eq_coeffs(self, rate: int | None = None) -> tuple[int, ...] | None:
+        """The firmware's ``eq`` for ``rate``: (b0, b1, b2, a1, a2) in Q14 of each section in order, 5 or 10
+        integers, or None without a response table."""
         rep = self.eq_design(rate)
         return None if rep is None else rep.coeffs
 
@@ -179,7 +175,7 @@ class Board:
         """What the device needs to run the meter with this board, as plain data (written to the device)."""
         rate = self._rate(rate)
         m = self.microphone
-        eq = self.eq_biquad(rate)
+        eq = self.eq_coeffs(rate)
         return {
             "board": self.name,
             "mic": self.microphone.model,

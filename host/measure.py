@@ -50,7 +50,7 @@ def measure_file(path: str | Path, sensitivity_dbfs: float | None = None, board:
     if board is not None:
         profile = load_board(board)
         board_name = profile.name
-        eq = profile.eq_biquad(info.rate)
+        eq = profile.eq_coeffs(info.rate)
         input_shift = profile.microphone.input_shift
         default_skip = profile.microphone.startup_discard_s
         if sensitivity_dbfs is None:

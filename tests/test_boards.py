@@ -1,18 +1,20 @@
 """Board profiles (boards/*.toml, host/boards.py) and the microphone equaliser (host/mic_eq.py).
 
 What the equaliser tests assert, for every shipped profile with a response table and every sample rate, from
-the quantised Q14 integers (the coefficients the firmware runs):
-- flatness: microphone response + equaliser within ±0.5 dB from 50 Hz to min(rate/3, 14 kHz), and within
-  ±1.0 dB from 50 Hz to rate/3. Above 14 kHz only the SPH0645 needs the wider bar (0.82 dB at 16 kHz at 48 kHz):
-  its response peaks at 10 kHz and falls again by 16 kHz, which one biquad that also undoes the 40 Hz roll-off
-  cannot follow. Frequencies whose correction would exceed the 12 dB boost limit are left out (none lie above
-  50 Hz in the shipped tables);
-- gain at 1 kHz 0 dB within 0.01 dB; boost at most 12 dB at any frequency from DC to rate/2;
-- L1 norm of the impulse response <= 4, pole radius <= mic_eq.MAX_POLE_RADIUS, every coefficient within
-  ±(2**16 - 1) (the kernel splits signal words, not coefficients);
+the quantised Q14 integers (the coefficients the firmware runs, one or two sections):
+- flatness: microphone response + equaliser within FLAT_DB from 50 Hz to rate/3 at every rate. The issue's
+  goal, 0.12 dB, is met by the SPH0645 (0.05-0.09 dB) and the ICS-43434 at 32 and 16 kHz only: with poles at
+  radius <= 0.995 the INMP441 keeps 0.18-0.24 dB and the ICS-43434 0.16-0.18 dB at 48 and 44.1 kHz, at
+  50-80 Hz, where the tables bend more sharply than such a pole can follow (docs/measurement.md). Frequencies whose correction would exceed
+  the 12 dB boost limit are left out (none lie above 50 Hz in the shipped tables);
+- gain at 1 kHz 0 dB within 0.001 dB; boost at most 12 dB at any frequency from DC to rate/2;
+- L1 norm of the impulse response <= 4 for section 1 and for the cascade, pole radius <=
+  mic_eq.MAX_POLE_RADIUS, every coefficient within ±(2**16 - 1) (the kernel splits signal words, not
+  coefficients);
+- the equaliser's own rounding noise stays 10 dB below the microphone's A-weighted self-noise through the A
+  chain, and 6 dB below it through the Z chain (it then adds at most 1 dB to the floor);
 - with the equaliser inserted, every node of the firmware chain stays within 2**24 for any input within the
-  22-bit range (the bar of weighting_design.check_design), and the bit-exact integer model runs the worst-case
-  input for the equaliser's output without leaving int32.
+  22-bit range (the bar of weighting_design.check_design).
 """
 
 from __future__ import annotations
@@ -29,9 +31,7 @@ from slm import weighting_design as wd
 from slm.boards import BoardError, load_board
 
 REQUIRED = ("esp32-devkitc-inmp441", "esp32-s3-devkitc-ics43434", "esp32-c3-inmp441", "esp32-devkitc-sph0645")
-FLAT_DB = 0.5
-FLAT_TOP_HZ = 14000.0
-FLAT_WIDE_DB = 1.0
+FLAT_DB = 0.3
 
 
 # --- shipped profiles -----------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_device_config_is_plain_data():
     cfg = load_board("esp32-c3-inmp441").device_config()
     assert cfg["i2s"] == {"id": 0, "sck": 4, "ws": 5, "sd": 6, "slot": "left", "bits": 32}
     assert cfg["input_shift"] == 10 and cfg["rate"] == 48000
-    assert len(cfg["eq"]) == 5 and all(isinstance(v, int) for v in cfg["eq"])
+    assert len(cfg["eq"]) in (5, 10) and all(isinstance(v, int) for v in cfg["eq"])
     assert cfg["indicator_led"] == 8 and cfg["indicator_active_low"] is True
 
 
@@ -256,13 +256,13 @@ def test_no_response_table_means_no_equaliser(tmp_path):
     del d["microphone"]["response"]
     b = load_board(_write(tmp_path, d))
     assert b.microphone.response == ()
-    assert b.eq_biquad() is None and b.eq_biquad(16000) is None
+    assert b.eq_coeffs() is None and b.eq_coeffs(16000) is None
     assert b.device_config()["eq"] is None
 
 
 def test_equaliser_rejects_unsupported_rate():
     with pytest.raises(BoardError, match="sample.rate"):
-        load_board("esp32-devkitc-inmp441").eq_biquad(22050)
+        load_board("esp32-devkitc-inmp441").eq_coeffs(22050)
 
 
 def _profiles_with_response():
@@ -285,51 +285,80 @@ def designs():
     out = {}
     for name, fs in CASES:
         b = load_board(name)
-        bq = mic_eq.design_eq_biquad(b.microphone.response, fs)
-        out[name, fs] = (b, bq, b.eq_design(fs))
+        eq = mic_eq.design_eq(b.microphone.response, fs)
+        out[name, fs] = (b, eq, b.eq_design(fs))
     return out
 
 
 @pytest.mark.parametrize("name,fs", CASES)
 def test_equaliser_flattens_the_microphone(designs, name, fs):
-    b, bq, rep = designs[name, fs]
+    b, eq, rep = designs[name, fs]
     pts = b.microphone.response
-    narrow = mic_eq.eq_report(pts, bq, fs, f_low=50.0, f_high=min(fs / 3, FLAT_TOP_HZ))
-    assert narrow.max_abs_db <= FLAT_DB, f"{narrow.max_abs_db:.3f} dB at {narrow.worst_hz:.0f} Hz"
-    assert rep.max_abs_db <= FLAT_WIDE_DB, f"{rep.max_abs_db:.3f} dB at {rep.worst_hz:.0f} Hz"
+    assert rep.max_abs_db <= FLAT_DB, f"{rep.max_abs_db:.3f} dB at {rep.worst_hz:.0f} Hz"
     # and it is a real improvement on the bare microphone
     f = np.geomspace(50, fs / 3, 200)
-    assert np.abs(mic_eq.residual_db(pts, bq, fs, f)).max() < 0.5 * np.abs(mic_eq.response_db(pts, f)).max()
+    assert np.abs(mic_eq.residual_db(pts, eq, fs, f)).max() < 0.1 * np.abs(mic_eq.response_db(pts, f)).max()
 
 
 @pytest.mark.parametrize("name,fs", CASES)
 def test_equaliser_unit_gain_at_1khz(designs, name, fs):
-    _, bq, rep = designs[name, fs]
-    assert abs(rep.gain_1k_db) <= 0.01
-    _, h = signal.sosfreqz(bq.sos(), worN=[1000.0], fs=fs)
-    assert abs(20 * math.log10(abs(h[0]))) <= 0.01
+    _, eq, rep = designs[name, fs]
+    assert abs(rep.gain_1k_db) < 0.001
+    _, h = signal.sosfreqz(mic_eq.cascade_sos(eq), worN=[1000.0], fs=fs)
+    assert abs(20 * math.log10(abs(h[0]))) < 0.001
 
 
 @pytest.mark.parametrize("name,fs", CASES)
 def test_equaliser_is_safe_for_the_kernel(designs, name, fs):
-    b, bq, rep = designs[name, fs]
-    assert rep.l1 <= 4.0
-    assert wd.impulse_l1(bq.sos()) <= 4.0
+    b, eq, rep = designs[name, fs]
+    assert len(eq) in (1, 2) and rep.sections == len(eq) and len(rep.coeffs) == 5 * len(eq)
+    assert rep.l1_first <= 4.0 and wd.impulse_l1(eq[0].sos()) <= 4.0
+    assert rep.l1 <= 4.0 and wd.impulse_l1(mic_eq.cascade_sos(eq)) <= 4.0
     assert rep.max_boost_db <= 12.0 + 0.02
     assert rep.pole_radius <= mic_eq.MAX_POLE_RADIUS
-    assert bq.q == wd.BIQUAD_Q == 14
+    for bq in eq:
+        assert bq.q == wd.BIQUAD_Q == 14
+        assert np.all(np.abs(np.roots([1.0, bq.a[0] / 2**14, bq.a[1] / 2**14])) <= mic_eq.MAX_POLE_RADIUS)
     assert all(isinstance(v, int) for v in rep.coeffs)
     assert all(-(2**16) < v < 2**16 for v in rep.coeffs), rep.coeffs  # int16 range x 2
-    assert tuple(rep.coeffs) == b.eq_biquad(fs) == tuple(bq.ints())
+    assert mic_eq.check(rep) == []
+    assert tuple(rep.coeffs) == b.eq_coeffs(fs) == tuple(v for bq in eq for v in bq.ints())
+    assert b.device_config(fs)["eq"] == list(rep.coeffs)
+
+
+@pytest.mark.parametrize("name,fs", CASES)
+def test_equaliser_rounding_noise_is_below_the_microphone(designs, name, fs):
+    """The kernel rounds each section's output; the poles near z = 1 amplify that. Full scale is the
+    microphone's acoustic overload point, so its self-noise sits at self_noise_dba - AOP dBFS(A)."""
+    b, _, rep = designs[name, fs]
+    mic_dbfs_a = b.microphone.self_noise_dba - b.microphone.acoustic_overload_db
+    assert rep.noise_a_dbfs <= mic_dbfs_a - 10, (rep.noise_a_dbfs, mic_dbfs_a)
+    assert rep.noise_z_dbfs <= mic_dbfs_a - 6, (rep.noise_z_dbfs, mic_dbfs_a)
+
+
+@pytest.mark.parametrize("name,fs", [(n, fs) for n, fs in CASES if fs in (48000, 44100)])
+def test_predicted_firmware_deviation_follows_the_table_figure(designs, name, fs):
+    """What tests/test_equalisation.py measures through the firmware, predicted: the simulator's microphone
+    (a FIR that follows the table within 0.07 dB) plus the integer equaliser, at the third-octave centres from
+    50 Hz to rate/3."""
+    from slm.sim.microphone import MIC_MODELS, response_fir
+
+    b, eq, rep = designs[name, fs]
+    f = 1000.0 * 10.0 ** (np.arange(-13, 14) / 10.0)
+    f = f[(f >= 49.5) & (f <= fs / 3)]
+    _, h = signal.freqz(response_fir(MIC_MODELS[b.microphone.model], fs), worN=f, fs=fs)
+    predicted = 20 * np.log10(np.abs(h)) + mic_eq.biquad_response_db(eq, fs, f)
+    assert np.max(np.abs(predicted)) <= rep.max_abs_db + 0.07, dict(zip(f.round(), predicted.round(3)))
+    assert np.max(np.abs(predicted)) <= FLAT_DB
 
 
 @pytest.mark.parametrize("name,fs", CASES)
 def test_chain_nodes_stay_within_24_bits_with_the_equaliser(designs, name, fs):
-    _, bq, _ = designs[name, fs]
+    _, eq, _ = designs[name, fs]
     d = wd.design_rate(fs)
     full = 2 ** (wd.INPUT_BITS - 1)
-    sections = [d.dc.sos(), bq.sos(), d.hp_c[0].sos(), d.hp_c[1].sos(), d.h4.sos(), d.hp_a[0].sos(),
-                d.hp_a[1].sos()]
+    sections = [bq.sos() for bq in eq] + [d.dc.sos(), d.hp_c[0].sos(), d.hp_c[1].sos(), d.h4.sos(),
+                                          d.hp_a[0].sos(), d.hp_a[1].sos()]
     for i in range(1, len(sections) + 1):
         bits = math.log2(wd.impulse_l1(np.vstack(sections[:i])) * full)
         assert bits <= 24, f"node {i}: 2**{bits:.2f}"
@@ -337,16 +366,17 @@ def test_chain_nodes_stay_within_24_bits_with_the_equaliser(designs, name, fs):
 
 @pytest.mark.parametrize("name,fs", [(n, fs) for n, fs in CASES if fs in (48000, 16000)])
 def test_integer_model_runs_the_worst_case_input(designs, name, fs):
-    """Full-scale input with the signs of the DC blocker + equaliser impulse response, reversed: it drives the
-    equaliser's output to its L1 bound; the bit-exact model raises if any machine word leaves int32."""
+    """Full-scale input with the signs of the equaliser + DC blocker impulse response, reversed: it drives the
+    equaliser's output to its L1 bound; the bit-exact model raises if any machine word leaves int32. (Needs the
+    integer model that takes 5 or 10 integers for ``eq``.)"""
     from slm.int_model import IntegerMeterModel
 
-    _, bq, rep = designs[name, fs]
+    _, eq, rep = designs[name, fs]
     d = wd.design_rate(fs)
     n = d.block * (3072 // d.block)
     x = np.zeros(n)
     x[0] = 1.0
-    h = signal.sosfilt(np.vstack([d.dc.sos(), bq.sos()]), x)
+    h = signal.sosfilt(np.vstack([mic_eq.cascade_sos(eq), d.dc.sos()]), x)
     full = 2 ** (wd.INPUT_BITS - 1) - 1
     samples = np.where(h[::-1] >= 0, full, -full).astype(np.int64)
     model = IntegerMeterModel(rate=fs, eq=rep.coeffs, input_shift=10)
@@ -354,21 +384,37 @@ def test_integer_model_runs_the_worst_case_input(designs, name, fs):
     assert model.peak_z > 0.9 * full * min(rep.l1, 2.0)
 
 
+def test_a_profile_one_section_serves_gets_one_section():
+    """The SPH0645 at 16 kHz: one section is within the target, so no second one (and its noise) is added; the
+    ICS-43434 at 48 kHz gets two."""
+    pts = load_board("esp32-devkitc-sph0645").microphone.response
+    eq = mic_eq.design_eq(pts, 16000)
+    assert len(eq) == 1
+    assert mic_eq.eq_report(pts, eq, 16000).max_abs_db <= mic_eq.TARGET_DB
+    pts = load_board("esp32-s3-devkitc-ics43434").microphone.response
+    two = mic_eq.design_eq(pts, 48000)
+    assert len(two) == 2  # one section leaves 0.22 dB at 12 kHz, two 0.18 dB
+    one = mic_eq.design_eq(pts, 48000, max_sections=1)
+    assert mic_eq.eq_report(pts, two, 48000).max_abs_db < mic_eq.eq_report(pts, one, 48000).max_abs_db
+
+
 def test_design_is_deterministic_and_cached():
     pts = load_board("esp32-devkitc-inmp441").microphone.response
-    a = mic_eq.design_eq_biquad(pts, 48000)
-    b = mic_eq.design_eq_biquad([list(p) for p in pts], 48000)
-    assert a.ints() == b.ints()
+    a = mic_eq.design_eq(pts, 48000)
+    mic_eq._design_cached.cache_clear()
+    b = mic_eq.design_eq([list(p) for p in pts], 48000)
+    assert mic_eq.flat_coeffs(a) == mic_eq.flat_coeffs(b)
+    assert mic_eq.design_eq(pts, 48000) is b  # cached
 
 
 def test_boost_limit_caps_the_correction():
     """A microphone 20 dB down at low frequencies: the equaliser stops at the boost limit."""
     pts = [(20, -20.0), (50, -18.0), (100, -12.0), (200, -4.0), (400, -1.0), (1000, 0.0), (10000, 0.0)]
     for limit in (6.0, 12.0):
-        bq = mic_eq.design_eq_biquad(pts, 48000, max_boost_db=limit)
-        rep = mic_eq.eq_report(pts, bq, 48000, max_boost_db=limit)
+        eq = mic_eq.design_eq(pts, 48000, max_boost_db=limit)
+        rep = mic_eq.eq_report(pts, eq, 48000, max_boost_db=limit)
         assert rep.max_boost_db <= limit + 0.02
-        assert rep.l1 <= 4.0
+        assert rep.l1 <= 4.0 and rep.l1_first <= 4.0
 
 
 def test_residual_without_equaliser_is_the_response():
