@@ -42,6 +42,7 @@ fuzz-collect: $(STAMP) services
 
 coeffs: $(STAMP)
 	$(BIN)/python -m slm.weighting_design
+	$(BIN)/python -m slm.eq_table
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_kernel.py

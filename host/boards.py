@@ -147,29 +147,37 @@ class Board:
         return rate
 
     def eq_design(self, rate: int | None = None) -> mic_eq.EqReport | None:
-        """The equaliser for ``rate`` (default: the profile's) with its evidence; None without a response table.
+        """The equaliser for ``rate`` (default: the profile's) with its evidence (flatness, limits, rounding
+        noise: a fraction of a second); None without a response table. Raises BoardError as ``eq_coeffs``."""
+        from slm import mic_eq
+
+        eq = self.eq_coeffs(rate)
+        if eq is None:
+            return None
+        return mic_eq.eq_report(self.microphone.response, mic_eq.sections_of(eq), self._rate(rate))
+
+    def eq_coeffs(self, rate: int | None = None) -> tuple[int, ...] | None:
+        """The firmware's ``eq`` for ``rate``: (b0, b1, b2, a1, a2) in Q14 of each section in order, 5 or 10
+        integers, or None without a response table. Shipped profiles' designs are committed
+        (boards/equalisers.json, host/eq_table.py); another table is designed now (seconds, then cached).
 
         Raises BoardError when the quantised sections would break the kernel's ranges (L1 norm of section 1 or
         of the cascade > 4, a coefficient beyond ±(2**16 - 1)), the boost limit or the pole radius limit.
         """
-        from slm import mic_eq
+        from slm import eq_table, mic_eq
 
         rate = self._rate(rate)
-        if not self.microphone.response:
+        points = self.microphone.response
+        if not points:
             return None
-        eq = mic_eq.design_eq(self.microphone.response, rate)
-        rep = mic_eq.eq_report(self.microphone.response, eq, rate)
-        problems = mic_eq.check(rep)
+        eq = eq_table.committed(points, rate)
+        if eq is None:
+            eq = mic_eq.flat_coeffs(mic_eq.design_eq(points, rate))
+        problems = mic_eq.coeff_problems(eq, rate)
         if problems:
             raise BoardError(f"{self._where()}: microphone.response: the equaliser at {rate} Hz is unsafe for the "
                              f"kernel: {'; '.join(problems)}")
-        return rep
-
-    def eq_coeffs(self, rate: int | None = None) -> tuple[int, ...] | None:
-        """The firmware's ``eq`` for ``rate``: (b0, b1, b2, a1, a2) in Q14 of each section in order, 5 or 10
-        integers, or None without a response table."""
-        rep = self.eq_design(rate)
-        return None if rep is None else rep.coeffs
+        return eq
 
     def device_config(self, rate: int | None = None) -> dict[str, Any]:
         """What the device needs to run the meter with this board, as plain data (written to the device)."""

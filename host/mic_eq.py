@@ -34,7 +34,7 @@ Limits that keep the firmware safe, all checked on the integer coefficients (``e
   within ±1) is at most ``L1_LIMIT`` = 4 for the first section alone *and* for the cascade, i.e. two bits of
   growth on the 22-bit sample at every node, as the kernel's word ranges assume
   (``weighting_design.node_bounds``); the fit aims at ``L1_DESIGN`` to leave room for quantisation;
-- poles: radius <= ``max_pole_radius`` (see ``MAX_POLE_RADIUS``), enforced by construction (each denominator
+- poles: radius <= ``max_pole_radius(rate)`` (see ``MAX_POLE_RADII``), enforced by construction (each denominator
   is parametrised over the stability triangle scaled by the radius);
 - coefficients: every Q14 integer within ±(2**16 - 1), the kernel's product bound (v = vh·2**12 + vl).
 
@@ -78,13 +78,22 @@ ROUGH_NFEV = 100  # evaluations per start when ranking the starts of a one-secti
 L1_LIMIT = 4.0  # hard limit on sum |h[n]| of section 1 and of the cascade (kernel word ranges)
 L1_DESIGN = 3.9  # what the fit aims at, leaving room for quantisation
 COEFF_LIMIT = 2**16 - 1  # |Q14 integer coefficient|; the kernel multiplies coefficients by 13-bit halves
-# Largest pole radius. The 0.98 of a first draft puts every pole above fs·(1-0.98)/2π = 153 Hz at 48 kHz, so a
-# roll-off at 40-60 Hz cannot be undone at all (the best one biquad then leaves 1.3-1.8 dB at 50 Hz at
-# 48 kHz). 0.995 (pole frequency >= 38 Hz at 48 kHz, >= 13 Hz at 16 kHz) is a comfortable stability margin for
-# Q14 coefficients (their step is 6e-5). It is also what keeps the INMP441 at 48 and 44.1 kHz at 0.2-0.25 dB
-# at 50-60 Hz even with two sections: the table's bend there is narrower than a pole at radius 0.995 can follow
-# (the best two sections found for 50 Hz-1.5 kHz alone, in float: 0.21 dB at 0.995, 0.16 dB at 0.998).
-MAX_POLE_RADIUS = 0.995
+# Largest pole radius, per sample rate (``max_pole_radius``). The 0.98 of a first draft puts every pole above
+# fs·(1-0.98)/2π = 153 Hz at 48 kHz, so a roll-off at 40-60 Hz cannot be undone at all (the best one biquad then
+# leaves 1.3-1.8 dB at 50 Hz at 48 kHz). A radius limit is a limit on the lowest pole frequency, fs·(1-r)/2π:
+# 0.995 allows 13 Hz at 16 kHz and 25 Hz at 32 kHz, but only 38 Hz at 48 kHz, which kept the INMP441 at 48 and
+# 44.1 kHz at 0.23-0.24 dB at 50-60 Hz even with two sections (the table's bend there is narrower than such a
+# pole can follow; the best two sections for 50 Hz-1.5 kHz alone, in float: 0.21 dB at 0.995, 0.16 at 0.998).
+# So 48 and 44.1 kHz allow 0.998 (15 and 14 Hz): 1 - r is still 33 Q14 steps, and the rounding noise through Z
+# stays at -107 to -116 dBFS, 20 dB under the microphones' self-noise. At 16 kHz 0.998 (5 Hz) would lift that
+# noise to -89 dBFS, so 32 and 16 kHz keep 0.995.
+MAX_POLE_RADII = {48000: 0.998, 44100: 0.998, 32000: 0.995, 16000: 0.995}
+MAX_POLE_RADIUS = max(MAX_POLE_RADII.values())  # the largest at any rate
+
+
+def max_pole_radius(rate: int) -> float:
+    """The largest pole radius the equaliser may have at ``rate`` (see MAX_POLE_RADII)."""
+    return MAX_POLE_RADII.get(int(rate), min(MAX_POLE_RADII.values()))
 # One pole near z = 1 per section: A(1) = 1 + a1 + a2 of every section at least (1 - radius)·(1 - this), i.e.
 # beside a pole at the radius limit the other lies at most here. Two poles near 1 (the shape a free fit finds
 # for the SPH0645) leave A(1) ~ (1 - 0.995)² = 2.5e-5, below the Q14 step (6e-5): rounding then moves the
@@ -233,7 +242,8 @@ def _limits(secs: Sequence[Biquad], rate: int) -> dict[str, float]:
 
 
 def _limit_problems(secs: Sequence[Biquad], rate: int, max_boost_db: float = 12.0,
-                    max_pole_radius: float = MAX_POLE_RADIUS) -> list[str]:
+                    radius_limit: float | None = None) -> list[str]:
+    radius_limit = max_pole_radius(rate) if radius_limit is None else radius_limit
     lim = _limits(secs, rate)
     problems = []
     if lim["l1_first"] > L1_LIMIT:
@@ -244,8 +254,8 @@ def _limit_problems(secs: Sequence[Biquad], rate: int, max_boost_db: float = 12.
         problems.append(f"it boosts by {lim['max_boost_db']:.2f} dB > {max_boost_db:g} dB")
     if lim["max_coeff"] > COEFF_LIMIT:
         problems.append(f"a coefficient is beyond ±{COEFF_LIMIT}: {flat_coeffs(secs)}")
-    if lim["pole_radius"] > max_pole_radius:
-        problems.append(f"a pole lies at radius {lim['pole_radius']:.5f} > {max_pole_radius}")
+    if lim["pole_radius"] > radius_limit:
+        problems.append(f"a pole lies at radius {lim['pole_radius']:.5f} > {radius_limit}")
     return problems
 
 
@@ -275,13 +285,24 @@ def eq_report(points: Sequence[Sequence[float]], eq: Equaliser, rate: int, f_low
     )
 
 
-def check(rep: EqReport, max_boost_db: float = 12.0, max_pole_radius: float = MAX_POLE_RADIUS) -> list[str]:
-    """What is wrong with a quantised equaliser for the kernel (empty: nothing)."""
+def sections_of(coeffs: Sequence[int]) -> tuple[Biquad, ...]:
+    """The Q14 sections of the firmware's flat ``eq`` (5 or 10 integers)."""
     from slm.weighting_design import Biquad
 
-    secs = [Biquad(tuple(rep.coeffs[i:i + 3]), tuple(rep.coeffs[i + 3:i + 5]), BIQUAD_Q)  # type: ignore[arg-type]
-            for i in range(0, len(rep.coeffs), 5)]
-    return _limit_problems(secs, rep.rate, max_boost_db, max_pole_radius)
+    if len(coeffs) not in (5, 10):
+        raise ValueError(f"an equaliser has 5 or 10 coefficients, got {len(coeffs)}")
+    return tuple(Biquad(tuple(coeffs[i:i + 3]), tuple(coeffs[i + 3:i + 5]), BIQUAD_Q)  # type: ignore[arg-type]
+                 for i in range(0, len(coeffs), 5))
+
+
+def check(rep: EqReport, max_boost_db: float = 12.0, radius_limit: float | None = None) -> list[str]:
+    """What is wrong with a quantised equaliser for the kernel (empty: nothing)."""
+    return _limit_problems(sections_of(rep.coeffs), rep.rate, max_boost_db, radius_limit)
+
+
+def coeff_problems(coeffs: Sequence[int], rate: int) -> list[str]:
+    """``check`` for the flat integers alone (no flatness or noise figures: quick)."""
+    return _limit_problems(sections_of(coeffs), rate)
 
 
 # --- the fit ----------------------------------------------------------------------------------------------------
@@ -539,12 +560,12 @@ def _pair(problem: _Problem, secs) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @lru_cache(maxsize=64)
 def _design_cached(points: tuple[tuple[float, float], ...], rate: int, max_boost_db: float,
-                   max_pole_radius: float, max_sections: int) -> tuple[Biquad, ...]:
-    problem = _Problem(points, rate, max_boost_db, max_pole_radius - _RADIUS_MARGIN)
+                   radius_limit: float, max_sections: int) -> tuple[Biquad, ...]:
+    problem = _Problem(points, rate, max_boost_db, radius_limit - _RADIUS_MARGIN)
 
     def flatness(secs) -> float:
         """Largest in-band deviation of the integer sections; infinite when they break a limit."""
-        if _limit_problems(secs, rate, max_boost_db, max_pole_radius):
+        if _limit_problems(secs, rate, max_boost_db, radius_limit):
             return math.inf
         return _max_residual(points, secs, rate, LOW_BAND_EDGE_HZ, rate / 3, max_boost_db)[0]
 
@@ -561,7 +582,7 @@ def _design_cached(points: tuple[tuple[float, float], ...], rate: int, max_boost
 
 
 def design_eq(response_points: Iterable[Sequence[float]], rate: int, max_boost_db: float = 12.0,
-              max_pole_radius: float = MAX_POLE_RADIUS, max_sections: int = MAX_SECTIONS) -> tuple[Biquad, ...]:
+              radius_limit: float | None = None, max_sections: int = MAX_SECTIONS) -> tuple[Biquad, ...]:
     """Q14 sections E, applied in order, with R + 20·lg|E| ≈ 0 dB from 50 Hz to rate/3 and |E(1 kHz)| = 1: one
     section when one is within ``TARGET_DB``, else two (see the module doc).
 
@@ -570,10 +591,11 @@ def design_eq(response_points: Iterable[Sequence[float]], rate: int, max_boost_d
     aims inside the limits, but only the report of the integer coefficients is evidence).
     """
     points = tuple((float(f), float(d)) for f, d in response_points)
+    radius_limit = max_pole_radius(rate) if radius_limit is None else radius_limit
     if len(points) < 2:
         raise ValueError("need at least two response points")
-    if not 0 < max_pole_radius < 1:
-        raise ValueError(f"max_pole_radius must be in (0, 1), got {max_pole_radius}")
+    if not 0 < radius_limit < 1:
+        raise ValueError(f"radius_limit must be in (0, 1), got {radius_limit}")
     if max_sections not in (1, 2):
         raise ValueError(f"max_sections must be 1 or 2, got {max_sections}")
-    return _design_cached(points, int(rate), float(max_boost_db), float(max_pole_radius), int(max_sections))
+    return _design_cached(points, int(rate), float(max_boost_db), float(radius_limit), int(max_sections))
