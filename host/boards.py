@@ -1,12 +1,12 @@
 """Board profiles: load and validate ``boards/*.toml`` (chip, I2S pins, microphone, sample rate) into dataclasses.
 
 A profile names one board wired to one microphone. The host reads it to flash (chip, flash offset), to configure
-the meter on the device (pins, slot, input shift, sensitivity, the microphone equaliser designed here from the
-response table) and to state what a reading can mean (self-noise, overload). The schema is in boards/README.md.
+the meter on the device (pins, slot, input shift, sensitivity, the microphone equaliser for the response table)
+and to state what a reading can mean (self-noise, overload). The schema is in boards/README.md.
 
 Every problem is a ``BoardError`` (a ``ValueError``) whose message is one line naming the file and the key,
-e.g. ``boards/x.toml: i2s.sck: 52 is out of range 0..48``. Loading is cheap; ``Board.eq_coeffs`` runs a small
-scipy fit (1-6 s, cached per table and rate).
+e.g. ``boards/x.toml: i2s.sck: 52 is out of range 0..48``. Loading is cheap; ``Board.eq_coeffs`` reads the
+shipped tables' committed designs (host/eq_table.py) and designs any other table with scipy (1-7 s, cached).
 """
 
 from __future__ import annotations
