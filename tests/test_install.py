@@ -69,6 +69,8 @@ def test_slm_comes_from_the_wheel_not_the_checkout(installed):
     firmware, boards, scenarios = map(Path, out[1:])
     assert (firmware / "meter.py").is_file() and (firmware / "main.py").is_file()
     assert {p.name for p in boards.glob("*.toml")} == {p.name for p in (REPO / "boards").glob("*.toml")}
+    # the committed equaliser designs (without them every command would design them again with scipy)
+    assert (boards / "equalisers.json").read_bytes() == (REPO / "boards" / "equalisers.json").read_bytes()
     assert (scenarios / "square-evening.toml").is_file()
 
 
