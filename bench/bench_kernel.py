@@ -394,7 +394,7 @@ def write_doc(r: dict) -> None:
           f"| c3 | Heap taken by `import meter` on the unix port (bytecode and tables; viper machine code is "
           f"outside the GC heap there) | {r['import_heap']:,} B | | |"]
     if c:
-        L += [f"| d | C port `bench/kernel_ref.c` (same fixed-point algorithm, int32) | **{c['ns']:.2f} ns/sample** "
+        L += [f"| d | C kernel `firmware/natmod/meter_kernel_core.h` (the native module's, via `bench/kernel_ref.c`; int32) | **{c['ns']:.2f} ns/sample** "
               f"(min {c['min']:.2f}, max {c['max']:.2f}) | | |",
               f"| a/d | Viper pipeline vs C | **{r['ratio_c']:.1f}×** slower (fastest passes: "
               f"{r['ratio_c_best']:.1f}×) | within 4× | {yes(r['ratio_c'] <= 4)} |",
