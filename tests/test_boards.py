@@ -7,8 +7,8 @@ the committed Q14 integers (boards/equalisers.json: the coefficients the firmwar
   Frequencies whose correction would exceed the 12 dB boost limit are left out (none lie above 50 Hz in the
   shipped tables);
 - what ships is what `make coeffs` makes: every shipped table at every rate is in the file, and a fresh design
-  keeps every limit and is as flat within FRESH_DB (its integers may differ: the optimiser may land elsewhere on
-  another machine);
+  keeps every limit and the goal and is not flatter by more than FRESH_DB (its integers may differ: the optimiser
+  may land elsewhere on another machine);
 - gain at 1 kHz 0 dB within 0.001 dB; boost at most 12 dB at any frequency from DC to rate/2;
 - L1 norm of the impulse response <= 4 for section 1 and for the cascade, pole radius <=
   mic_eq.max_pole_radius(rate), every coefficient within ±(2**16 - 1) (the kernel splits signal words, not
@@ -301,11 +301,15 @@ def test_every_shipped_table_has_a_committed_equaliser_at_every_rate():
 
 
 @pytest.mark.parametrize("name,fs", CASES)
-def test_a_fresh_design_is_what_is_committed_in_response(designs, name, fs):
+def test_a_fresh_design_is_no_better_than_what_is_committed(designs, name, fs):
+    """What a user's own profile gets (a design made now) keeps every limit and the goal, and the committed design
+    is not stale: a fresh one is not flatter by more than FRESH_DB (one that lands in a worse optimum on another
+    machine does not fail this: the committed integers are what ships)."""
     b, _, rep = designs[name, fs]
     fresh = mic_eq.eq_report(b.microphone.response, mic_eq.design_eq(b.microphone.response, fs), fs)
     assert mic_eq.check(fresh) == []
-    assert abs(fresh.max_abs_db - rep.max_abs_db) <= FRESH_DB, (fresh.max_abs_db, rep.max_abs_db)
+    assert fresh.max_abs_db <= FLAT_DB
+    assert fresh.max_abs_db >= rep.max_abs_db - FRESH_DB, ("run make coeffs", fresh.max_abs_db, rep.max_abs_db)
 
 
 @pytest.mark.parametrize("name,fs", CASES)
