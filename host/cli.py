@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+import threading
 
 import click
 
@@ -25,10 +27,24 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class _Interrupt:
+    """Whether Ctrl-C (SIGINT) arrived. One that lands inside a C extension's import (numpy, scipy) comes out as
+    that import's own error (numpy's ImportError "initialization failed"), not as KeyboardInterrupt."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def _report(exc: Exception, debug: bool) -> int:
     """One line on stderr for an error from a command; the exit code (re-raises with --debug)."""
     if debug:
         raise exc
+    if _Interrupt.seen:  # whatever the interrupted code raised instead
+        raise KeyboardInterrupt from exc
     code = exit_code(exc)
     if code is None:  # not an error slm knows: a bug
         click.echo(f"slm: internal error: {type(exc).__name__}: {one_line(exc)} "
@@ -1266,6 +1282,9 @@ def main(argv: list[str] | None = None) -> None:
     errors are one line on stderr (a traceback only with --debug)."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where the caller ignores it)
+        signal.signal(signal.SIGINT, _Interrupt.handler)
     try:
         code = cli.main(args=args, prog_name="slm", standalone_mode=False, obj={})
         sys.exit(code if isinstance(code, int) else 0)  # click returns ctx.exit()'s code in this mode
@@ -1288,6 +1307,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(1)
     except Exception as e:  # raised outside a subcommand
+        if _Interrupt.seen and not debug:
+            click.echo("slm: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         sys.exit(_report(e, debug))
 
 
