@@ -2,7 +2,7 @@
 
 Used by ``slm boards`` / ``slm boards show`` and, verbatim, by docs/hardware.md (a test checks that every shipped
 profile's ``wiring_diagram`` appears there). Pure functions of a ``slm.boards.Board``; only ``describe`` with
-``with_eq=True`` does work (the equaliser design, 1-8 s of scipy per profile and rate, cached).
+``with_eq=True`` does work (the equaliser's report: its flatness, limits and rounding noise, about a second).
 """
 
 from __future__ import annotations

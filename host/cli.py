@@ -200,8 +200,6 @@ def monitor(ports, log_file, limit_db, duration_s, as_json, broker, user, passwo
 def _watch(targets, log_file, limit_db, duration_s, as_json, title="slm monitor", mon=None, extra=None):
     """The monitor's live view and summary over the given ports (monitor and demo), or of `mon` (a BrokerMonitor);
     ``extra()``: a dict for the summary's "fleet" (the demo's collector)."""
-    import signal
-
     from rich.console import Console
     from rich.live import Live
 
@@ -351,8 +349,6 @@ def virtual(scenario, meter, speed, board, device_dir, seed, display_png, broker
       slm virtual --broker mqtt://127.0.0.1:1883 --site square
     """
     import re
-    import signal
-    import threading
     import time
 
     from slm.virtual_board import VirtualBoard
@@ -1134,9 +1130,6 @@ def collect(broker, user, password_file, ca_file, db_url, client_id, duration_s,
       slm collect --broker mqtts://broker:8883 --tls ca.crt --user collector --password-file collector.pw \\
                   --db postgresql://slm@db/slm
     """
-    import signal
-    import threading
-
     from slm import collect as collect_mod
     from slm.fleet_db import open_db
 
@@ -1194,8 +1187,6 @@ def hj212(db_url, target, stations, pw, state_file, utc_offset, no_ack, timeout_
     Example:
       slm hj212 --db fleet.sqlite --to 10.1.2.3:9000 --mn a0b1c2d3e4f5=010000A8900016F000169DC0 --pw 100000
     """
-    import signal
-    import threading
     from pathlib import Path
 
     from slm import hj212 as hj
@@ -1301,16 +1292,19 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         if debug:
             raise
-        click.echo("slm: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted()
     except BrokenPipeError:  # `slm ... | head`: the reader left; nothing more to say
         sys.stderr.close()
         sys.exit(1)
     except Exception as e:  # raised outside a subcommand
         if _Interrupt.seen and not debug:
-            click.echo("slm: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _exit_interrupted()
         sys.exit(_report(e, debug))
+
+
+def _exit_interrupted() -> None:
+    click.echo("slm: interrupted", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

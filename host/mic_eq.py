@@ -88,7 +88,6 @@ COEFF_LIMIT = 2**16 - 1  # |Q14 integer coefficient|; the kernel multiplies coef
 # stays at -107 to -116 dBFS, 20 dB under the microphones' self-noise. At 16 kHz 0.998 (5 Hz) would lift that
 # noise to -89 dBFS, so 32 and 16 kHz keep 0.995.
 MAX_POLE_RADII = {48000: 0.998, 44100: 0.998, 32000: 0.995, 16000: 0.995}
-MAX_POLE_RADIUS = max(MAX_POLE_RADII.values())  # the largest at any rate
 
 
 def max_pole_radius(rate: int) -> float:
